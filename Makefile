@@ -1,0 +1,53 @@
+# imgfeat: `make run` and `make test` are the two commands; everything else is a step of them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODELS := .cache/models/ssd_mobilenet_v2_coco/model.json
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON := $(CURDIR)/$(PY)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+DATE ?=
+INPUT ?=
+WAREHOUSE ?=
+ENGINE ?= openvino
+RUN_ARGS := $(if $(DATE),--date $(DATE)) $(if $(INPUT),--input $(INPUT)) $(if $(WAREHOUSE),--warehouse $(WAREHOUSE)) --engine $(ENGINE)
+
+.PHONY: setup run test bench java clean help
+
+help:
+	@echo "make run    set up, then run the image_features DAG on the sample partition"
+	@echo "            (or: make run DATE=YYYY-MM-DD INPUT=<dir|uri> WAREHOUSE=<dir|uri>)"
+	@echo "make test   set up, then run the test suite"
+	@echo "make bench  set up, then benchmark stages and end-to-end against the bare models"
+	@echo "make setup  venv from requirements.txt, models fetched and converted (cached)"
+
+java:
+	@java -version 2>&1 | grep -qE 'version "(17|21)' || { \
+	  echo "Java 17 is required (Spark 3.5). Install it with: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+$(MODELS): $(STAMP)
+	$(PY) -m imgfeat.cli setup
+
+setup: java $(STAMP) $(MODELS)
+
+run: setup
+	$(PY) -m imgfeat.cli run $(RUN_ARGS)
+
+test: setup
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m imgfeat.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf var build .pytest_cache

@@ -1,0 +1,84 @@
+"""A corpus of awkward and broken image files, built from one real photo.
+
+Used by the tests (every case's expected outcome) and planted in the sample partition so that
+`make run` shows the quarantine at work. `EXPECTED` maps file name -> reason code, or None when
+the file is a valid image that must be published.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+EXPECTED = {
+    "truncated.jpg": "truncated",
+    "zero-bytes.jpg": "empty_file",
+    "text-named.jpg": "undecodable",
+    "declared-huge.png": "too_many_pixels",
+    "one-pixel.png": "too_small",
+    "notes.txt": "unsupported_extension",
+    "cmyk.jpg": None,
+    "gray16.png": None,
+    "alpha.png": None,
+    "grayscale.JPG": None,
+    "animated.gif": None,
+}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def declared_huge_png(width: int = 60000, height: int = 60000) -> bytes:
+    """A valid PNG header declaring width x height, with almost no data: a decompression bomb."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + _png_chunk(b"IEND", b""))
+
+
+def _save(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def build(photo: np.ndarray) -> dict[str, bytes]:
+    """File name -> bytes, for every case of EXPECTED, derived from an RGB photo."""
+    rgb = Image.fromarray(photo)
+    jpeg = _save(rgb, "JPEG", quality=90)
+    gray16 = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    alpha = rgb.convert("RGBA")
+    alpha.putalpha(Image.fromarray(np.full(photo.shape[:2], 200, np.uint8)))
+    frames = [rgb.quantize(64), rgb.rotate(5).quantize(64), rgb.rotate(10).quantize(64)]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    files = {
+        "truncated.jpg": jpeg[: len(jpeg) * 6 // 10],
+        "zero-bytes.jpg": b"",
+        "text-named.jpg": b"this is a text file, not a JPEG\n",
+        "declared-huge.png": declared_huge_png(),
+        "one-pixel.png": _save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
+        "notes.txt": b"shooting notes: not an image\n",
+        "cmyk.jpg": _save(rgb.convert("CMYK"), "JPEG", quality=90),
+        "gray16.png": _save(Image.fromarray(gray16), "PNG"),
+        "alpha.png": _save(alpha, "PNG"),
+        "grayscale.JPG": _save(rgb.convert("L"), "JPEG", quality=90),
+        "animated.gif": gif.getvalue(),
+    }
+    assert set(files) == set(EXPECTED)
+    return files
+
+
+def write(directory: Path, photo: np.ndarray, prefix: str = "") -> dict[str, str | None]:
+    """Write the corpus into `directory`; returns image_id (relative to it) -> expected reason code."""
+    directory.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for name, data in build(photo).items():
+        (directory / name).write_bytes(data)
+        expected[prefix + name] = EXPECTED[name]
+    return expected

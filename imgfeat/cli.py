@@ -1,0 +1,140 @@
+"""Command line of the local setup: `python -m imgfeat.cli {setup,sample,run}`.
+
+`run` validates its arguments, runs the image_features DAG through Airflow (`airflow dags test`,
+SQLite metadata DB, local Spark) and prints a summary from the run manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from imgfeat import params, paths
+from imgfeat.layout import Warehouse, input_partition
+
+SAMPLE_DATE = "2026-11-01"
+SAMPLE_PHOTOS = 60
+DAG_ID = "image_features"
+
+
+def sample_input_root() -> Path:
+    return paths.var_dir() / "sample" / "input"
+
+
+def default_warehouse() -> Path:
+    return paths.var_dir() / "warehouse"
+
+
+def build_sample(root: Path, date: str = SAMPLE_DATE, count: int = SAMPLE_PHOTOS) -> Path:
+    """The sample partition: `count` real photos plus the planted bad files (idempotent)."""
+    from imgfeat import badfiles, sample_photos
+
+    part = Path(input_partition(str(root), date))
+    marker = root / f".built-dt={date}-{count}"
+    if marker.exists():
+        return part
+    import shutil
+
+    shutil.rmtree(part, ignore_errors=True)
+    sample_photos.build_partition(part, count, seed=0, cache_dir=paths.cache_dir())
+    from skimage import data
+
+    badfiles.write(part / "planted-bad", data.coffee())
+    marker.touch()
+    return part
+
+
+def read_manifest(warehouse: str, date: str) -> dict:
+    path = Warehouse(warehouse).manifest(date)
+    if params.is_uri(path) and not path.startswith("file:"):
+        from imgfeat.webhdfs import read_text
+
+        return json.loads(read_text(path))
+    return json.loads(Path(path.removeprefix("file://").removeprefix("file:")).read_text())
+
+
+def print_summary(m: dict, wall_s: float) -> None:
+    print()
+    print(f"image_features dt={m['partition_date']}  ({m['model']})")
+    print(f"  images in     {m['images_in']}")
+    print(f"  published     {m['published']}")
+    print(f"  quarantined   {m['quarantined']}"
+          + "".join(f"\n    {code:<22}{n}" for code, n in m["quarantined_by_reason"].items()))
+    print("  top labels    " + ", ".join(f"{k} {v}" for k, v in m["top_labels"].items()))
+    print("  stage times   " + ", ".join(f"{s} {m['stages'][s]['duration_s']:.1f}s"
+                                        for s in ("ingest", "detect", "crop", "embed", "publish")))
+    print(f"  wall time     {wall_s:.1f}s (Airflow + 5 spark-submits)")
+    print(f"  features      {m['outputs']['features']}")
+    print(f"  quarantine    {m['outputs']['quarantine']}")
+    print(f"  manifest      {Warehouse(m['warehouse']).manifest(m['partition_date'])}")
+
+
+def cmd_run(a) -> int:
+    try:
+        date = params.partition_date(a.date or SAMPLE_DATE, "DATE")
+        if a.input:
+            input_root = params.input_root(a.input, "INPUT")
+        else:
+            input_root = str(sample_input_root())
+            build_sample(Path(input_root), date)
+        warehouse = params.warehouse_root(a.warehouse or str(default_warehouse()), "WAREHOUSE")
+        threshold = params.score_threshold(a.score_threshold)
+        bits = params.code_bits(a.code_bits)
+        engine = params.engine(a.engine, "ENGINE")
+        part = input_partition(input_root, date)
+        if not params.is_uri(part) and not Path(part).is_dir():
+            raise params.ParamError("DATE", f"no input partition {part}")
+    except params.ParamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
+
+    env = airflow_env()
+    ensure_airflow_db(env)
+    conf = {"partition_date": date, "input_root": input_root, "warehouse_root": warehouse,
+            "score_threshold": threshold, "code_bits": bits, "engine": engine}
+    log = paths.var_dir() / "logs" / f"run-dt={date}.log"
+    print(f"running DAG {DAG_ID} for dt={date} through Airflow (log: {log}) ...", flush=True)
+    started = time.time()
+    rc = dags_test(DAG_ID, date, conf, env, log_file=None if a.verbose else log)
+    wall = time.time() - started
+    if rc != 0:
+        print(f"error: the DAG run failed (exit {rc}); see {log}", file=sys.stderr)
+        return 1
+    print_summary(read_manifest(warehouse, date), wall)
+    return 0
+
+
+def cmd_setup(a) -> int:
+    from imgfeat.models import ensure_models
+
+    print(f"models: {ensure_models(paths.model_dir(), paths.cache_dir())}")
+    if a.sample:
+        print(f"sample partition: {build_sample(sample_input_root())}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m imgfeat.cli", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the image_features DAG for one partition through Airflow")
+    run.add_argument("--date", help=f"partition date YYYY-MM-DD (default: the sample's {SAMPLE_DATE})")
+    run.add_argument("--input", help="input root (default: the sample partition, built on first use)")
+    run.add_argument("--warehouse", help=f"warehouse root (default: {default_warehouse()})")
+    run.add_argument("--engine", default=params.DEFAULTS["engine"])
+    run.add_argument("--score-threshold", default=params.DEFAULTS["score_threshold"])
+    run.add_argument("--code-bits", default=params.DEFAULTS["code_bits"])
+    run.add_argument("-v", "--verbose", action="store_true", help="stream Airflow's log instead of a file")
+    run.set_defaults(fn=cmd_run)
+    setup = sub.add_parser("setup", help="fetch and convert the models (and build the sample)")
+    setup.add_argument("--sample", action="store_true", help="also build the sample partition")
+    setup.set_defaults(fn=cmd_setup)
+    a = ap.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

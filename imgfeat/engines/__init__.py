@@ -1,0 +1,33 @@
+"""Inference engines. Each engine runs the same two networks on uint8 NHWC batches:
+
+  detect(batch) -> list of Detections (normalized ymin, xmin, ymax, xmax; COCO ids; scores)
+  features(batch) -> float32 [N, 1280] backbone descriptors (not normalized)
+
+Engines are cached per process, so a Spark Python worker loads a model once and reuses it
+for every task it runs (Spark reuses Python workers by default).
+"""
+
+from __future__ import annotations
+
+import functools
+
+ENGINES = ("openvino",)
+INPUT_SIZE = 300  # the SSD's fixed input; images are resized before batching
+
+
+@functools.lru_cache(maxsize=4)
+def get_engine(name: str, model_dir: str, threads: int = 0, precision: str = "f32"):
+    if name == "openvino":
+        from imgfeat.engines.openvino import OpenVinoEngine
+
+        return OpenVinoEngine(model_dir, threads=threads, precision=precision)
+    raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")
+
+
+def engine_version(name: str, precision: str = "f32") -> str:
+    """The engine's name and version for the `model` column, without loading any model."""
+    if name == "openvino":
+        from importlib.metadata import version
+
+        return f"openvino-{version('openvino')}-{precision}"
+    raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")

@@ -1,0 +1,58 @@
+"""The warehouse and input layout: the one place that knows where a partition lives.
+
+  INPUT/dt=<date>/...                          the partition's image files (any depth)
+  WAREHOUSE/<stage>/dt=<date>/                 a stage's committed checkpoint (Parquet + _SUCCESS
+                                               + _stage.json), for ingest, detect, crop, embed
+  WAREHOUSE/features/dt=<date>/                published features (the output contract)
+  WAREHOUSE/quarantine/dt=<date>/              published quarantine: image_id, stage, reason
+  WAREHOUSE/runs/dt=<date>/manifest.json       the run manifest
+  WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where a stage writes before its atomic rename
+Roots are local paths or Hadoop URIs (hdfs://, file://).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+STAGES = ("ingest", "detect", "crop", "embed", "publish")
+CHECKPOINT_STAGES = STAGES[:-1]
+PUBLISHED_TABLES = ("features", "quarantine")
+STAGE_META = "_stage.json"
+SUCCESS = "_SUCCESS"
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def input_partition(input_root: str, date: str) -> str:
+    return _join(input_root, f"dt={date}")
+
+
+def previous_stage(stage: str) -> str | None:
+    i = STAGES.index(stage)
+    return STAGES[i - 1] if i else None
+
+
+class Warehouse:
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+
+    def checkpoint(self, stage: str, date: str) -> str:
+        if stage not in CHECKPOINT_STAGES:
+            raise ValueError(f"stage {stage!r} has no checkpoint table")
+        return _join(self.root, stage, f"dt={date}")
+
+    def table(self, name: str, date: str) -> str:
+        if name not in PUBLISHED_TABLES:
+            raise ValueError(f"unknown published table {name!r}")
+        return _join(self.root, name, f"dt={date}")
+
+    def manifest(self, date: str) -> str:
+        return _join(self.root, "runs", f"dt={date}", "manifest.json")
+
+    def staging_root(self, name: str, date: str) -> str:
+        return _join(self.root, "_staging", name, f"dt={date}")
+
+    def new_staging(self, name: str, date: str) -> str:
+        return _join(self.staging_root(name, date), uuid.uuid4().hex)

@@ -1,0 +1,120 @@
+"""Run parameters and their validation, shared by the DAG, the stage apps and the CLI.
+
+A bad value raises `ParamError` whose message starts with the parameter's name, and every caller
+validates before it starts any Spark job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from urllib.parse import urlparse
+
+DEFAULTS = {
+    "score_threshold": 0.3,
+    "code_bits": 64,
+    "engine": "openvino",
+    "batch_size": 16,
+}
+URI_SCHEMES = ("hdfs", "file", "webhdfs", "viewfs", "s3a", "abfs", "abfss", "gs")
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+MIN_CODE_BITS, MAX_CODE_BITS = 8, 1024
+
+
+class ParamError(ValueError):
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+def partition_date(value: str, name: str = "partition_date") -> str:
+    value = str(value or "").strip()
+    if not re.match(DATE_PATTERN, value):
+        raise ParamError(name, f"expected a date YYYY-MM-DD, got {value!r}")
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as e:
+        raise ParamError(name, f"{value!r} is not a calendar date ({e})") from None
+    return value
+
+
+def is_uri(root: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", root))
+
+
+def root(value: str, name: str) -> str:
+    """A local directory path or a Hadoop URI; never relative traversal."""
+    value = str(value or "").strip()
+    if not value:
+        raise ParamError(name, "is empty")
+    if ".." in value.split("/"):
+        raise ParamError(name, f"{value!r} contains '..'")
+    if is_uri(value):
+        parsed = urlparse(value)
+        if parsed.scheme not in URI_SCHEMES:
+            raise ParamError(name, f"unsupported scheme {parsed.scheme!r} in {value!r} (use one of {', '.join(URI_SCHEMES)})")
+        if parsed.scheme == "hdfs" and not parsed.netloc:
+            raise ParamError(name, f"{value!r} names no NameNode (hdfs://HOST:PORT/path)")
+        return value.rstrip("/")
+    if not value.startswith("/"):
+        value = os.path.abspath(value)
+    return value.rstrip("/") or "/"
+
+
+def input_root(value: str, name: str = "input_root") -> str:
+    value = root(value, name)
+    if not is_uri(value) and not os.path.isdir(value):
+        raise ParamError(name, f"{value!r} is not a directory")
+    return value
+
+
+def warehouse_root(value: str, name: str = "warehouse_root") -> str:
+    value = root(value, name)
+    if not is_uri(value):
+        existing = value
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ParamError(name, f"{existing!r} is a file, not a directory")
+        if not os.access(existing, os.W_OK):
+            raise ParamError(name, f"{existing!r} is not writable")
+    return value
+
+
+def score_threshold(value, name: str = "score_threshold") -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ParamError(name, f"expected a number in (0, 1), got {value!r}") from None
+    if not 0.0 < x < 1.0:
+        raise ParamError(name, f"expected a number in (0, 1), got {x}")
+    return x
+
+
+def code_bits(value, name: str = "code_bits") -> int:
+    try:
+        k = int(str(value))
+    except ValueError:
+        raise ParamError(name, f"expected an integer, got {value!r}") from None
+    if k % 8 or not MIN_CODE_BITS <= k <= MAX_CODE_BITS:
+        raise ParamError(name, f"expected a multiple of 8 in [{MIN_CODE_BITS}, {MAX_CODE_BITS}], got {k}")
+    return k
+
+
+def engine(value: str, name: str = "engine") -> str:
+    from imgfeat.engines import ENGINES
+
+    if value not in ENGINES:
+        raise ParamError(name, f"unknown engine {value!r}, expected one of {', '.join(ENGINES)}")
+    return value
+
+
+def positive_int(value, name: str) -> int:
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise ParamError(name, f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise ParamError(name, f"expected a positive integer, got {n}")
+    return n

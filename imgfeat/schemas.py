@@ -1,0 +1,38 @@
+"""Schemas of every checkpoint and published table (Spark DDL strings, one home).
+
+Every checkpoint carries every image of the partition: a row that failed a stage keeps its id
+and gets `quarantine_stage`/`quarantine_reason` (its payload columns are null), and later stages
+pass it through. So counts never shrink between stages and publish splits the final rows into
+features and quarantine: each input file lands in exactly one of them.
+"""
+
+QUARANTINE_COLS = "quarantine_stage string, quarantine_reason string"
+BASE = "image_id string, sha256 string, width int, height int"
+BOX = "label string, score double, x1 int, y1 int, x2 int, y2 int"
+
+DETECTION = "struct<label_id:int, label:string, score:double, x1:int, y1:int, x2:int, y2:int>"
+
+INGEST = f"{BASE}, format string, size_bytes long, content binary, {QUARANTINE_COLS}"
+DETECT = f"{BASE}, content binary, detections array<{DETECTION}>, {QUARANTINE_COLS}"
+CROP = f"{BASE}, {BOX}, crop binary, {QUARANTINE_COLS}"
+EMBED = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, {QUARANTINE_COLS}"
+
+# The output contract (README "Output contract"): column order matters to readers of the files.
+FEATURES = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, model string"
+QUARANTINE = "image_id string, stage string, reason string"
+
+STAGE_SCHEMAS = {"ingest": INGEST, "detect": DETECT, "crop": CROP, "embed": EMBED}
+
+
+def columns(ddl: str) -> list[str]:
+    """Column names of a DDL string (top-level commas only)."""
+    names, depth, start = [], 0, 0
+    for i, ch in enumerate(ddl + ","):
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            names.append(ddl[start:i].split()[0])
+            start = i + 1
+    return names

@@ -1,0 +1,274 @@
+"""Runs one stage for one partition: validate arguments, start Spark, read the predecessor's
+checkpoint, apply the stage's batch function on executors, commit the result atomically.
+
+Every stage app accepts the same arguments, so the DAG passes one argument list to all five.
+Arguments are validated before the SparkSession exists: a bad one exits with status 2 and a
+message naming it, and no Spark job starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+import time
+
+from imgfeat import params, paths
+from imgfeat.layout import STAGES, Warehouse, input_partition, previous_stage
+
+
+def _typed(validator):
+    def convert(value):
+        try:
+            return validator(value)
+        except params.ParamError as e:
+            raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+    convert.__name__ = validator.__name__
+    return convert
+
+
+class InvalidArguments(ValueError):
+    """A stage argument is invalid; the message names it (`argument --code-bits: ...`)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    raise_errors = False
+
+    def error(self, message):
+        if self.raise_errors:
+            raise InvalidArguments(message)
+        super().error(message)
+
+
+def build_parser(stage: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"spark-submit spark_apps/{stage}.py",
+                                description=f"imgfeat stage '{stage}' for one date partition")
+    p.add_argument("--partition-date", required=True, type=_typed(params.partition_date), help="YYYY-MM-DD")
+    p.add_argument("--input-root", required=True, type=_typed(lambda v: params.root(v, "input_root")),
+                   help="input root (local path or hdfs:// URI); images under INPUT/dt=<date>/")
+    p.add_argument("--warehouse-root", required=True, type=_typed(params.warehouse_root),
+                   help="warehouse root (local path or hdfs:// URI)")
+    p.add_argument("--score-threshold", type=_typed(params.score_threshold),
+                   default=params.DEFAULTS["score_threshold"], help="minimum detection score, in (0, 1)")
+    p.add_argument("--code-bits", type=_typed(params.code_bits), default=params.DEFAULTS["code_bits"],
+                   help="binary code length K (multiple of 8)")
+    p.add_argument("--engine", type=_typed(params.engine), default=params.DEFAULTS["engine"],
+                   help="inference engine for detect and embed")
+    p.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
+    p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")),
+                   default=params.DEFAULTS["batch_size"], help="images per inference batch")
+    p.add_argument("--images-per-task", type=_typed(lambda v: params.positive_int(v, "images_per_task")),
+                   default=64, help="images per Spark task (sets the number of partitions)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="inference threads per task (0: spark.task.cpus)")
+    return p
+
+
+def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.Namespace:
+    """Parse and validate; exits with status 2 (or raises `InvalidArguments`) on a bad value."""
+    parser = build_parser(stage)
+    parser.raise_errors = raise_errors
+    args = parser.parse_args(argv)
+    if stage in ("detect", "embed"):
+        from imgfeat.models import ModelError, load_manifest
+
+        try:
+            args.model_manifest = load_manifest(args.model_dir, verify=True)
+        except ModelError as e:
+            parser.error(f"argument --model-dir: {e}")
+    return args
+
+
+def model_name(args) -> str:
+    """The published `model` column: detector, embedding network, engine, code."""
+    from imgfeat import descriptor
+    from imgfeat.engines import engine_version
+
+    m = args.model_manifest
+    return (f"{m['detector']}+{m['backbone']};engine={engine_version(args.engine)};"
+            f"code={descriptor.code_name(args.code_bits)}")
+
+
+def _partitions(spark, rows: int, per_task: int) -> int:
+    return max(spark.sparkContext.defaultParallelism, math.ceil(rows / per_task))
+
+
+def _counts(df) -> dict:
+    from pyspark.sql import functions as F
+
+    r = df.agg(F.count("*").alias("rows"), F.count("quarantine_stage").alias("quarantined")).first()
+    return {"rows": r["rows"], "quarantined": r["quarantined"]}
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _read_previous(spark, wh: Warehouse, stage: str, date: str):
+    from imgfeat.spark.checkpoint import is_committed, read_meta
+    from imgfeat.spark.hadoop import HadoopFS
+
+    prev = previous_stage(stage)
+    path = wh.checkpoint(prev, date)
+    if not is_committed(HadoopFS(spark), path):
+        raise StageFailed(f"{prev} checkpoint {path} is not committed: run stage '{prev}' first")
+    return spark.read.parquet(path), read_meta(spark, path)
+
+
+def run_ingest(spark, args, wh):
+    from imgfeat.schemas import INGEST
+    from imgfeat.spark.hadoop import HadoopFS
+    from imgfeat.stages.ingest import file_path, ingest_batch
+
+    fs = HadoopFS(spark)
+    part = input_partition(args.input_root, args.partition_date)
+    if not fs.is_dir(part):
+        raise StageFailed(f"input partition {part} does not exist")
+    uri = fs.qualify(part)
+    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(part)
+             .select("path", "content"))
+    # Spark's file scan silently drops zero-byte files; they are input files too and must reach
+    # the quarantine, so add back every listed file that the scan did not return.
+    listed = {file_path(p): p for p in files.inputFiles()}
+    scanned = {file_path(r.path) for r in files.select("path").collect()}
+    dropped = sorted(uri for path, uri in listed.items() if path not in scanned)
+    if dropped:
+        files = files.unionByName(spark.createDataFrame([(p, bytearray()) for p in dropped], "path string, content binary"))
+    n = len(listed)
+    fn = lambda it: (ingest_batch(b, uri) for b in it)  # noqa: E731
+    out = files.repartition(_partitions(spark, n, args.images_per_task))
+    return out.mapInPandas(fn, INGEST), {"input": uri, "files": n}
+
+
+def _inference_stage(batch_fn, schema, engine_args, extra):
+    def fn(it):
+        from imgfeat.engines import get_engine
+
+        engine = get_engine(*engine_args)
+        for b in it:
+            yield batch_fn(b, engine, *extra)
+    return fn, schema
+
+
+def run_detect(spark, args, wh):
+    from imgfeat.schemas import DETECT
+    from imgfeat.stages.detect import detect_batch
+
+    df, meta = _read_previous(spark, wh, "detect", args.partition_date)
+    fn, schema = _inference_stage(detect_batch, DETECT, _engine_args(spark, args), (args.score_threshold,))
+    df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
+    return df.mapInPandas(fn, schema), {"model": model_name(args), "score_threshold": args.score_threshold}
+
+
+def run_crop(spark, args, wh):
+    from imgfeat.schemas import CROP
+    from imgfeat.stages.crop import crop_batch
+
+    df, meta = _read_previous(spark, wh, "crop", args.partition_date)
+    df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
+    return df.mapInPandas(lambda it: (crop_batch(b) for b in it), CROP), {}
+
+
+def run_embed(spark, args, wh):
+    from imgfeat.schemas import EMBED
+    from imgfeat.stages.embed import embed_batch
+
+    df, meta = _read_previous(spark, wh, "embed", args.partition_date)
+    fn, schema = _inference_stage(embed_batch, EMBED, _engine_args(spark, args), (args.code_bits,))
+    df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
+    return df.mapInPandas(fn, schema), {"model": model_name(args), "code_bits": args.code_bits}
+
+
+def _engine_args(spark, args) -> tuple:
+    threads = args.threads or int(spark.conf.get("spark.task.cpus", "1"))
+    return (args.engine, args.model_dir, threads)
+
+
+def run_publish(spark, args, wh):
+    from imgfeat.spark.checkpoint import commit, read_meta, write_text_atomically
+    from imgfeat.stages import publish
+
+    date = args.partition_date
+    embedded, embed_meta = _read_previous(spark, wh, "publish", date)
+    metas = {s: read_meta(spark, wh.checkpoint(s, date)) for s in STAGES[:-1]}
+    features = publish.features(embedded, embed_meta["model"])
+    quarantine = publish.quarantine(embedded)
+    started = time.time()
+    counts = {}
+    for name, df in (("features", features), ("quarantine", quarantine)):
+        info = commit(spark, df.coalesce(max(1, math.ceil(metas["ingest"]["rows"] / 5000))),
+                      wh.table(name, date), wh.staging_root(name, date), wh.new_staging(name, date),
+                      lambda written: {"rows": written.count()})
+        counts[name] = info["rows"]
+    summary = publish.summary(spark.read.parquet(wh.table("features", date)),
+                              spark.read.parquet(wh.table("quarantine", date)))
+    images_in = metas["ingest"]["rows"]
+    if summary["published"] + summary["quarantined"] != images_in:
+        raise StageFailed(f"lost images: {images_in} ingested, {summary['published']} published, "
+                          f"{summary['quarantined']} quarantined")
+    manifest = {
+        "partition_date": date,
+        "input": metas["ingest"]["input"],
+        "warehouse": args.warehouse_root,
+        "images_in": images_in,
+        **summary,
+        "model": embed_meta["model"],
+        "code_bits": embed_meta["code_bits"],
+        "score_threshold": metas["detect"]["score_threshold"],
+        "stages": {s: {k: metas[s][k] for k in ("rows", "quarantined", "duration_s", "finished_at")}
+                   for s in metas},
+        "outputs": {"features": wh.table("features", date), "quarantine": wh.table("quarantine", date)},
+    }
+    manifest["stages"]["publish"] = {"rows": counts["features"], "quarantined": counts["quarantine"],
+                                     "duration_s": round(time.time() - started, 3),
+                                     "finished_at": _now()}
+    write_text_atomically(spark, wh.manifest(date), json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+JOBS = {"ingest": run_ingest, "detect": run_detect, "crop": run_crop, "embed": run_embed}
+
+
+def run(spark, stage: str, args) -> dict:
+    """Run `stage` for `args.partition_date` with an existing SparkSession; returns its metadata."""
+    from imgfeat.spark.checkpoint import commit
+
+    wh = Warehouse(args.warehouse_root)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    if stage == "publish":
+        return run_publish(spark, args, wh)
+    started = time.time()
+    df, extra = JOBS[stage](spark, args, wh)
+    date = args.partition_date
+
+    def meta(written):
+        return {"stage": stage, "partition_date": date, **_counts(written), **extra,
+                "duration_s": round(time.time() - started, 3), "finished_at": _now()}
+
+    return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date),
+                  wh.new_staging(stage, date), meta)
+
+
+def main(stage: str, argv: list[str] | None = None) -> int:
+    """Entry point of spark_apps/<stage>.py."""
+    assert stage in STAGES
+    args = parse(stage, sys.argv[1:] if argv is None else argv)
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName(f"imgfeat-{stage}-{args.partition_date}").getOrCreate()
+    try:
+        info = run(spark, stage, args)
+    except StageFailed as e:
+        print(f"imgfeat {stage} failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    print(f"imgfeat {stage} dt={args.partition_date}: "
+          + json.dumps({k: info.get(k) for k in ("rows", "quarantined", "published", "duration_s") if k in info}))
+    return 0

@@ -1,0 +1,50 @@
+"""crop: the highest-scoring object, padded by a margin, cut out of the original picture."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from imgfeat import decode
+from imgfeat.stages._rows import is_quarantined, quarantine, records
+
+STAGE = "crop"
+PAYLOAD = ("label", "score", "x1", "y1", "x2", "y2", "crop")
+MARGIN = 0.08  # of the box's width/height on each side: keeps the object's outline in the crop
+
+
+def padded(box: tuple[int, int, int, int], width: int, height: int, margin: float = MARGIN):
+    x1, y1, x2, y2 = box
+    dx, dy = round((x2 - x1) * margin), round((y2 - y1) * margin)
+    return max(0, x1 - dx), max(0, y1 - dy), min(width, x2 + dx), min(height, y2 + dy)
+
+
+def crop_row(row: dict, margin: float = MARGIN) -> dict:
+    out = {k: row[k] for k in ("image_id", "sha256", "width", "height", "quarantine_stage", "quarantine_reason")}
+    dets = row.get("detections")
+    dets = list(dets) if dets is not None else []
+    if dets:
+        best = max(dets, key=lambda d: d["score"])
+        out.update(label=best["label"], score=float(best["score"]),
+                   x1=best["x1"], y1=best["y1"], x2=best["x2"], y2=best["y2"])
+    else:  # nothing detected: the whole picture is the object
+        out.update(label=None, score=0.0, x1=0, y1=0, x2=row["width"], y2=row["height"])
+    rgb = decode.decode_rgb(row["content"])
+    cx1, cy1, cx2, cy2 = padded((out["x1"], out["y1"], out["x2"], out["y2"]), rgb.shape[1], rgb.shape[0], margin)
+    out["crop"] = decode.encode_png(rgb[cy1:cy2, cx1:cx2])
+    return out
+
+
+def crop_batch(batch: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
+    rows = []
+    for row in records(batch):
+        if is_quarantined(row):
+            rows.append(quarantine({k: row[k] for k in ("image_id", "sha256", "width", "height",
+                                    "quarantine_stage", "quarantine_reason")},
+                                   row["quarantine_stage"], row["quarantine_reason"], PAYLOAD))
+            continue
+        try:
+            rows.append(crop_row(row, margin))
+        except decode.BadImage as e:
+            rows.append(quarantine({k: row[k] for k in ("image_id", "sha256", "width", "height")},
+                                   STAGE, e.reason, PAYLOAD))
+    return pd.DataFrame(rows)

@@ -1,0 +1,64 @@
+"""detect: every object above the score threshold, with its box in original-image pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from imgfeat import coco, decode
+from imgfeat.engines import INPUT_SIZE
+from imgfeat.stages._rows import is_quarantined, quarantine, records
+
+STAGE = "detect"
+PAYLOAD = ("content", "detections")
+
+
+def to_pixels(det, width: int, height: int, threshold: float) -> list[dict]:
+    """Normalized (ymin, xmin, ymax, xmax) -> integer pixel boxes, x2/y2 exclusive, clamped."""
+    out = []
+    for (ymin, xmin, ymax, xmax), cls, score in zip(det.boxes, det.classes, det.scores):
+        if score < threshold:
+            continue
+        x1, x2 = (int(np.clip(round(v * width), 0, width)) for v in (xmin, xmax))
+        y1, y2 = (int(np.clip(round(v * height), 0, height)) for v in (ymin, ymax))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        out.append({"label_id": int(cls), "label": coco.label_name(cls), "score": float(score),
+                    "x1": x1, "y1": y1, "x2": x2, "y2": y2})
+    return sorted(out, key=lambda d: -d["score"])
+
+
+def detect_batch(batch: pd.DataFrame, engine, threshold: float) -> pd.DataFrame:
+    rows = records(batch.drop(columns=[c for c in ("format", "size_bytes") if c in batch]))
+    pending, pixels = [], []
+    for i, row in enumerate(rows):
+        row.setdefault("detections", None)
+        if is_quarantined(row):
+            row["content"] = None
+            continue
+        try:
+            pixels.append(decode.resize(decode.decode_rgb(row["content"]), INPUT_SIZE))
+            pending.append(i)
+        except decode.BadImage as e:
+            rows[i] = quarantine(row, STAGE, e.reason, PAYLOAD)
+    if pending:
+        for i, det in zip(pending, _detect_each_on_failure(engine, np.stack(pixels))):
+            if isinstance(det, Exception):
+                rows[i] = quarantine(rows[i], STAGE, f"inference_error: {det}", PAYLOAD)
+            else:
+                rows[i]["detections"] = to_pixels(det, rows[i]["width"], rows[i]["height"], threshold)
+    return pd.DataFrame(rows)
+
+
+def _detect_each_on_failure(engine, batch: np.ndarray) -> list:
+    """One bad image must not fail its neighbours: on a batch error, retry image by image."""
+    try:
+        return engine.detect(batch)
+    except Exception:
+        out = []
+        for x in batch:
+            try:
+                out.append(engine.detect(x[None])[0])
+            except Exception as e:  # recorded in quarantine, never raised
+                out.append(e)
+        return out

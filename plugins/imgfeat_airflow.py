@@ -1,0 +1,100 @@
+"""Shared Airflow settings of the imgfeat pipeline: one home for what every stage task uses.
+
+- `StageSubmitOperator`: a SparkSubmitOperator that submits spark_apps/<stage>.py with the run's
+  arguments, validating them first so a bad parameter fails the task before any Spark job.
+- `PARAMS`: the run parameters (validated by Airflow on trigger, again by the operator).
+- `DEFAULT_ARGS`: retries and their delay.
+Spark's master comes from the `spark_default` connection (`local[2]`, `yarn`, `spark://h:p`).
+Environment (read when the DAG file is parsed; cheap):
+  IMGFEAT_HOME           where spark_apps/ lives (default: this repository)
+  IMGFEAT_INPUT_ROOT     default input root        IMGFEAT_WAREHOUSE_ROOT  default warehouse root
+  IMGFEAT_MODEL_DIR      converted models           IMGFEAT_PYSPARK_PYTHON  Python of executors
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Param
+
+from imgfeat import params as p
+from imgfeat import paths
+
+HOME = Path(os.environ.get("IMGFEAT_HOME", Path(__file__).resolve().parent.parent))
+MAX_ACTIVE_RUNS = 2
+
+# The partition of a run: the `partition_date` param when given (UI triggers), else the start
+# day of the data interval (scheduled runs and backfills process the day that just ended).
+PARTITION_DATE = "{{ params.partition_date or (data_interval_start | ds) }}"
+
+PARAMS = {
+    "partition_date": Param(None, type=["null", "string"], pattern=p.DATE_PATTERN,
+                            description="Partition YYYY-MM-DD; empty: the data interval's start day"),
+    "input_root": Param(os.environ.get("IMGFEAT_INPUT_ROOT", str(paths.var_dir() / "sample" / "input")),
+                        type="string", minLength=1, description="Images are read from INPUT/dt=<date>/"),
+    "warehouse_root": Param(os.environ.get("IMGFEAT_WAREHOUSE_ROOT", str(paths.var_dir() / "warehouse")),
+                            type="string", minLength=1, description="Checkpoints and published tables"),
+    "score_threshold": Param(p.DEFAULTS["score_threshold"], type="number", exclusiveMinimum=0,
+                             exclusiveMaximum=1, description="Minimum detection score"),
+    "code_bits": Param(p.DEFAULTS["code_bits"], type="integer", minimum=p.MIN_CODE_BITS,
+                       maximum=p.MAX_CODE_BITS, multipleOf=8, description="Binary code length K"),
+    "engine": Param(p.DEFAULTS["engine"], type="string", enum=["openvino"], description="Inference engine"),
+}
+
+STAGE_ARGS = [
+    "--partition-date", PARTITION_DATE,
+    "--input-root", "{{ params.input_root }}",
+    "--warehouse-root", "{{ params.warehouse_root }}",
+    "--score-threshold", "{{ params.score_threshold }}",
+    "--code-bits", "{{ params.code_bits }}",
+    "--engine", "{{ params.engine }}",
+    "--model-dir", os.environ.get("IMGFEAT_MODEL_DIR", str(paths.model_dir())),
+]
+
+SPARK_CONF = {
+    "spark.python.worker.reuse": "true",  # keeps each worker's loaded model across tasks
+    "spark.sql.parquet.compression.codec": "snappy",
+}
+
+DEFAULT_ARGS = {
+    "owner": "imgfeat",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=int(os.environ.get("IMGFEAT_RETRY_DELAY_S", "60"))),
+}
+
+
+class StageSubmitOperator(SparkSubmitOperator):
+    """Submits one pipeline stage as a PySpark application."""
+
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, stage: str, **kwargs):
+        python = os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable)
+        kwargs.setdefault("conn_id", "spark_default")
+        kwargs.setdefault("conf", dict(SPARK_CONF))
+        kwargs.setdefault("env_vars", {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python})
+        super().__init__(
+            task_id=stage,
+            application=str(HOME / "spark_apps" / f"{stage}.py"),
+            application_args=list(STAGE_ARGS),
+            name=f"imgfeat-{stage}",
+            **kwargs,
+        )
+        self.stage = stage
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from imgfeat.spark.runner import InvalidArguments, parse
+
+        # The app's own parser: a bad parameter is refused here, before spark-submit, and
+        # without retries (it would fail the same way again).
+        try:
+            parse(self.stage, [str(a) for a in self.application_args], raise_errors=True)
+        except InvalidArguments as e:
+            raise AirflowFailException(f"stage {self.stage}: invalid parameter: {e}") from None
+        return super().execute(context)

@@ -1,0 +1,8 @@
+"""Spark application of the 'detect' stage (submitted by the image_features DAG)."""
+
+import sys
+
+from imgfeat.spark.runner import main
+
+if __name__ == "__main__":
+    sys.exit(main("detect"))

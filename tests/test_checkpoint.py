@@ -1,0 +1,71 @@
+"""Checkpoint commits on local Spark: all or nothing, and a re-run replaces only its partition."""
+
+import json
+import os
+
+import pytest
+from pyspark.sql import functions as F
+
+from imgfeat.layout import Warehouse
+from imgfeat.spark.checkpoint import commit, is_committed, read_meta
+from imgfeat.spark.hadoop import HadoopFS
+
+pytestmark = pytest.mark.spark
+
+
+def _commit(spark, wh, date, df, meta=None):
+    return commit(spark, df, wh.checkpoint("ingest", date), wh.staging_root("ingest", date),
+                  wh.new_staging("ingest", date), meta or (lambda w: {"rows": w.count()}))
+
+
+def test_commit_writes_data_success_and_meta(spark, tmp_path):
+    wh = Warehouse(str(tmp_path))
+    info = _commit(spark, wh, "2026-11-01", spark.range(10).repartition(3))
+    target = wh.checkpoint("ingest", "2026-11-01")
+    assert info == {"rows": 10} and read_meta(spark, target) == {"rows": 10}
+    assert is_committed(HadoopFS(spark), target)
+    assert sorted(r.id for r in spark.read.parquet(target).collect()) == list(range(10))
+    assert not os.listdir(tmp_path / "_staging" / "ingest")  # no staging left behind
+
+
+def test_a_failing_stage_leaves_the_committed_checkpoint_untouched(spark, tmp_path):
+    wh = Warehouse(str(tmp_path))
+    target = wh.checkpoint("ingest", "2026-11-01")
+    _commit(spark, wh, "2026-11-01", spark.range(5))
+    before = sorted(os.listdir(target))
+
+    @F.udf("long")
+    def explode_on_7(x):
+        if x == 7:
+            raise RuntimeError("simulated executor failure")
+        return x
+
+    bad = spark.range(10).repartition(4).select(explode_on_7("id").alias("id"))
+    with pytest.raises(Exception, match="simulated executor failure"):
+        _commit(spark, wh, "2026-11-01", bad)
+    assert sorted(os.listdir(target)) == before
+    assert sorted(r.id for r in spark.read.parquet(target).collect()) == list(range(5))
+    # The next attempt deletes what the failed one left in staging, then commits.
+    _commit(spark, wh, "2026-11-01", spark.range(3))
+    assert sorted(r.id for r in spark.read.parquet(target).collect()) == [0, 1, 2]
+    assert not os.listdir(tmp_path / "_staging" / "ingest")
+
+
+def test_rerun_replaces_only_its_own_partition(spark, tmp_path):
+    wh = Warehouse(str(tmp_path))
+    _commit(spark, wh, "2026-11-01", spark.range(4))
+    _commit(spark, wh, "2026-11-02", spark.range(100, 106))
+    for _ in range(2):  # idempotent: twice the same partition, no duplicates
+        _commit(spark, wh, "2026-11-01", spark.range(4))
+    both = spark.read.parquet(str(tmp_path / "ingest"))
+    counts = {str(r["dt"]): r["count"] for r in both.groupBy("dt").count().collect()}
+    assert counts == {"2026-11-01": 4, "2026-11-02": 6}
+
+
+def test_an_uncommitted_directory_is_not_a_checkpoint(spark, tmp_path):
+    wh = Warehouse(str(tmp_path))
+    target = wh.checkpoint("detect", "2026-11-01")
+    spark.range(3).write.parquet(target)  # has _SUCCESS but no _stage.json: not ours
+    assert not is_committed(HadoopFS(spark), target)
+    (tmp_path / "detect" / "dt=2026-11-01" / "_stage.json").write_text(json.dumps({"rows": 3}))
+    assert is_committed(HadoopFS(spark), target)

@@ -1,0 +1,55 @@
+import pytest
+
+from imgfeat import params
+
+
+def test_partition_date_accepts_a_calendar_date():
+    assert params.partition_date("2026-02-28") == "2026-02-28"
+
+
+@pytest.mark.parametrize("bad", ["2026-02-30", "20260201", "2026-2-1", "", None, "2026-01-01; rm -rf /"])
+def test_partition_date_refuses_and_names_the_parameter(bad):
+    with pytest.raises(params.ParamError, match=r"^DATE: "):
+        params.partition_date(bad, "DATE")
+
+
+def test_roots(tmp_path):
+    assert params.input_root(str(tmp_path)) == str(tmp_path)
+    assert params.root("hdfs://127.0.0.1:9000/images/", "input_root") == "hdfs://127.0.0.1:9000/images"
+    with pytest.raises(params.ParamError, match="^input_root: .*is not a directory"):
+        params.input_root(str(tmp_path / "missing"))
+    with pytest.raises(params.ParamError, match=r"^warehouse_root: .*'\.\.'"):
+        params.warehouse_root(f"{tmp_path}/../etc")
+    with pytest.raises(params.ParamError, match="^input_root: unsupported scheme 'http'"):
+        params.input_root("http://example.org/x")
+    with pytest.raises(params.ParamError, match="^input_root: .*names no NameNode"):
+        params.input_root("hdfs:///images")
+    # A warehouse that does not exist yet is fine when its nearest existing parent is writable.
+    assert params.warehouse_root(str(tmp_path / "a" / "b")) == str(tmp_path / "a" / "b")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(params.ParamError, match="^warehouse_root: .*is a file"):
+        params.warehouse_root(str(tmp_path / "file" / "wh"))
+
+
+@pytest.mark.parametrize("value,ok", [("0.5", 0.5), (0.01, 0.01), (0, None), (1, None), ("x", None)])
+def test_score_threshold(value, ok):
+    if ok is None:
+        with pytest.raises(params.ParamError, match="^score_threshold: "):
+            params.score_threshold(value)
+    else:
+        assert params.score_threshold(value) == ok
+
+
+@pytest.mark.parametrize("value,ok", [("64", 64), (32, 32), (128, 128), (12, None), (0, None), (2048, None), ("6.4", None)])
+def test_code_bits(value, ok):
+    if ok is None:
+        with pytest.raises(params.ParamError, match="^code_bits: "):
+            params.code_bits(value)
+    else:
+        assert params.code_bits(value) == ok
+
+
+def test_engine():
+    assert params.engine("openvino") == "openvino"
+    with pytest.raises(params.ParamError, match="^engine: unknown engine 'tensorrt'"):
+        params.engine("tensorrt")

@@ -1,0 +1,153 @@
+"""Stage logic on real photos with the real model, batch by batch (no Spark)."""
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import jpeg
+from imgfeat import badfiles, decode, descriptor
+from imgfeat.stages import crop, detect, embed, ingest
+
+# Hand-labelled boxes (x1, y1, x2, y2) of each photo's main object, drawn by looking at it.
+MAIN_OBJECT = {
+    "chelsea": ("cat", (0, 0, 420, 300)),
+    "astronaut": ("person", (15, 15, 365, 512)),
+    "coffee": ("cup", (175, 15, 410, 255)),
+}
+
+
+def iou(a, b):
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def ingested(photos, names):
+    rows = [ingest.ingest_file(f"{n}.jpg", jpeg(photos[n])) for n in names]
+    return pd.DataFrame(rows)
+
+
+def test_image_id_is_relative_to_the_partition():
+    root = "hdfs://nn:9000/images/dt=2026-11-01"
+    assert ingest.image_id(f"{root}/a/b%20c.jpg", root) == "a/b c.jpg"
+    with pytest.raises(ValueError):
+        ingest.image_id("hdfs://nn:9000/other/x.jpg", root)
+
+
+def test_ingest_fingerprints_and_measures(photos):
+    data = jpeg(photos["coffee"])
+    row = ingest.ingest_file("shelf/Coffee.JPEG", data)
+    assert row["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (row["width"], row["height"], row["format"]) == (600, 400, "JPEG")
+    assert row["size_bytes"] == len(data) and row["content"] == data
+    assert row["quarantine_stage"] is None
+
+
+def test_ingest_quarantines_every_bad_file_with_its_reason(photos):
+    files = badfiles.build(photos["chelsea"])
+    batch = pd.DataFrame({"path": [f"file:/in/dt=2026-11-01/x/{n}" for n in files],
+                          "content": list(files.values())})
+    out = ingest.ingest_batch(batch, "file:/in/dt=2026-11-01").set_index("image_id")
+    assert len(out) == len(files)
+    for name, code in badfiles.EXPECTED.items():
+        row = out.loc[f"x/{name}"]
+        if code is None:
+            assert row["quarantine_stage"] is None and row["content"] is not None
+        else:
+            assert row["quarantine_stage"] == "ingest"
+            assert row["quarantine_reason"].split(":")[0] == code
+            assert row["content"] is None and row["sha256"] == hashlib.sha256(files[name]).hexdigest()
+
+
+def test_detect_finds_each_photos_main_object(photos, engine):
+    names = list(MAIN_OBJECT)
+    out = detect.detect_batch(ingested(photos, names), engine, threshold=0.3)
+    for name, row in zip(names, out.to_dict("records")):
+        label, box = MAIN_OBJECT[name]
+        best = row["detections"][0]
+        assert best["label"] == label, (name, best)
+        assert best["score"] > 0.7
+        got = (best["x1"], best["y1"], best["x2"], best["y2"])
+        assert iou(got, box) > 0.7, (name, got, box)
+        assert all(d["score"] >= 0.3 for d in row["detections"])
+
+
+def test_detect_threshold_and_pixel_boxes(photos, engine):
+    high = detect.detect_batch(ingested(photos, ["coffee"]), engine, threshold=0.9).iloc[0]
+    low = detect.detect_batch(ingested(photos, ["coffee"]), engine, threshold=0.5).iloc[0]
+    assert [d["label"] for d in high["detections"]] == ["cup"]
+    assert len(low["detections"]) > 1 and low["detections"][0] == high["detections"][0]
+    for d in low["detections"]:
+        assert 0 <= d["x1"] < d["x2"] <= 600 and 0 <= d["y1"] < d["y2"] <= 400
+
+
+def test_to_pixels_clamps_and_drops_empty_boxes():
+    from imgfeat.engines.openvino import Detections
+
+    d = Detections(np.array([[-0.1, 0.5, 1.2, 0.75], [0.2, 0.2, 0.2, 0.4]], np.float32),
+                   np.array([47, 1]), np.array([0.9, 0.8], np.float32))
+    assert detect.to_pixels(d, 200, 100, 0.5) == [
+        {"label_id": 47, "label": "cup", "score": pytest.approx(0.9), "x1": 100, "y1": 0, "x2": 150, "y2": 100}]
+
+
+def test_crop_keeps_the_best_object_with_a_margin(photos):
+    row = {"image_id": "coffee.jpg", "sha256": "s", "width": 600, "height": 400,
+           "content": jpeg(photos["coffee"]), "quarantine_stage": None, "quarantine_reason": None,
+           "detections": [{"label": "cup", "score": 0.95, "x1": 100, "y1": 50, "x2": 300, "y2": 250},
+                          {"label": "spoon", "score": 0.5, "x1": 0, "y1": 0, "x2": 10, "y2": 10}]}
+    out = crop.crop_row(row)
+    assert (out["label"], out["x1"], out["y1"], out["x2"], out["y2"]) == ("cup", 100, 50, 300, 250)
+    assert decode.decode_rgb(out["crop"]).shape == (232, 232, 3)  # 200 + 2 * 16 px margin
+
+
+def test_crop_clamps_at_the_border_and_keeps_the_whole_picture_without_detection(photos):
+    assert crop.padded((0, 10, 600, 390), 600, 400) == (0, 0, 600, 400)
+    row = {"image_id": "rocket.jpg", "sha256": "s", "width": 640, "height": 427,
+           "content": jpeg(photos["rocket"]), "quarantine_stage": None, "quarantine_reason": None,
+           "detections": []}
+    out = crop.crop_row(row)
+    assert (out["label"], out["score"], out["x1"], out["y1"], out["x2"], out["y2"]) == (None, 0.0, 0, 0, 640, 427)
+    assert decode.decode_rgb(out["crop"]).shape == (427, 640, 3)
+
+
+def test_crop_passes_quarantined_rows_through():
+    row = {"image_id": "bad.jpg", "sha256": "s", "width": None, "height": None, "content": None,
+           "detections": None, "quarantine_stage": "ingest", "quarantine_reason": "truncated: x"}
+    out = crop.crop_batch(pd.DataFrame([row])).iloc[0]
+    assert (out["quarantine_stage"], out["quarantine_reason"], out["crop"]) == ("ingest", "truncated: x", None)
+
+
+def _crop_rows(images: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"image_id": k, "sha256": "s", "width": v.shape[1], "height": v.shape[0],
+                          "label": None, "score": 0.0, "x1": 0, "y1": 0, "x2": v.shape[1], "y2": v.shape[0],
+                          "crop": decode.encode_png(v), "quarantine_stage": None, "quarantine_reason": None}
+                         for k, v in images.items()])
+
+
+def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
+    cat = photos["chelsea"]
+    images = {"cat": cat, "cat-recompressed": decode.decode_rgb(jpeg(cat, 60)),
+              "cat-flipped": cat[:, ::-1].copy(), "cat-cropped": cat[20:280, 30:420].copy(), "rocket": photos["rocket"], "coffee": photos["coffee"]}
+    out = embed.embed_batch(_crop_rows(images), engine, code_bits=64).set_index("image_id")
+    emb = {k: np.array(v, np.float32) for k, v in out["embedding"].items()}
+    for v in emb.values():
+        assert v.shape == (1280,) and abs(np.linalg.norm(v) - 1) < 1e-5
+    assert all(len(c) == 8 for c in out["code"]) and set(out["code_bits"]) == {64}
+    codes = out["code"].to_dict()
+    near = max(descriptor.hamming(codes["cat"], codes[k]) for k in ("cat-recompressed", "cat-flipped", "cat-cropped"))
+    far = min(descriptor.hamming(codes["cat"], codes[k]) for k in ("rocket", "coffee"))
+    assert near <= 8 and far >= 16, (near, far)
+    assert emb["cat"] @ emb["cat-flipped"] > emb["cat"] @ emb["rocket"]
+
+
+def test_codes_are_deterministic_and_sized_by_k():
+    x = descriptor.l2_normalize(np.random.RandomState(1).rand(3, 1280))
+    for k in (32, 64, 128):
+        a, b = descriptor.binary_codes(x, k), descriptor.binary_codes(x.copy(), k)
+        assert a.shape == (3, k // 8) and np.array_equal(a, b)
+    with pytest.raises(ValueError):
+        descriptor.binary_codes(x, 12)
