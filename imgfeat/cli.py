@@ -63,7 +63,8 @@ def print_summary(m: dict, wall_s: float) -> None:
     print(f"  published     {m['published']}")
     print(f"  quarantined   {m['quarantined']}"
           + "".join(f"\n    {code:<22}{n}" for code, n in m["quarantined_by_reason"].items()))
-    print("  top labels    " + ", ".join(f"{k} {v}" for k, v in m["top_labels"].items()))
+    labels = sorted(m["top_labels"].items(), key=lambda kv: (-kv[1], kv[0]))
+    print("  top labels    " + ", ".join(f"{k} {v}" for k, v in labels))
     print("  stage times   " + ", ".join(f"{s} {m['stages'][s]['duration_s']:.1f}s"
                                         for s in ("ingest", "detect", "crop", "embed", "publish")))
     print(f"  wall time     {wall_s:.1f}s (Airflow + 5 spark-submits)")

@@ -1,0 +1,98 @@
+"""The DAG's structure, its parameters, and the operator's refusal of bad parameters."""
+
+import copy
+from datetime import timedelta
+
+import pytest
+
+from imgfeat.layout import STAGES
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from imgfeat import paths
+
+    bag = DagBag(dag_folder=str(paths.REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["image_features"]
+
+
+def test_five_spark_submit_tasks_in_pipeline_order(dag):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    assert [t.task_id for t in dag.topological_sort()] == list(STAGES)
+    for up, down in zip(STAGES, STAGES[1:]):
+        assert dag.get_task(up).downstream_task_ids == {down}
+    for stage in STAGES:
+        task = dag.get_task(stage)
+        assert isinstance(task, SparkSubmitOperator)
+        assert task.application.endswith(f"spark_apps/{stage}.py")
+        assert task._conn_id == "spark_default"
+        assert task.retries == 2 and task.retry_delay > timedelta(0)
+
+
+def test_schedule_and_limits(dag):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.max_active_runs == 2 and dag.catchup is False
+
+
+def test_application_args_name_the_partition_and_roots(dag):
+    args = dag.get_task("detect").application_args
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert pairs["--partition-date"] == "{{ params.partition_date or (data_interval_start | ds) }}"
+    assert pairs["--input-root"] == "{{ params.input_root }}"
+    assert pairs["--warehouse-root"] == "{{ params.warehouse_root }}"
+    assert pairs["--code-bits"] == "{{ params.code_bits }}"
+    assert "application_args" in type(dag.get_task("detect")).template_fields
+
+
+@pytest.mark.parametrize("name,value", [
+    ("partition_date", "2026-13-45x"), ("score_threshold", 1.5), ("score_threshold", 0),
+    ("code_bits", 12), ("code_bits", 4096), ("engine", "tensorrt")])
+def test_params_refuse_bad_values(dag, name, value):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dag.params)
+    with pytest.raises(ParamValidationError, match=name):
+        params[name] = value
+        params.validate()
+
+
+def test_params_accept_a_manual_run(dag):
+    params = copy.deepcopy(dag.params)
+    params.update({"partition_date": "2026-11-01", "code_bits": 128, "score_threshold": 0.5})
+    assert params.validate()["code_bits"] == 128
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--code-bits", "12", "argument --code-bits: expected a multiple of 8"),
+    ("--partition-date", "2026-02-30", "argument --partition-date: '2026-02-30' is not a calendar date"),
+    ("--warehouse-root", "/tmp/../etc", "argument --warehouse-root: '/tmp/../etc' contains '..'"),
+])
+def test_operator_refuses_a_bad_parameter_before_spark_submit(dag, flag, value, message):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    rendered = {"--partition-date": "2026-11-01", "--input-root": "/tmp", "--warehouse-root": "/tmp/wh",
+                "--score-threshold": "0.3", "--code-bits": "64", "--engine": "openvino", flag: value}
+    task = dag.get_task("ingest").__class__(stage="ingest")
+    task.application_args = [x for kv in rendered.items() for x in kv]
+    with pytest.raises(AirflowFailException, match=f"stage ingest: invalid parameter: {message}"):
+        task.execute(context={})
+    assert task._hook is None  # no spark-submit was prepared
+
+
+def test_dag_file_is_cheap_to_parse():
+    import subprocess
+    import sys
+
+    from imgfeat import paths
+
+    code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; runpy.run_path('dags/image_features.py');"
+            "heavy = [m for m in ('pyspark', 'openvino', 'cv2', 'pandas', 'numpy') if m in sys.modules];"
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,88 @@
+"""End to end through Airflow: `airflow dags test` runs the five spark-submits on real photos."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import jpeg
+from imgfeat import badfiles, paths, sample_photos
+from imgfeat.layout import STAGES
+from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+DATE = "2026-11-05"
+KNOWN = {"shop/chelsea.jpg": "cat", "shop/coffee.jpg": "cup", "shop/astronaut.jpg": "person"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, photos, airflow_home, model_dir):
+    root = tmp_path_factory.mktemp("input")
+    part = root / f"dt={DATE}"
+    for image_id in KNOWN:
+        (part / image_id).parent.mkdir(parents=True, exist_ok=True)
+        (part / image_id).write_bytes(jpeg(photos[Path(image_id).stem]))
+    records = sample_photos.build_partition(part / "sample", 6, seed=3)
+    bad = badfiles.write(part / "planted", photos["coffee"], prefix="planted/")
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    env = airflow_env(airflow_home)
+    ensure_airflow_db(env)
+    log = airflow_home / "e2e.log"
+    conf = {"partition_date": DATE, "input_root": str(root), "warehouse_root": str(warehouse)}
+    rc = dags_test("image_features", DATE, conf, env, log_file=log)
+    return {"rc": rc, "log": log.read_text(), "warehouse": warehouse, "bad": bad,
+            "sample": ["sample/" + r["image_id"] for r in records]}
+
+
+def _table(path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(path)).to_pylist()
+
+
+def test_the_dag_run_succeeds_with_five_spark_submits(run):
+    assert run["rc"] == 0, run["log"][-3000:]
+    for stage in STAGES:
+        assert f"spark-submit --master local[2]" in run["log"]
+        assert f"spark_apps/{stage}.py --partition-date {DATE}" in run["log"]
+    for stage in STAGES[:-1]:
+        meta = json.loads((run["warehouse"] / stage / f"dt={DATE}" / "_stage.json").read_text())
+        assert meta["rows"] == 3 + 6 + len(badfiles.EXPECTED)
+
+
+def test_published_rows_and_quarantine(run):
+    features = {r["image_id"]: r for r in _table(run["warehouse"] / "features" / f"dt={DATE}")}
+    quarantine = {r["image_id"]: r for r in _table(run["warehouse"] / "quarantine" / f"dt={DATE}")}
+    for image_id, label in KNOWN.items():
+        assert features[image_id]["label"] == label
+    bad = {k: v for k, v in run["bad"].items() if v is not None}
+    assert {k: r["reason"].split(":")[0] for k, r in quarantine.items()} == bad
+    assert all(r["stage"] == "ingest" for r in quarantine.values())
+    every_file = set(KNOWN) | set(run["sample"]) | set(run["bad"])
+    assert set(features) | set(quarantine) == every_file and not set(features) & set(quarantine)
+    for r in features.values():
+        assert len(r["code"]) == r["code_bits"] // 8 == 8 and len(r["embedding"]) == 1280
+
+
+def test_manifest(run):
+    m = json.loads((run["warehouse"] / "runs" / f"dt={DATE}" / "manifest.json").read_text())
+    n_bad = sum(v is not None for v in run["bad"].values())
+    assert (m["images_in"], m["published"], m["quarantined"]) == (
+        3 + 6 + len(badfiles.EXPECTED), 3 + 6 + len(badfiles.EXPECTED) - n_bad, n_bad)
+    assert m["partition_date"] == DATE and m["code_bits"] == 64
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--date", "2026-02-30"], "error: DATE: '2026-02-30' is not a calendar date"),
+    (["--input", "/nonexistent/images"], "error: INPUT: '/nonexistent/images' is not a directory"),
+    (["--warehouse", "/tmp/../x"], "error: WAREHOUSE: '/tmp/../x' contains '..'"),
+    (["--date", "1999-01-01", "--input", "/tmp"], "error: DATE: no input partition /tmp/dt=1999-01-01"),
+])
+def test_make_run_refuses_bad_arguments_before_any_spark_job(args, message, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "imgfeat.cli", "run", *args], capture_output=True, text=True,
+                         cwd=paths.REPO, env={**airflow_env(tmp_path / "airflow"), "IMGFEAT_VAR": str(tmp_path)})
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith(message)
+    assert not (tmp_path / "airflow").exists()  # nothing started, not even Airflow's DB
