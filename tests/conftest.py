@@ -6,6 +6,7 @@ Airflow's environment is set before anything imports airflow, so tests never tou
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -20,6 +21,7 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="imgfeat-airflow-"))
 os.environ.update({k: v for k, v in airflow_env(_AIRFLOW_HOME).items()
                    if k.startswith(("AIRFLOW", "SPARK_", "PYSPARK", "IMGFEAT"))})
 sys.path.insert(0, str(paths.REPO / "plugins"))
+logging.getLogger("py4j").setLevel(logging.WARNING)  # its "closing" log races interpreter exit
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,26 +20,39 @@ class Detections:
     scores: np.ndarray  # [n] descending
 
 
+def compile_cache() -> str:
+    """OpenVINO's compiled-model cache: cuts the detector's load from ~4.5 s to ~0.8 s in every
+    new Python worker. Per node, so a temporary directory is the default."""
+    return os.environ.get("IMGFEAT_OPENVINO_CACHE", os.path.join(tempfile.gettempdir(), "imgfeat-openvino-cache"))
+
+
 class OpenVinoEngine:
     name = "openvino"
 
     def __init__(self, model_dir: str | Path, threads: int = 0, precision: str = "f32"):
         import openvino as ov
 
+        self.model_dir = Path(model_dir)
         self.manifest = load_manifest(model_dir)
-        core = ov.Core()
+        self._core = ov.Core()
+        self._core.set_property({"CACHE_DIR": compile_cache()})
         # f32 by default: bf16 is faster on CPUs that have it, but then a cluster of mixed
         # CPUs would publish different codes for the same picture.
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        self._config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._detector = core.compile_model(str(Path(model_dir) / "detector.xml"), "CPU", config)
-        self._backbone = core.compile_model(str(Path(model_dir) / "backbone.xml"), "CPU", config)
-        outputs = {name.split(":")[0]: out for out in self._detector.outputs for name in out.get_names()}
-        self._out = [outputs[k] for k in ("detection_boxes", "detection_classes", "detection_scores", "num_detections")]
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._detector = self._backbone = None  # compiled on first use: embed never needs the detector
         self.version = engine_version("openvino", precision)
 
+    def _compile(self, name: str):
+        return self._core.compile_model(str(self.model_dir / f"{name}.xml"), "CPU", self._config)
+
     def detect(self, batch: np.ndarray) -> list[Detections]:
+        if self._detector is None:
+            self._detector = self._compile("detector")
+            outputs = {n.split(":")[0]: o for o in self._detector.outputs for n in o.get_names()}
+            self._out = [outputs[k] for k in ("detection_boxes", "detection_classes", "detection_scores",
+                                              "num_detections")]
         result = self._detector(batch)
         boxes, classes, scores, counts = (result[o] for o in self._out)
         return [
@@ -46,4 +61,6 @@ class OpenVinoEngine:
         ]
 
     def features(self, batch: np.ndarray) -> np.ndarray:
+        if self._backbone is None:
+            self._backbone = self._compile("backbone")
         return np.asarray(self._backbone(batch)[0], dtype=np.float32)

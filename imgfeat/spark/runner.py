@@ -60,9 +60,9 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")),
                    default=params.DEFAULTS["batch_size"], help="images per inference batch")
     p.add_argument("--images-per-task", type=_typed(lambda v: params.positive_int(v, "images_per_task")),
-                   default=64, help="images per Spark task (sets the number of partitions)")
+                   default=128, help="images per Spark task (sets the number of partitions)")
     p.add_argument("--threads", type=int, default=0,
-                   help="inference threads per task (0: spark.task.cpus)")
+                   help="inference threads per task (0: the executor's cores)")
     return p
 
 
@@ -182,8 +182,11 @@ def run_embed(spark, args, wh):
 
 
 def _engine_args(spark, args) -> tuple:
-    threads = args.threads or int(spark.conf.get("spark.task.cpus", "1"))
-    return (args.engine, args.model_dir, threads)
+    # Default: as many inference threads as the executor has cores, even though its tasks run
+    # side by side. Decoding and Arrow transfer leave cores idle while a task infers; measured on
+    # 2 cores, local[2]: 1 thread/task 12.0 s, 2 threads/task 8.1 s for the same 240 images.
+    cores = spark.conf.get("spark.executor.cores", None) or spark.sparkContext.defaultParallelism
+    return (args.engine, args.model_dir, args.threads or int(cores))
 
 
 def run_publish(spark, args, wh):

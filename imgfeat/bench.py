@@ -1,0 +1,185 @@
+"""`make bench`: stage and end-to-end throughput on real photos, next to the bare models.
+
+Three measurements in one run, on the same partition (>= 200 images built from real photos):
+  bare     one plain Python process, no Spark: decode/validate, detect, crop, embed with the same
+           engine and batch size (the ceiling of the models on this machine);
+  spark    each stage's spark-submit, as the DAG runs it: wall time (with JVM start, Python
+           workers, model load); then each stage again in one warm SparkSession (workers and models
+           loaded): the steady state. fixed = wall - warm;
+  airflow  the whole DAG through `airflow dags test` (adds Airflow's own overhead).
+Ratios compare in-stage Spark throughput with the bare ceiling. Timings vary on shared machines:
+read the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgfeat import decode, descriptor, params, paths
+from imgfeat.engines import INPUT_SIZE, get_engine
+from imgfeat.layout import STAGES, input_partition
+
+BENCH_DATE = "2026-10-01"
+
+
+def build_input(count: int) -> Path:
+    from imgfeat import sample_photos
+
+    root = paths.var_dir() / "bench" / "input"
+    part = Path(input_partition(str(root), BENCH_DATE))
+    marker = root / f".built-{count}"
+    if not marker.exists():
+        shutil.rmtree(part, ignore_errors=True)
+        sample_photos.build_partition(part, count, seed=7)
+        marker.touch()
+    return root
+
+
+def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, threshold: float, bits: int) -> dict:
+    """The same work in one process without Spark; seconds per step."""
+    from imgfeat.stages.crop import crop_row
+    from imgfeat.stages.detect import to_pixels
+
+    engine = get_engine(engine_name, model_dir, 0)
+    engine.detect(np.zeros((batch, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))  # warm-up
+    t = {"ingest": 0.0, "detect": 0.0, "crop": 0.0, "embed": 0.0}
+    for i in range(0, len(files), batch):
+        chunk = [f.read_bytes() for f in files[i:i + batch]]
+        s = time.perf_counter()
+        infos = [decode.inspect(c) for c in chunk]
+        _ = [hashlib.sha256(c).hexdigest() for c in chunk]
+        t["ingest"] += time.perf_counter() - s
+        s = time.perf_counter()
+        x = np.stack([decode.resize(decode.decode_rgb(c), INPUT_SIZE) for c in chunk])
+        dets = [to_pixels(d, info.width, info.height, threshold) for d, info in zip(engine.detect(x), infos)]
+        t["detect"] += time.perf_counter() - s
+        s = time.perf_counter()
+        crops = [crop_row({"image_id": "", "sha256": "", "width": info.width, "height": info.height,
+                           "content": c, "detections": d, "quarantine_stage": None, "quarantine_reason": None})["crop"]
+                 for c, d, info in zip(chunk, dets, infos)]
+        t["crop"] += time.perf_counter() - s
+        s = time.perf_counter()
+        x = np.stack([decode.resize(decode.decode_rgb(c), INPUT_SIZE) for c in crops])
+        descriptor.binary_codes(descriptor.l2_normalize(engine.features(x)), bits)
+        t["embed"] += time.perf_counter() - s
+    return t
+
+
+def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict) -> dict:
+    out = {}
+    for stage in STAGES:
+        cmd = ["spark-submit", "--master", os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]"),
+               "--conf", "spark.python.worker.reuse=true", str(paths.REPO / "spark_apps" / f"{stage}.py"),
+               "--partition-date", BENCH_DATE, "--input-root", str(input_root),
+               "--warehouse-root", str(warehouse), *args]
+        s = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - s
+        if stage == "publish":
+            meta = json.loads((warehouse / "runs" / f"dt={BENCH_DATE}" / "manifest.json").read_text())
+            inside = meta["stages"]["publish"]["duration_s"]
+        else:
+            inside = json.loads((warehouse / stage / f"dt={BENCH_DATE}" / "_stage.json").read_text())["duration_s"]
+        out[stage] = (wall, inside)
+    return out
+
+
+def warm_stages(input_root: Path, warehouse: Path, args: list[str]) -> dict:
+    """Each stage run twice in one SparkSession; the second run's time is the steady state."""
+    from pyspark.sql import SparkSession
+
+    from imgfeat.spark.runner import parse, run
+
+    spark = (SparkSession.builder.master(os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]"))
+             .config("spark.ui.showConsoleProgress", "false").config("spark.python.worker.reuse", "true")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    a = parse("detect", ["--partition-date", BENCH_DATE, "--input-root", str(input_root),
+                         "--warehouse-root", str(warehouse), *args])
+    out = {}
+    try:
+        for stage in STAGES:
+            run(spark, stage, a)
+            s = time.perf_counter()
+            run(spark, stage, a)
+            out[stage] = time.perf_counter() - s
+    finally:
+        spark.stop()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m imgfeat.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=240)
+    ap.add_argument("--batch-size", type=int, default=params.DEFAULTS["batch_size"])
+    ap.add_argument("--engine", default=params.DEFAULTS["engine"])
+    ap.add_argument("--skip-airflow", action="store_true", help="no end-to-end run through Airflow")
+    a = ap.parse_args(argv)
+    cores = os.cpu_count() or 1
+    model_dir = str(paths.model_dir())
+    input_root = build_input(a.images)
+    files = sorted(p for p in Path(input_partition(str(input_root), BENCH_DATE)).rglob("*") if p.is_file())
+    n = len(files)
+    print(f"bench: {n} images from real photos, batch {a.batch_size}, engine {a.engine}, {cores} cores", flush=True)
+
+    t_bare = bare(files, a.engine, model_dir, a.batch_size, params.DEFAULTS["score_threshold"], 64)
+    from imgfeat.local import airflow_env
+
+    env = airflow_env()
+    os.environ.update({k: env[k] for k in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")})  # the warm in-process session
+    warehouse = paths.var_dir() / "bench" / "warehouse"
+    shutil.rmtree(warehouse, ignore_errors=True)
+    stage_args = ["--engine", a.engine, "--batch-size", str(a.batch_size), "--model-dir", model_dir]
+    t_spark = spark_stages(input_root, warehouse, stage_args, env)
+
+    t_warm = warm_stages(input_root, warehouse, stage_args)
+
+    rows = []
+    for stage in STAGES:
+        wall, warm, b = t_spark[stage][0], t_warm[stage], t_bare.get(stage)
+        rows.append((stage, wall, warm, wall - warm, n / warm, n / warm / cores,
+                     (n / b) if b else None, (b / warm) if b else None))
+    total_warm = sum(t_warm.values())
+    total_wall = sum(v[0] for v in t_spark.values())
+    b_total = sum(t_bare.values())
+    rows.append(("all stages", total_wall, total_warm, total_wall - total_warm, n / total_warm,
+                 n / total_warm / cores, n / b_total, b_total / total_warm))
+    print()
+    print(f"{'stage':<11}{'wall s':>8}{'warm s':>8}{'fixed s':>9}{'img/s':>8}{'img/s/core':>12}"
+          f"{'bare img/s':>12}{'spark/bare':>12}")
+    for stage, wall, warm, fixed, ips, ipc, bips, ratio in rows:
+        print(f"{stage:<11}{wall:>8.1f}{warm:>8.1f}{fixed:>9.1f}{ips:>8.1f}{ipc:>12.2f}"
+              f"{(f'{bips:.1f}' if bips else '-'):>12}{(f'{ratio:.2f}' if ratio else '-'):>12}")
+    print("\nwall: the stage's spark-submit; warm: the same stage in a warm SparkSession (steady state);"
+          f"\nfixed = wall - warm: JVM start, Python workers, model load ({total_wall - total_warm:.1f}s over 5 stages);"
+          "\nimg/s and spark/bare use the warm time; bare: one process, same engine and batch, no Spark.")
+    if not a.skip_airflow:
+        from imgfeat.local import dags_test, ensure_airflow_db
+
+        ensure_airflow_db(env)
+        shutil.rmtree(warehouse, ignore_errors=True)
+        conf = {"partition_date": BENCH_DATE, "input_root": str(input_root), "warehouse_root": str(warehouse),
+                "engine": a.engine}
+        s = time.perf_counter()
+        rc = dags_test("image_features", BENCH_DATE, conf, env, log_file=paths.var_dir() / "logs" / "bench.log")
+        e2e = time.perf_counter() - s
+        if rc != 0:
+            print(f"airflow run failed (exit {rc}), see var/logs/bench.log")
+            return 1
+        print(f"airflow end-to-end: {e2e:.1f}s wall = {n / e2e:.2f} img/s "
+              f"({n / e2e / cores:.2f} img/s/core); Airflow's own overhead ~{e2e - total_wall:.1f}s over the 5 spark-submits")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
