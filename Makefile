@@ -8,6 +8,8 @@ MODELS := .cache/models/ssd_mobilenet_v2_coco/model.json
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(PY)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# imgfeat is imported from the checkout (never installed): executors get it as a --py-files zip.
+export PYTHONPATH := $(CURDIR)
 
 DATE ?=
 INPUT ?=
@@ -32,7 +34,6 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
 $(MODELS): $(STAMP)

@@ -28,6 +28,7 @@ import numpy as np
 from imgfeat import decode, descriptor, params, paths
 from imgfeat.engines import INPUT_SIZE, get_engine
 from imgfeat.layout import STAGES, input_partition
+from imgfeat.packaging import build_zip
 
 BENCH_DATE = "2026-10-01"
 
@@ -79,7 +80,7 @@ def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict) 
     out = {}
     for stage in STAGES:
         cmd = ["spark-submit", "--master", os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]"),
-               "--conf", "spark.python.worker.reuse=true", str(paths.REPO / "spark_apps" / f"{stage}.py"),
+               "--conf", "spark.python.worker.reuse=true", "--py-files", str(build_zip()), str(paths.REPO / "spark_apps" / f"{stage}.py"),
                "--partition-date", BENCH_DATE, "--input-root", str(input_root),
                "--warehouse-root", str(warehouse), *args]
         s = time.perf_counter()

@@ -32,6 +32,8 @@ def airflow_env(home: Path | None = None, extra: dict | None = None) -> dict:
         "IMGFEAT_PYSPARK_PYTHON": sys.executable,
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "PYTHONUNBUFFERED": "1",
+        # Airflow imports imgfeat (plugins, DAG) from the checkout; Spark executors get the zip.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO), os.environ.get("PYTHONPATH")])),
     })
     env.update(extra or {})
     return env

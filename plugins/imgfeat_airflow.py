@@ -3,12 +3,15 @@
 - `StageSubmitOperator`: a SparkSubmitOperator that submits spark_apps/<stage>.py with the run's
   arguments, validating them first so a bad parameter fails the task before any Spark job.
 - `PARAMS`: the run parameters (validated by Airflow on trigger, again by the operator).
+  A stage whose checkpoint is committed and current is skipped (see imgfeat.checkpoints) unless
+  the run's `force` param is set, so re-running a failed run redoes only what is missing.
 - `DEFAULT_ARGS`: retries and their delay.
 Spark's master comes from the `spark_default` connection (`local[2]`, `yarn`, `spark://h:p`).
 Environment (read when the DAG file is parsed; cheap):
   IMGFEAT_HOME           where spark_apps/ lives (default: this repository)
   IMGFEAT_INPUT_ROOT     default input root        IMGFEAT_WAREHOUSE_ROOT  default warehouse root
   IMGFEAT_MODEL_DIR      converted models           IMGFEAT_PYSPARK_PYTHON  Python of executors
+  IMGFEAT_WEBHDFS_URL    WebHDFS of an hdfs:// warehouse (default http://<namenode>:9870)
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ PARAMS = {
     "code_bits": Param(p.DEFAULTS["code_bits"], type="integer", minimum=p.MIN_CODE_BITS,
                        maximum=p.MAX_CODE_BITS, multipleOf=8, description="Binary code length K"),
     "engine": Param(p.DEFAULTS["engine"], type="string", enum=["openvino"], description="Inference engine"),
+    "force": Param(False, type="boolean",
+                   description="Recompute stages whose checkpoint is committed and current"),
 }
 
 STAGE_ARGS = [
@@ -87,14 +92,31 @@ class StageSubmitOperator(SparkSubmitOperator):
         self.stage = stage
 
     def execute(self, context):
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+        from imgfeat import checkpoints
+        from imgfeat.packaging import build_zip
         from imgfeat.spark.runner import InvalidArguments, parse
 
         # The app's own parser: a bad parameter is refused here, before spark-submit, and
         # without retries (it would fail the same way again).
         try:
-            parse(self.stage, [str(a) for a in self.application_args], raise_errors=True)
+            args = parse(self.stage, [str(a) for a in self.application_args], raise_errors=True)
         except InvalidArguments as e:
             raise AirflowFailException(f"stage {self.stage}: invalid parameter: {e}") from None
+        force = bool((context.get("params") or {}).get("force"))
+        date, warehouse = args.partition_date, args.warehouse_root
+        try:
+            ok, why = checkpoints.current(warehouse, self.stage, date)
+            if ok and not force:
+                self.log.info("%s; skipping spark-submit (trigger with force=true to recompute)", why)
+                return None
+            self.log.info("%s; submitting", "force=true" if force else why)
+            if self.stage == "ingest" and not checkpoints.input_exists(args.input_root, date):
+                raise AirflowFailException(f"stage ingest: input partition {args.input_root}/dt={date} does not exist")
+            checkpoints.check_writable(warehouse)
+        except checkpoints.StorageError as e:
+            raise AirflowException(f"stage {self.stage}: {e}") from None
+        if not self.py_files:
+            self.py_files = str(build_zip())  # executors import imgfeat from this zip
         return super().execute(context)

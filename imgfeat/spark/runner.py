@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+import uuid
 
 from imgfeat import params, paths
 from imgfeat.layout import STAGES, Warehouse, input_partition, previous_stage
@@ -139,7 +140,7 @@ def run_ingest(spark, args, wh):
     n = len(listed)
     fn = lambda it: (ingest_batch(b, uri) for b in it)  # noqa: E731
     out = files.repartition(_partitions(spark, n, args.images_per_task))
-    return out.mapInPandas(fn, INGEST), {"input": uri, "files": n}
+    return out.mapInPandas(fn, INGEST), {"input": uri, "files": n, "upstream_commit": None}
 
 
 def _inference_stage(batch_fn, schema, engine_args, extra):
@@ -159,7 +160,8 @@ def run_detect(spark, args, wh):
     df, meta = _read_previous(spark, wh, "detect", args.partition_date)
     fn, schema = _inference_stage(detect_batch, DETECT, _engine_args(spark, args), (args.score_threshold,))
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return df.mapInPandas(fn, schema), {"model": model_name(args), "score_threshold": args.score_threshold}
+    return df.mapInPandas(fn, schema), {"model": model_name(args), "score_threshold": args.score_threshold,
+                                        "upstream_commit": meta["commit_id"]}
 
 
 def run_crop(spark, args, wh):
@@ -168,7 +170,7 @@ def run_crop(spark, args, wh):
 
     df, meta = _read_previous(spark, wh, "crop", args.partition_date)
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return df.mapInPandas(lambda it: (crop_batch(b) for b in it), CROP), {}
+    return df.mapInPandas(lambda it: (crop_batch(b) for b in it), CROP), {"upstream_commit": meta["commit_id"]}
 
 
 def run_embed(spark, args, wh):
@@ -178,7 +180,8 @@ def run_embed(spark, args, wh):
     df, meta = _read_previous(spark, wh, "embed", args.partition_date)
     fn, schema = _inference_stage(embed_batch, EMBED, _engine_args(spark, args), (args.code_bits,))
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return df.mapInPandas(fn, schema), {"model": model_name(args), "code_bits": args.code_bits}
+    return df.mapInPandas(fn, schema), {"model": model_name(args), "code_bits": args.code_bits,
+                                        "upstream_commit": meta["commit_id"]}
 
 
 def _engine_args(spark, args) -> tuple:
@@ -212,6 +215,8 @@ def run_publish(spark, args, wh):
         raise StageFailed(f"lost images: {images_in} ingested, {summary['published']} published, "
                           f"{summary['quarantined']} quarantined")
     manifest = {
+        "commit_id": uuid.uuid4().hex,
+        "upstream_commit": embed_meta["commit_id"],
         "partition_date": date,
         "input": metas["ingest"]["input"],
         "warehouse": args.warehouse_root,
@@ -249,13 +254,15 @@ def run(spark, stage: str, args) -> dict:
     started = time.time()
     df, extra = JOBS[stage](spark, args, wh)
     date = args.partition_date
+    staging = wh.new_staging(stage, date)
 
     def meta(written):
+        # commit_id/upstream_commit let Airflow tell a current checkpoint from a stale one.
         return {"stage": stage, "partition_date": date, **_counts(written), **extra,
+                "commit_id": staging.rsplit("/", 1)[1],
                 "duration_s": round(time.time() - started, 3), "finished_at": _now()}
 
-    return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date),
-                  wh.new_staging(stage, date), meta)
+    return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date), staging, meta)
 
 
 def main(stage: str, argv: list[str] | None = None) -> int:

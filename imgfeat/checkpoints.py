@@ -1,0 +1,133 @@
+"""Airflow's view of the checkpoints, without Spark: local files, or WebHDFS for hdfs:// roots.
+
+A checkpoint is *committed* when its directory holds `_SUCCESS` and `_stage.json`. It is *current*
+when it was also computed from the checkpoint its predecessor holds now: every `_stage.json`
+(and the run manifest) records `commit_id` (its own) and `upstream_commit` (the predecessor's it
+read). So when an upstream stage is re-made (forced, or after its checkpoint was deleted), every
+downstream checkpoint becomes stale and is recomputed by the next run, even without `force`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+from imgfeat import params
+from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, previous_stage
+
+
+class StorageError(RuntimeError):
+    """Storage is unreachable or refuses an operation; the message is one line."""
+
+
+def _local(path: str) -> str | None:
+    """The local path of `path`, or None when it lives on a remote file system."""
+    if path.startswith("file:"):
+        return "/" + path.removeprefix("file:").lstrip("/")
+    return None if params.is_uri(path) else path
+
+
+def _hdfs(path: str):
+    from urllib.parse import urlparse
+
+    from imgfeat.webhdfs import client_for
+
+    return client_for(path), urlparse(path).path or "/"
+
+
+def _call(path: str, fn):
+    import requests
+
+    try:
+        return fn()
+    except requests.exceptions.ConnectionError:
+        from imgfeat.webhdfs import webhdfs_url
+
+        raise StorageError(f"NameNode of {path} is unreachable (WebHDFS {webhdfs_url(path)} refused the connection)") from None
+
+
+def exists(path: str) -> bool:
+    local = _local(path)
+    if local is not None:
+        return os.path.exists(local)
+    client, p = _hdfs(path)
+    return _call(path, lambda: client.status(p, strict=False)) is not None
+
+
+def is_dir(path: str) -> bool:
+    local = _local(path)
+    if local is not None:
+        return os.path.isdir(local)
+    client, p = _hdfs(path)
+    status = _call(path, lambda: client.status(p, strict=False))
+    return bool(status) and status["type"] == "DIRECTORY"
+
+
+def read_json(path: str) -> dict | None:
+    local = _local(path)
+    if local is not None:
+        if not os.path.exists(local):
+            return None
+        with open(local) as f:
+            return json.load(f)
+    client, p = _hdfs(path)
+
+    def read():
+        if client.status(p, strict=False) is None:
+            return None
+        with client.read(p, encoding="utf-8") as r:
+            return json.loads(r.read())
+    return _call(path, read)
+
+
+def check_writable(root: str) -> None:
+    """Create and remove a probe directory under `root`; raise StorageError in one line if refused."""
+    probe = f"{root.rstrip('/')}/_staging/.probe-{uuid.uuid4().hex}"
+    local = _local(probe)
+    try:
+        if local is not None:
+            os.makedirs(local)
+            os.rmdir(local)
+            return
+    except OSError as e:
+        raise StorageError(f"warehouse_root {root} is not writable: {e.strerror}") from None
+    from hdfs.util import HdfsError
+
+    client, p = _hdfs(probe)
+
+    def make():
+        client.makedirs(p)
+        client.delete(p)
+    try:
+        _call(root, make)
+    except HdfsError as e:
+        raise StorageError(f"warehouse_root {root} is not writable: {str(e).splitlines()[0]}") from None
+
+
+def stage_meta(warehouse_root: str, stage: str, date: str) -> dict | None:
+    """The committed checkpoint's `_stage.json` (or the run manifest for publish), else None."""
+    wh = Warehouse(warehouse_root)
+    if stage == "publish":
+        return read_json(wh.manifest(date))
+    path = wh.checkpoint(stage, date)
+    if not exists(f"{path}/{SUCCESS}"):
+        return None
+    return read_json(f"{path}/{STAGE_META}")
+
+
+def current(warehouse_root: str, stage: str, date: str) -> tuple[bool, str]:
+    """Whether `stage`'s checkpoint for `date` is committed and computed from the current upstream."""
+    meta = stage_meta(warehouse_root, stage, date)
+    if meta is None:
+        return False, f"{stage} dt={date}: no committed checkpoint"
+    prev = previous_stage(stage)
+    if prev is not None:
+        upstream = stage_meta(warehouse_root, prev, date)
+        if upstream is None or meta.get("upstream_commit") != upstream.get("commit_id"):
+            return False, f"{stage} dt={date}: checkpoint is stale ({prev} was re-made since)"
+    return True, f"{stage} dt={date}: checkpoint {meta.get('commit_id')} is committed and current"
+
+
+def input_exists(input_root: str, date: str) -> bool:
+    return is_dir(input_partition(input_root, date))

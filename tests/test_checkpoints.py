@@ -1,0 +1,68 @@
+"""Airflow's view of checkpoints (no Spark): committed, current, stale, writable."""
+
+import json
+import os
+
+import pytest
+
+from imgfeat import checkpoints
+from imgfeat.layout import STAGES
+
+DATE = "2026-11-07"
+
+
+def commit(root, stage, commit_id, upstream):
+    d = root / stage / f"dt={DATE}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "_SUCCESS").write_text("")
+    (d / "_stage.json").write_text(json.dumps({"commit_id": commit_id, "upstream_commit": upstream}))
+
+
+def test_committed_chain_is_current_and_a_remade_upstream_makes_downstream_stale(tmp_path):
+    up = None
+    for stage in STAGES[:-1]:
+        commit(tmp_path, stage, f"c-{stage}", up)
+        up = f"c-{stage}"
+    (tmp_path / "runs" / f"dt={DATE}").mkdir(parents=True)
+    (tmp_path / "runs" / f"dt={DATE}" / "manifest.json").write_text(
+        json.dumps({"commit_id": "c-publish", "upstream_commit": "c-embed"}))
+    for stage in STAGES:
+        ok, why = checkpoints.current(str(tmp_path), stage, DATE)
+        assert ok, why
+    commit(tmp_path, "detect", "c-detect-2", "c-ingest")  # detect re-made
+    assert checkpoints.current(str(tmp_path), "detect", DATE)[0]
+    ok, why = checkpoints.current(str(tmp_path), "crop", DATE)
+    assert not ok and why == f"crop dt={DATE}: checkpoint is stale (detect was re-made since)"
+    assert checkpoints.current(str(tmp_path), "ingest", DATE)[0]
+
+
+def test_missing_or_uncommitted_checkpoints(tmp_path):
+    assert checkpoints.current(str(tmp_path), "ingest", DATE) == (False, f"ingest dt={DATE}: no committed checkpoint")
+    d = tmp_path / "ingest" / f"dt={DATE}"
+    d.mkdir(parents=True)
+    (d / "_stage.json").write_text("{}")  # no _SUCCESS: a foreign or half-copied directory
+    assert checkpoints.stage_meta(str(tmp_path), "ingest", DATE) is None
+
+
+def test_check_writable(tmp_path):
+    checkpoints.check_writable(str(tmp_path / "new" / "warehouse"))
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(checkpoints.StorageError, match="^warehouse_root .*a-file is not writable: Not a directory$"):
+        checkpoints.check_writable(str(tmp_path / "a-file"))
+    assert not any(p.name.startswith(".probe") for p in tmp_path.rglob("*"))
+
+
+def test_file_uris_are_local(tmp_path):
+    (tmp_path / "dt=2026-11-07").mkdir()
+    assert checkpoints.input_exists(f"file://{tmp_path}", DATE)
+    assert checkpoints.input_exists(f"file:{tmp_path}", DATE)
+    assert not checkpoints.input_exists(str(tmp_path), "2026-11-08")
+    assert os.path.isdir(tmp_path)
+
+
+def test_an_unreachable_namenode_is_one_line(monkeypatch):
+    monkeypatch.setenv("IMGFEAT_WEBHDFS_URL", "http://127.0.0.1:9")
+    with pytest.raises(checkpoints.StorageError) as e:
+        checkpoints.current("hdfs://127.0.0.1:8020/warehouse", "ingest", DATE)
+    assert str(e.value) == ("NameNode of hdfs://127.0.0.1:8020/warehouse/ingest/dt=2026-11-07/_SUCCESS is "
+                            "unreachable (WebHDFS http://127.0.0.1:9 refused the connection)")
