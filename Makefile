@@ -17,7 +17,7 @@ WAREHOUSE ?=
 ENGINE ?= openvino
 RUN_ARGS := $(if $(DATE),--date $(DATE)) $(if $(INPUT),--input $(INPUT)) $(if $(WAREHOUSE),--warehouse $(WAREHOUSE)) --engine $(ENGINE)
 
-.PHONY: setup run test bench java clean help
+.PHONY: setup run test bench pack java clean help
 
 help:
 	@echo "make run    set up, then run the image_features DAG on the sample partition"
@@ -25,6 +25,7 @@ help:
 	@echo "make test   set up, then run the test suite"
 	@echo "make bench  set up, then benchmark stages and end-to-end against the bare models"
 	@echo "make setup  venv from requirements.txt, models fetched and converted (cached)"
+	@echo "make pack   build/ archives for cluster mode: Python env (venv-pack), models, library zip"
 
 java:
 	@java -version 2>&1 | grep -qE 'version "(17|21)' || { \
@@ -49,6 +50,15 @@ test: setup
 
 bench: setup
 	$(PY) -m imgfeat.bench $(BENCH_ARGS)
+
+# For YARN cluster mode: upload these to HDFS and point IMGFEAT_PYTHON_ARCHIVE / IMGFEAT_MODEL_ARCHIVE
+# at them (README, "Pointing it at YARN and HDFS"). The nodes need Python 3.11 at the same prefix.
+pack: setup
+	@mkdir -p build
+	$(VENV)/bin/venv-pack --quiet --force -p $(VENV) -o build/imgfeat-env.tar.gz
+	tar -czf build/imgfeat-models.tar.gz -C $(dir $(MODELS)) .
+	$(PY) -m imgfeat.packaging
+	@ls -sh build/imgfeat-env.tar.gz build/imgfeat-models.tar.gz
 
 clean:
 	rm -rf var build .pytest_cache

@@ -18,7 +18,12 @@ from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, prev
 
 
 class StorageError(RuntimeError):
-    """Storage is unreachable or refuses an operation; the message is one line."""
+    """Storage is unreachable or refuses an operation; the message is one line. `transient`: worth
+    a retry (an unreachable NameNode may come back; a refused permission will not)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def _local(path: str) -> str | None:
@@ -44,7 +49,8 @@ def _call(path: str, fn):
     except requests.exceptions.ConnectionError:
         from imgfeat.webhdfs import webhdfs_url
 
-        raise StorageError(f"NameNode of {path} is unreachable (WebHDFS {webhdfs_url(path)} refused the connection)") from None
+        raise StorageError(f"NameNode of {path} is unreachable (WebHDFS {webhdfs_url(path)} refused the connection)",
+                           transient=True) from None
 
 
 def exists(path: str) -> bool:

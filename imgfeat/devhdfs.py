@@ -50,7 +50,7 @@ _WEBAPPS = ("hdfs", "datanode", "secondary", "journal")
 NAMENODE = "org.apache.hadoop.hdfs.server.namenode.NameNode"
 DATANODE = "org.apache.hadoop.hdfs.server.datanode.DataNode"
 FIXED_PORTS = {"rpc": 9000, "http": 9870, "dn": 9866, "dn_http": 9864, "dn_ipc": 9867}
-USER = "root"  # permissions are off; WebHDFS still wants some user name
+USER = "root"  # the user that starts the NameNode is HDFS's superuser; clients act as it by default
 
 
 def _run(cmd: list, what: str, cwd: Path | None = None) -> None:
@@ -172,12 +172,15 @@ class HDFS:
     never collide with a running dev HDFS; pass `ports=FIXED_PORTS` for the usual 9000/9870."""
 
     def __init__(self, base: Path | str, ports: dict | None = None, home: Path | str | None = None,
-                 heap: str = "384m", stop_at_exit: bool = True):
+                 heap: str = "384m", stop_at_exit: bool = True, permissions: bool = False):
         self.base = Path(base).resolve()
         self.ports = {**(ports or free_ports())}
         self.home = Path(home) if home else None  # None: fetch() into the cache on start
         self.heap = heap
         self.stop_at_exit = stop_at_exit
+        # On: HDFS checks owners and modes as a cluster does, so other users can be refused
+        # (the superuser, USER, never is).
+        self.permissions = permissions
         self._procs: dict[str, subprocess.Popen] = {}
 
     # --- addresses ------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ class HDFS:
             "dfs.datanode.ipc.address": f"127.0.0.1:{p['dn_ipc']}",
             "dfs.datanode.hostname": "127.0.0.1",  # WebHDFS redirects clients here: stay on loopback
             "dfs.namenode.datanode.registration.ip-hostname-check": "false",
-            "dfs.permissions.enabled": "false",
+            "dfs.permissions.enabled": str(self.permissions).lower(),
             "dfs.namenode.safemode.extension": 0,  # leave safe mode as soon as the blocks are reported
             "dfs.heartbeat.interval": 1,  # a (re)started DataNode shows up sooner
             # One DataNode: there is no other to swap in during a write pipeline recovery.

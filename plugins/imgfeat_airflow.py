@@ -12,6 +12,9 @@ Environment (read when the DAG file is parsed; cheap):
   IMGFEAT_INPUT_ROOT     default input root        IMGFEAT_WAREHOUSE_ROOT  default warehouse root
   IMGFEAT_MODEL_DIR      converted models           IMGFEAT_PYSPARK_PYTHON  Python of executors
   IMGFEAT_WEBHDFS_URL    WebHDFS of an hdfs:// warehouse (default http://<namenode>:9870)
+Environment read when a task runs (cluster submission, see `shipping`):
+  IMGFEAT_PYTHON_ARCHIVE venv-pack tarball of the Python environment (`make pack`), unpacked as ./env
+  IMGFEAT_MODEL_ARCHIVE  tarball of the model directory (`make pack`), unpacked as ./models
 """
 
 from __future__ import annotations
@@ -72,16 +75,50 @@ DEFAULT_ARGS = {
 }
 
 
+def shipping(deploy_mode: str | None, python: str, environ=os.environ) -> dict:
+    """How the Python environment and the models reach the cluster's containers.
+
+    Default: the same Python path on every node (local mode, or a cluster with a shared install),
+    given to spark-submit as PYSPARK_PYTHON. With IMGFEAT_PYTHON_ARCHIVE, executors (and a
+    cluster-mode driver) run ./env/bin/python from the unpacked archive, set through Spark confs:
+    spark-submit's own scripts still need a local Python in PYSPARK_PYTHON. The client-mode driver
+    keeps the local Python. With IMGFEAT_MODEL_ARCHIVE the apps read ./models, which exists only in
+    containers, so the driver must run in one too (deploy-mode cluster).
+    """
+    env_vars = {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python}
+    conf, archives, model_dir = {}, [], None
+    if environ.get("IMGFEAT_PYTHON_ARCHIVE"):
+        archives.append(f"{environ['IMGFEAT_PYTHON_ARCHIVE']}#env")
+        env_vars = {}
+        conf["spark.pyspark.python"] = "./env/bin/python"
+        if deploy_mode != "cluster":
+            conf["spark.pyspark.driver.python"] = python
+    if environ.get("IMGFEAT_MODEL_ARCHIVE"):
+        if deploy_mode != "cluster":
+            raise ValueError("IMGFEAT_MODEL_ARCHIVE needs deploy-mode cluster (the driver reads ./models); "
+                             "in client mode set IMGFEAT_MODEL_DIR to a path present on every node")
+        archives.append(f"{environ['IMGFEAT_MODEL_ARCHIVE']}#models")
+        model_dir = "./models"
+    return {"archives": ",".join(archives) or None, "env_vars": env_vars, "conf": conf, "model_dir": model_dir}
+
+
+def _connection(conn_id: str) -> tuple[str, str | None]:
+    """(master, deploy mode) of a spark connection, as SparkSubmitHook resolves them."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    master = f"{conn.host}:{conn.port}" if conn.port else conn.host
+    return master, conn.extra_dejson.get("deploy-mode")
+
+
 class StageSubmitOperator(SparkSubmitOperator):
     """Submits one pipeline stage as a PySpark application."""
 
     ui_color = "#e8f0fe"
 
     def __init__(self, *, stage: str, **kwargs):
-        python = os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable)
         kwargs.setdefault("conn_id", "spark_default")
         kwargs.setdefault("conf", dict(SPARK_CONF))
-        kwargs.setdefault("env_vars", {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python})
         super().__init__(
             task_id=stage,
             application=str(HOME / "spark_apps" / f"{stage}.py"),
@@ -116,7 +153,25 @@ class StageSubmitOperator(SparkSubmitOperator):
                 raise AirflowFailException(f"stage ingest: input partition {args.input_root}/dt={date} does not exist")
             checkpoints.check_writable(warehouse)
         except checkpoints.StorageError as e:
-            raise AirflowException(f"stage {self.stage}: {e}") from None
+            # An unreachable NameNode is retried (it may come back); a refused write is not.
+            raise (AirflowException if e.transient else AirflowFailException)(f"stage {self.stage}: {e}") from None
         if not self.py_files:
             self.py_files = str(build_zip())  # executors import imgfeat from this zip
+        try:
+            self._ship()
+        except ValueError as e:
+            raise AirflowFailException(f"stage {self.stage}: {e}") from None
         return super().execute(context)
+
+    def _ship(self) -> None:
+        """Settle archives, the executors' Python and the model dir for the connection's deploy mode."""
+        _, deploy_mode = _connection(self._conn_id)
+        ship = shipping(self._deploy_mode or deploy_mode, os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable))
+        self.env_vars = {**ship["env_vars"], **(self.env_vars or {})} or None
+        self.conf = {**(self.conf or {}), **ship["conf"]}
+        if ship["archives"]:
+            self._archives = ",".join(filter(None, [self._archives, ship["archives"]]))
+        if ship["model_dir"]:
+            args = [str(a) for a in self.application_args]
+            args[args.index("--model-dir") + 1] = ship["model_dir"]
+            self.application_args = args

@@ -70,3 +70,54 @@ def spark():
          .getOrCreate())
     yield s
     s.stop()
+
+
+# --- end to end -------------------------------------------------------------------------------
+E2E_DATE = "2026-11-05"
+KNOWN = {"shop/chelsea.jpg": "cat", "shop/coffee.jpg": "cup", "shop/astronaut.jpg": "person"}
+
+
+@pytest.fixture(scope="session")
+def e2e_input(tmp_path_factory, photos) -> dict:
+    """One partition for every end-to-end run: known photos, 6 composed pictures, planted bad files."""
+    from imgfeat import badfiles, sample_photos
+
+    root = tmp_path_factory.mktemp("input")
+    part = root / f"dt={E2E_DATE}"
+    for image_id in KNOWN:
+        (part / image_id).parent.mkdir(parents=True, exist_ok=True)
+        (part / image_id).write_bytes(jpeg(photos[Path(image_id).stem]))
+    records = sample_photos.build_partition(part / "sample", 6, seed=3)
+    bad = badfiles.write(part / "planted", photos["coffee"], prefix="planted/")
+    return {"root": root, "part": part, "bad": bad, "sample": ["sample/" + r["image_id"] for r in records]}
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory, e2e_input, airflow_home, model_dir) -> dict:
+    """The clean reference: the DAG through `airflow dags test` on a local input and warehouse."""
+    from imgfeat.local import dags_test, ensure_airflow_db
+
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    env = airflow_env(airflow_home)
+    ensure_airflow_db(env)
+    log = airflow_home / "e2e.log"
+    conf = {"partition_date": E2E_DATE, "input_root": str(e2e_input["root"]), "warehouse_root": str(warehouse)}
+    rc = dags_test("image_features", E2E_DATE, conf, env, log_file=log)
+    return {**e2e_input, "rc": rc, "log": log.read_text(), "warehouse": warehouse, "conf": conf, "env": env}
+
+
+def feature_rows(table_dir) -> list:
+    """The published rows that must not change between runs: id, label, box, code."""
+    import pyarrow.parquet as pq
+
+    return sorted((r["image_id"], r["label"], r["x1"], r["y1"], r["x2"], r["y2"], r["code"])
+                  for r in pq.read_table(str(table_dir)).to_pylist())
+
+
+@pytest.fixture(scope="session")
+def hdfs(tmp_path_factory):
+    """A real single-node HDFS (NameNode + DataNode, WebHDFS, permissions on) for the session."""
+    from imgfeat.devhdfs import HDFS
+
+    with HDFS(tmp_path_factory.mktemp("hdfs"), permissions=True) as h:
+        yield h

@@ -96,3 +96,84 @@ def test_dag_file_is_cheap_to_parse():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --- cluster submission: the command the operator gives spark-submit for YARN ---------------------
+def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True):
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from imgfeat_airflow import StageSubmitOperator
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # spark-submit
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_YARN", json.dumps(
+        {"conn_type": "spark", "host": "yarn", "extra": {"deploy-mode": deploy_mode, "queue": "images"}}))
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    monkeypatch.delenv("YARN_CONF_DIR", raising=False)
+    if archives:
+        monkeypatch.setenv("IMGFEAT_PYTHON_ARCHIVE", "hdfs:///apps/imgfeat/imgfeat-env.tar.gz")
+        monkeypatch.setenv("IMGFEAT_MODEL_ARCHIVE", "hdfs:///apps/imgfeat/imgfeat-models.tar.gz")
+    task = StageSubmitOperator(stage="detect", conn_id="spark_yarn")
+    rendered = {"--partition-date": "2026-11-01", "--input-root": str(tmp_path), "--warehouse-root": str(tmp_path / "wh"),
+                "--score-threshold": "0.3", "--code-bits": "64", "--engine": "openvino"}
+    task.application_args = [x for kv in rendered.items() for x in kv] + task.application_args[-2:]
+    return task
+
+
+def _pairs(cmd):
+    return {(a, b) for a, b in zip(cmd, cmd[1:]) if a.startswith("--")}
+
+
+def test_yarn_cluster_mode_ships_python_models_and_library_as_archives(monkeypatch, tmp_path, model_dir, capfd):
+    import sys
+
+    from airflow.sdk.exceptions import AirflowException
+
+    task = _yarn_task(monkeypatch, tmp_path, "cluster")
+    # The real spark-submit runs and stops at YARN: no cluster configuration on this machine.
+    with pytest.raises(AirflowException, match="Cannot execute: spark-submit --master yarn"):
+        task.execute(context={"params": {}})
+    assert "When running with master 'yarn' either HADOOP_CONF_DIR or YARN_CONF_DIR must be set" in capfd.readouterr().out
+    cmd = task._hook._build_spark_submit_command(task.application)
+    assert cmd[:3] == ["spark-submit", "--master", "yarn"]
+    pairs = _pairs(cmd)
+    assert {("--deploy-mode", "cluster"), ("--queue", "images"),
+            ("--archives", "hdfs:///apps/imgfeat/imgfeat-env.tar.gz#env,hdfs:///apps/imgfeat/imgfeat-models.tar.gz#models"),
+            ("--conf", "spark.pyspark.python=./env/bin/python"),
+            ("--model-dir", "./models")} <= pairs
+    assert task.env_vars is None and "spark.pyspark.driver.python" not in " ".join(cmd)
+    py_files = dict(pairs)["--py-files"]
+    assert py_files.startswith(str(paths_repo() / "build" / "imgfeat-")) and py_files.endswith(".zip")
+    # In cluster mode the driver runs in a container too: nothing may point at this machine's Python.
+    assert not any(sys.executable in part for part in cmd)
+    assert cmd[cmd.index("--deploy-mode") + 2].endswith("spark_apps/detect.py")
+
+
+def test_yarn_client_mode_keeps_the_local_driver_python(monkeypatch, tmp_path, model_dir):
+    import sys
+
+    task = _yarn_task(monkeypatch, tmp_path, "client")
+    monkeypatch.delenv("IMGFEAT_MODEL_ARCHIVE")
+    task._ship()
+    pairs = _pairs(task._get_hook()._build_spark_submit_command(task.application))
+    assert {("--archives", "hdfs:///apps/imgfeat/imgfeat-env.tar.gz#env"), ("--deploy-mode", "client"),
+            ("--conf", "spark.pyspark.python=./env/bin/python"),
+            ("--conf", f"spark.pyspark.driver.python={sys.executable}")} <= pairs
+    assert dict(pairs)["--model-dir"] != "./models"
+
+
+def test_a_model_archive_in_client_mode_is_refused_before_spark_submit(monkeypatch, tmp_path, model_dir):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task = _yarn_task(monkeypatch, tmp_path, "client")
+    with pytest.raises(AirflowFailException, match="stage detect: IMGFEAT_MODEL_ARCHIVE needs deploy-mode cluster"):
+        task.execute(context={"params": {}})
+    assert task._hook is None
+
+
+def paths_repo():
+    from imgfeat import paths
+
+    return paths.REPO

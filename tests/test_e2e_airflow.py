@@ -7,33 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from conftest import jpeg
-from imgfeat import badfiles, paths, sample_photos
+from conftest import E2E_DATE, KNOWN, feature_rows
+from imgfeat import badfiles, paths
 from imgfeat.layout import STAGES
 from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
-DATE = "2026-11-05"
-KNOWN = {"shop/chelsea.jpg": "cat", "shop/coffee.jpg": "cup", "shop/astronaut.jpg": "person"}
+DATE = E2E_DATE
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, photos, airflow_home, model_dir):
-    root = tmp_path_factory.mktemp("input")
-    part = root / f"dt={DATE}"
-    for image_id in KNOWN:
-        (part / image_id).parent.mkdir(parents=True, exist_ok=True)
-        (part / image_id).write_bytes(jpeg(photos[Path(image_id).stem]))
-    records = sample_photos.build_partition(part / "sample", 6, seed=3)
-    bad = badfiles.write(part / "planted", photos["coffee"], prefix="planted/")
-    warehouse = tmp_path_factory.mktemp("warehouse")
-    env = airflow_env(airflow_home)
-    ensure_airflow_db(env)
-    log = airflow_home / "e2e.log"
-    conf = {"partition_date": DATE, "input_root": str(root), "warehouse_root": str(warehouse)}
-    rc = dags_test("image_features", DATE, conf, env, log_file=log)
-    return {"rc": rc, "log": log.read_text(), "warehouse": warehouse, "bad": bad,
-            "sample": ["sample/" + r["image_id"] for r in records]}
+def run(local_run):
+    return local_run
+
+
+def _rows(warehouse):
+    return feature_rows(warehouse / "features" / f"dt={DATE}")
+
+
+def _commits(warehouse):
+    ids = {s: json.loads((warehouse / s / f"dt={DATE}" / "_stage.json").read_text())["commit_id"]
+           for s in STAGES[:-1]}
+    ids["publish"] = json.loads((warehouse / "runs" / f"dt={DATE}" / "manifest.json").read_text())["commit_id"]
+    return ids
 
 
 def _table(path):
@@ -45,7 +41,7 @@ def _table(path):
 def test_the_dag_run_succeeds_with_five_spark_submits(run):
     assert run["rc"] == 0, run["log"][-3000:]
     for stage in STAGES:
-        assert f"spark-submit --master local[2]" in run["log"]
+        assert "spark-submit --master local[2]" in run["log"] and "--py-files " in run["log"]
         assert f"spark_apps/{stage}.py --partition-date {DATE}" in run["log"]
     for stage in STAGES[:-1]:
         meta = json.loads((run["warehouse"] / stage / f"dt={DATE}" / "_stage.json").read_text())
@@ -72,6 +68,27 @@ def test_manifest(run):
     assert (m["images_in"], m["published"], m["quarantined"]) == (
         3 + 6 + len(badfiles.EXPECTED), 3 + 6 + len(badfiles.EXPECTED) - n_bad, n_bad)
     assert m["partition_date"] == DATE and m["code_bits"] == 64
+
+
+def test_a_second_run_skips_every_current_checkpoint(run, airflow_home):
+    before, commits = _rows(run["warehouse"]), _commits(run["warehouse"])
+    log = airflow_home / "e2e-again.log"
+    assert dags_test("image_features", DATE, run["conf"], run["env"], log_file=log) == 0
+    text = log.read_text()
+    assert "spark-submit --master" not in text
+    for stage in STAGES:
+        assert f"{stage} dt={DATE}: checkpoint {commits[stage]} is committed and current; skipping spark-submit" in text
+    assert _rows(run["warehouse"]) == before and _commits(run["warehouse"]) == commits
+
+
+def test_force_recomputes_every_stage_with_the_same_rows(run, airflow_home):
+    before, commits = _rows(run["warehouse"]), _commits(run["warehouse"])
+    log = airflow_home / "e2e-force.log"
+    assert dags_test("image_features", DATE, {**run["conf"], "force": True}, run["env"], log_file=log) == 0
+    assert log.read_text().count("spark-submit --master local[2]") >= len(STAGES)
+    after = _commits(run["warehouse"])
+    assert all(after[s] != commits[s] for s in STAGES)
+    assert _rows(run["warehouse"]) == before
 
 
 @pytest.mark.parametrize("args,message", [
