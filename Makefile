@@ -52,10 +52,12 @@ bench: setup
 	$(PY) -m imgfeat.bench $(BENCH_ARGS)
 
 # For YARN cluster mode: upload these to HDFS and point IMGFEAT_PYTHON_ARCHIVE / IMGFEAT_MODEL_ARCHIVE
-# at them (README, "Pointing it at YARN and HDFS"). The nodes need Python 3.11 at the same prefix.
+# at them (README, "Pointing it at YARN and HDFS"). The archive links to a Python 3.11 at this
+# machine's prefix; PYTHON_PREFIX=/usr points it at the nodes' own Python 3.11 instead.
+PYTHON_PREFIX ?=
 pack: setup
 	@mkdir -p build
-	$(VENV)/bin/venv-pack --quiet --force -p $(VENV) -o build/imgfeat-env.tar.gz
+	$(VENV)/bin/venv-pack --quiet --force -p $(VENV) -o build/imgfeat-env.tar.gz $(if $(PYTHON_PREFIX),--python-prefix $(PYTHON_PREFIX))
 	tar -czf build/imgfeat-models.tar.gz -C $(dir $(MODELS)) .
 	$(PY) -m imgfeat.packaging
 	@ls -sh build/imgfeat-env.tar.gz build/imgfeat-models.tar.gz
