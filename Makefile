@@ -31,10 +31,11 @@ java:
 	@java -version 2>&1 | grep -qE 'version "(17|21)' || { \
 	  echo "Java 17 is required (Spark 3.5). Install it with: apt-get install -y openjdk-17-jre-headless"; exit 1; }
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-bigdl.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-bigdl.txt
 	@touch $@
 
 $(MODELS): $(STAMP)

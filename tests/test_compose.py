@@ -1,0 +1,138 @@
+"""docker-compose.yml, checked statically: Docker cannot run on the CI machines.
+
+It must parse, reference only files that exist, publish distinct loopback ports, and configure
+Airflow, HDFS, YARN and the Spark connection consistently with each other and with the DAG.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from imgfeat import paths
+
+AIRFLOW = ("api-server", "scheduler", "dag-processor", "triggerer")
+HADOOP = ("namenode", "datanode", "resourcemanager", "nodemanager")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((paths.REPO / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def _site(name: str) -> dict:
+    root = ET.parse(paths.REPO / "docker" / "hadoop-conf" / name).getroot()
+    return {p.findtext("name"): p.findtext("value") for p in root.iter("property")}
+
+
+def test_the_stack_has_every_component(services):
+    assert set(AIRFLOW) | set(HADOOP) | {"postgres", "airflow-init"} <= set(services)
+    for name in AIRFLOW:
+        assert services[name]["command"][:2] == ["airflow", name]
+    assert [services[n]["command"][:2] for n in HADOOP] == [
+        ["hdfs", "namenode"], ["hdfs", "datanode"], ["yarn", "resourcemanager"], ["yarn", "nodemanager"]]
+
+
+def test_hadoop_comes_from_apache_images(services):
+    for name in ("namenode", "datanode", "resourcemanager"):
+        assert re.fullmatch(r"apache/hadoop:3(\.\d+)*", services[name]["image"])
+    dockerfile = (paths.REPO / services["nodemanager"]["build"]["dockerfile"]).read_text()
+    image = re.search(r"ARG HADOOP_IMAGE=(\S+)", dockerfile).group(1)
+    assert image == services["namenode"]["image"]  # the NodeManager runs the same Hadoop
+    assert "COPY --from=hadoop /opt/hadoop /opt/hadoop" in dockerfile
+
+
+def test_every_referenced_file_exists(services):
+    for name, svc in services.items():
+        build = svc.get("build")
+        if build:
+            assert (paths.REPO / build["context"] / build["dockerfile"]).is_file(), name
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (paths.REPO / source).exists(), f"{name}: {source}"
+    dockerfile = (paths.REPO / "docker" / "Dockerfile").read_text()
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M):
+        for f in copied.split():
+            assert (paths.REPO / f).is_file(), f
+
+
+def test_published_ports_are_distinct_and_on_loopback(services):
+    published = [p for svc in services.values() for p in svc.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for p in published)
+    host_ports = [p.split(":")[1] for p in published]
+    assert len(host_ports) == len(set(host_ports))
+
+
+def test_depends_on_names_existing_services(services):
+    for name, svc in services.items():
+        deps = svc.get("depends_on", [])
+        for dep in deps if isinstance(deps, list) else deps.keys():
+            assert dep in services, f"{name} depends on unknown {dep}"
+
+
+def test_airflow_uses_local_executor_and_the_postgres_service(services):
+    pg = services["postgres"]["environment"]
+    for name in AIRFLOW + ("airflow-init",):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        url = urlparse(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        assert (url.hostname, url.username, url.password, url.path.lstrip("/")) == (
+            "postgres", pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+        assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/imgfeat/dags"
+        assert ".:/opt/imgfeat" in services[name]["volumes"]
+    api_port = services["api-server"]["command"][-1]
+    assert services["api-server"]["ports"] == [f"127.0.0.1:{api_port}:{api_port}"]
+    assert urlparse(services["scheduler"]["environment"]["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]).port == int(api_port)
+    users = services["api-server"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    passwords = json.loads((paths.REPO / "docker" / "airflow-passwords.json").read_text())
+    assert {u.split(":")[0] for u in users.split(",")} == set(passwords)
+
+
+def test_hdfs_and_yarn_addresses_agree_with_the_services(services):
+    core, hdfs, yarn = _site("core-site.xml"), _site("hdfs-site.xml"), _site("yarn-site.xml")
+    fs = urlparse(core["fs.defaultFS"])
+    assert fs.hostname == "namenode" and f"namenode:{fs.port}" == hdfs["dfs.namenode.rpc-address"]
+    assert yarn["yarn.resourcemanager.hostname"] == "resourcemanager"
+    nn_http = hdfs["dfs.namenode.http-address"].split(":")[1]
+    assert f"127.0.0.1:{nn_http}:{nn_http}" in services["namenode"]["ports"]
+    rm_http = yarn["yarn.resourcemanager.webapp.address"].split(":")[1]
+    assert f"127.0.0.1:{rm_http}:{rm_http}" in services["resourcemanager"]["ports"]
+    env = services["scheduler"]["environment"]
+    for root in ("IMGFEAT_INPUT_ROOT", "IMGFEAT_WAREHOUSE_ROOT"):
+        assert env[root].startswith(core["fs.defaultFS"] + "/")
+    assert env["IMGFEAT_WEBHDFS_URL"] == f"http://{hdfs['dfs.namenode.http-address']}"
+    for name in HADOOP + AIRFLOW:  # every Hadoop client and daemon reads the same configuration
+        mounted = {v.split(":")[0] for v in services[name]["volumes"]}
+        assert {f"./docker/hadoop-conf/{f}" for f in ("core-site.xml", "hdfs-site.xml", "yarn-site.xml")} <= mounted
+
+
+def test_the_spark_connection_is_the_one_the_dag_uses(services):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(paths.REPO / "dags")).dags["image_features"]
+    conn_ids = {t._conn_id for t in dag.tasks}
+    assert conn_ids == {"spark_default"}
+    env = services["scheduler"]["environment"]
+    conn = json.loads(env["AIRFLOW_CONN_" + "SPARK_DEFAULT"])
+    assert conn["conn_type"] == "spark" and conn["host"] == "yarn"
+    assert conn["extra"]["deploy-mode"] == "client"  # the driver runs in the scheduler container
+    queues = _site("capacity-scheduler.xml")["yarn.scheduler.capacity.root.queues"].split(",")
+    assert conn["extra"]["queue"] in queues
+    # Client mode: executors in the NodeManager find the same Python and models as the driver.
+    assert services["nodemanager"]["image"] == services["scheduler"]["image"]
+    assert ".:/opt/imgfeat" in services["nodemanager"]["volumes"]
+    assert env["IMGFEAT_PYSPARK_PYTHON"] == "/opt/venv/bin/python"
+    assert env["IMGFEAT_MODEL_DIR"].startswith("/opt/imgfeat/.cache/models/")
+    whitelist = _site("yarn-site.xml")["yarn.nodemanager.env-whitelist"].split(",")
+    assert "JAVA_HOME" in whitelist
