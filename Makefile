@@ -17,7 +17,7 @@ WAREHOUSE ?=
 ENGINE ?= openvino
 RUN_ARGS := $(if $(DATE),--date $(DATE)) $(if $(INPUT),--input $(INPUT)) $(if $(WAREHOUSE),--warehouse $(WAREHOUSE)) --engine $(ENGINE)
 
-.PHONY: setup run test bench pack java clean help
+.PHONY: setup run test bench pack airflow airflow-stop java clean help
 
 help:
 	@echo "make run    set up, then run the image_features DAG on the sample partition"
@@ -25,6 +25,7 @@ help:
 	@echo "make test   set up, then run the test suite"
 	@echo "make bench  set up, then benchmark stages and end-to-end against the bare models"
 	@echo "make setup  venv from requirements.txt, models fetched and converted (cached)"
+	@echo "make airflow       start a local Airflow (UI http://127.0.0.1:8080, admin/admin); make airflow-stop"
 	@echo "make pack   build/ archives for cluster mode: Python env (venv-pack), models, library zip"
 
 java:
@@ -51,6 +52,12 @@ test: setup
 
 bench: setup
 	$(PY) -m imgfeat.bench $(BENCH_ARGS)
+
+airflow: setup
+	$(PY) -m imgfeat.airflow_services start
+
+airflow-stop:
+	$(PY) -m imgfeat.airflow_services stop
 
 # For YARN cluster mode: upload these to HDFS and point IMGFEAT_PYTHON_ARCHIVE / IMGFEAT_MODEL_ARCHIVE
 # at them (README, "Pointing it at YARN and HDFS"). The archive links to a Python 3.11 at this

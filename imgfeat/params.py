@@ -43,8 +43,22 @@ def is_uri(root: str) -> bool:
     return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", root))
 
 
+def allowed_roots(environ=os.environ) -> list[str]:
+    """IMGFEAT_ALLOWED_ROOTS: comma-separated prefixes (paths or URIs) that every input and
+    warehouse root must live under; unset: any root. Platform teams set it so that a UI trigger
+    cannot point the pipeline at someone else's data."""
+    return [r.strip().rstrip("/") for r in environ.get("IMGFEAT_ALLOWED_ROOTS", "").split(",") if r.strip()]
+
+
+def _check_allowed(value: str, name: str) -> str:
+    allowed = allowed_roots()
+    if allowed and not any(value == a or value.startswith(a + "/") for a in allowed):
+        raise ParamError(name, f"{value!r} is outside the allowed roots ({', '.join(allowed)})")
+    return value
+
+
 def root(value: str, name: str) -> str:
-    """A local directory path or a Hadoop URI; never relative traversal."""
+    """A local directory path or a Hadoop URI; never relative traversal; under an allowed root."""
     value = str(value or "").strip()
     if not value:
         raise ParamError(name, "is empty")
@@ -56,10 +70,10 @@ def root(value: str, name: str) -> str:
             raise ParamError(name, f"unsupported scheme {parsed.scheme!r} in {value!r} (use one of {', '.join(URI_SCHEMES)})")
         if parsed.scheme == "hdfs" and not parsed.netloc:
             raise ParamError(name, f"{value!r} names no NameNode (hdfs://HOST:PORT/path)")
-        return value.rstrip("/")
+        return _check_allowed(value.rstrip("/"), name)
     if not value.startswith("/"):
         value = os.path.abspath(value)
-    return value.rstrip("/") or "/"
+    return _check_allowed(value.rstrip("/") or "/", name)
 
 
 def input_root(value: str, name: str = "input_root") -> str:

@@ -12,6 +12,7 @@ Environment (read when the DAG file is parsed; cheap):
   IMGFEAT_INPUT_ROOT     default input root        IMGFEAT_WAREHOUSE_ROOT  default warehouse root
   IMGFEAT_MODEL_DIR      converted models           IMGFEAT_PYSPARK_PYTHON  Python of executors
   IMGFEAT_WEBHDFS_URL    WebHDFS of an hdfs:// warehouse (default http://<namenode>:9870)
+  IMGFEAT_ALLOWED_ROOTS  comma-separated prefixes every input/warehouse root must live under
 Environment read when a task runs (cluster submission, see `shipping`):
   IMGFEAT_PYTHON_ARCHIVE venv-pack tarball of the Python environment (`make pack`), unpacked as ./env
   IMGFEAT_MODEL_ARCHIVE  tarball of the model directory (`make pack`), unpacked as ./models
@@ -35,7 +36,10 @@ MAX_ACTIVE_RUNS = 2
 
 # The partition of a run: the `partition_date` param when given (UI triggers), else the start
 # day of the data interval (scheduled runs and backfills process the day that just ended).
-PARTITION_DATE = "{{ params.partition_date or (data_interval_start | ds) }}"
+# Runs without a data interval (a manual trigger without logical date, an Asset event) render
+# "" here, and the operator asks for `partition_date` instead of failing at template rendering.
+PARTITION_DATE = ("{{ params.partition_date or (data_interval_start | ds "
+                  "if data_interval_start is defined and data_interval_start else '') }}")
 
 PARAMS = {
     "partition_date": Param(None, type=["null", "string"], pattern=p.DATE_PATTERN,
@@ -137,6 +141,11 @@ class StageSubmitOperator(SparkSubmitOperator):
 
         # The app's own parser: a bad parameter is refused here, before spark-submit, and
         # without retries (it would fail the same way again).
+        rendered = [str(a) for a in self.application_args]
+        if not rendered[rendered.index("--partition-date") + 1].strip():
+            raise AirflowFailException(
+                f"stage {self.stage}: invalid parameter: partition_date is required when the run has no data "
+                "interval (a manual trigger without logical date, or an Asset-triggered run)")
         try:
             args = parse(self.stage, [str(a) for a in self.application_args], raise_errors=True)
         except InvalidArguments as e:

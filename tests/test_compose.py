@@ -136,3 +136,10 @@ def test_the_spark_connection_is_the_one_the_dag_uses(services):
     assert env["IMGFEAT_MODEL_DIR"].startswith("/opt/imgfeat/.cache/models/")
     whitelist = _site("yarn-site.xml")["yarn.nodemanager.env-whitelist"].split(",")
     assert "JAVA_HOME" in whitelist
+
+
+def test_the_default_roots_are_allowed_roots(services):
+    env = services["scheduler"]["environment"]
+    allowed = env["IMGFEAT_ALLOWED_ROOTS"].split(",")
+    for root in ("IMGFEAT_INPUT_ROOT", "IMGFEAT_WAREHOUSE_ROOT"):
+        assert any(env[root] == a or env[root].startswith(a + "/") for a in allowed)

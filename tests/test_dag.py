@@ -43,11 +43,41 @@ def test_schedule_and_limits(dag):
 def test_application_args_name_the_partition_and_roots(dag):
     args = dag.get_task("detect").application_args
     pairs = dict(zip(args[::2], args[1::2]))
-    assert pairs["--partition-date"] == "{{ params.partition_date or (data_interval_start | ds) }}"
     assert pairs["--input-root"] == "{{ params.input_root }}"
     assert pairs["--warehouse-root"] == "{{ params.warehouse_root }}"
     assert pairs["--code-bits"] == "{{ params.code_bits }}"
     assert "application_args" in type(dag.get_task("detect")).template_fields
+
+
+@pytest.mark.parametrize("context,partition", [
+    ({"params": {"partition_date": "2026-11-03"}, "data_interval_start": None}, "2026-11-03"),
+    ({"params": {"partition_date": None}, "data_interval_start": "2026-11-04T00:00:00+00:00"}, "2026-11-04"),
+    ({"params": {"partition_date": "2026-11-03"}, "data_interval_start": "2026-11-04T00:00:00+00:00"}, "2026-11-03"),
+    ({"params": {"partition_date": None}, "data_interval_start": None}, ""),  # manual run, no logical date
+    ({"params": {"partition_date": None}}, ""),  # Asset-triggered run: no data interval at all
+])
+def test_the_partition_is_the_param_else_the_data_interval_start(dag, context, partition):
+    import jinja2
+    import pendulum
+
+    template = dict(zip(*[iter(dag.get_task("detect").application_args)] * 2))["--partition-date"]
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["ds"] = lambda d: d.strftime("%Y-%m-%d")
+    if context.get("data_interval_start"):
+        context = {**context, "data_interval_start": pendulum.parse(context["data_interval_start"])}
+    assert env.from_string(template).render(**context) == partition
+
+
+def test_a_run_without_partition_is_refused_naming_the_parameter(dag):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task = dag.get_task("ingest").__class__(stage="ingest")
+    args = list(task.application_args)
+    args[args.index("--partition-date") + 1] = ""
+    task.application_args = args
+    with pytest.raises(AirflowFailException, match="stage ingest: invalid parameter: partition_date is required"):
+        task.execute(context={})
+    assert task._hook is None
 
 
 @pytest.mark.parametrize("name,value", [

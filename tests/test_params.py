@@ -53,3 +53,18 @@ def test_engine():
     assert params.engine("openvino") == "openvino"
     with pytest.raises(params.ParamError, match="^engine: unknown engine 'tensorrt'"):
         params.engine("tensorrt")
+
+
+def test_roots_must_live_under_the_allowed_roots(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMGFEAT_ALLOWED_ROOTS", f"{tmp_path}/images, hdfs://nn:8020/warehouse/")
+    assert params.allowed_roots() == [f"{tmp_path}/images", "hdfs://nn:8020/warehouse"]
+    (tmp_path / "images" / "shop").mkdir(parents=True)
+    assert params.input_root(str(tmp_path / "images" / "shop")) == str(tmp_path / "images" / "shop")
+    assert params.warehouse_root("hdfs://nn:8020/warehouse/imgfeat") == "hdfs://nn:8020/warehouse/imgfeat"
+    (tmp_path / "images-other").mkdir()
+    for value, name in ((str(tmp_path / "images-other"), "input_root"), ("hdfs://nn:8020/elsewhere", "warehouse_root"),
+                        ("hdfs://other:8020/warehouse", "warehouse_root")):
+        with pytest.raises(params.ParamError, match=f"^{name}: '{value}' is outside the allowed roots"):
+            params.input_root(value) if name == "input_root" else params.warehouse_root(value)
+    monkeypatch.delenv("IMGFEAT_ALLOWED_ROOTS")
+    assert params.warehouse_root("hdfs://other:8020/warehouse") == "hdfs://other:8020/warehouse"
