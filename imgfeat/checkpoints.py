@@ -87,6 +87,21 @@ def read_json(path: str) -> dict | None:
     return _call(path, read)
 
 
+def write_json(path: str, obj: dict) -> None:
+    """Replace `path` with `obj` as JSON (locally: write a temporary file, then rename)."""
+    text = json.dumps(obj, indent=2, sort_keys=True)
+    local = _local(path)
+    if local is not None:
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tmp = f"{local}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, local)
+        return
+    client, p = _hdfs(path)
+    _call(path, lambda: client.write(p, data=text, encoding="utf-8", overwrite=True))
+
+
 def check_writable(root: str) -> None:
     """Create and remove a probe directory under `root`; raise StorageError in one line if refused."""
     probe = f"{root.rstrip('/')}/_staging/.probe-{uuid.uuid4().hex}"

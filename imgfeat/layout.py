@@ -6,6 +6,7 @@
   WAREHOUSE/features/dt=<date>/                published features (the output contract)
   WAREHOUSE/quarantine/dt=<date>/              published quarantine: image_id, stage, reason
   WAREHOUSE/runs/dt=<date>/manifest.json       the run manifest
+  WAREHOUSE/catalog/dt=<date>.json             catalog entry of a published partition (feature_catalog DAG)
   WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where a stage writes before its atomic rename
 Roots are local paths or Hadoop URIs (hdfs://, file://).
 """
@@ -50,6 +51,9 @@ class Warehouse:
 
     def manifest(self, date: str) -> str:
         return _join(self.root, "runs", f"dt={date}", "manifest.json")
+
+    def catalog_entry(self, date: str) -> str:
+        return _join(self.root, "catalog", f"dt={date}.json")
 
     def staging_root(self, name: str, date: str) -> str:
         return _join(self.root, "_staging", name, f"dt={date}")

@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Param
+from airflow.sdk import Asset, Param
 
 from imgfeat import params as p
 from imgfeat import paths
@@ -56,6 +56,10 @@ PARAMS = {
     "force": Param(False, type="boolean",
                    description="Recompute stages whose checkpoint is committed and current"),
 }
+
+# The published features, as an Asset: each successful publish emits an event whose `extra` names
+# the partition, so downstream DAGs (feature_catalog, later the search index) process exactly it.
+FEATURES = Asset(name="imgfeat_features", uri="imgfeat://warehouse/features")
 
 STAGE_ARGS = [
     "--partition-date", PARTITION_DATE,
@@ -123,6 +127,8 @@ class StageSubmitOperator(SparkSubmitOperator):
     def __init__(self, *, stage: str, **kwargs):
         kwargs.setdefault("conn_id", "spark_default")
         kwargs.setdefault("conf", dict(SPARK_CONF))
+        if stage == "publish":
+            kwargs.setdefault("outlets", [FEATURES])
         super().__init__(
             task_id=stage,
             application=str(HOME / "spark_apps" / f"{stage}.py"),
@@ -152,6 +158,8 @@ class StageSubmitOperator(SparkSubmitOperator):
             raise AirflowFailException(f"stage {self.stage}: invalid parameter: {e}") from None
         force = bool((context.get("params") or {}).get("force"))
         date, warehouse = args.partition_date, args.warehouse_root
+        if self.stage == "publish" and context.get("outlet_events") is not None:
+            context["outlet_events"][FEATURES].extra = {"partition_date": date, "warehouse_root": warehouse}
         try:
             ok, why = checkpoints.current(warehouse, self.stage, date)
             if ok and not force:

@@ -115,16 +115,17 @@ def test_operator_refuses_a_bad_parameter_before_spark_submit(dag, flag, value, 
     assert task._hook is None  # no spark-submit was prepared
 
 
-def test_dag_file_is_cheap_to_parse():
+@pytest.mark.parametrize("dag_file", ["image_features.py", "feature_catalog.py"])
+def test_dag_file_is_cheap_to_parse(dag_file):
     import subprocess
     import sys
 
     from imgfeat import paths
 
-    code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; runpy.run_path('dags/image_features.py');"
+    code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; runpy.run_path('dags/' + sys.argv[1]);"
             "heavy = [m for m in ('pyspark', 'openvino', 'cv2', 'pandas', 'numpy') if m in sys.modules];"
             "print(','.join(heavy))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, dag_file], cwd=paths.REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
 
@@ -207,3 +208,15 @@ def paths_repo():
     from imgfeat import paths
 
     return paths.REPO
+
+
+def test_publish_emits_the_features_asset_that_feature_catalog_waits_for(dag):
+    from airflow.dag_processing.dagbag import DagBag
+    from imgfeat_airflow import FEATURES
+
+    from imgfeat import paths
+
+    catalog = DagBag(dag_folder=str(paths.REPO / "dags")).dags["feature_catalog"]
+    assert dag.get_task("publish").outlets == [FEATURES]
+    assert all(not dag.get_task(s).outlets for s in STAGES[:-1])
+    assert catalog.timetable.asset_condition.objects == (FEATURES,)

@@ -103,3 +103,13 @@ def test_make_run_refuses_bad_arguments_before_any_spark_job(args, message, tmp_
     assert out.returncode == 2
     assert out.stderr.strip().startswith(message)
     assert not (tmp_path / "airflow").exists()  # nothing started, not even Airflow's DB
+
+
+def test_catalog_entry_of_a_published_partition(run):
+    from imgfeat import catalog
+
+    m = json.loads((run["warehouse"] / "runs" / f"dt={DATE}" / "manifest.json").read_text())
+    entry = catalog.record(str(run["warehouse"]), DATE)
+    assert json.loads((run["warehouse"] / "catalog" / f"dt={DATE}.json").read_text()) == entry
+    assert (entry["published"], entry["quarantined"], entry["commit_id"]) == (m["published"], m["quarantined"], m["commit_id"])
+    assert entry["features"] == f"{run['warehouse']}/features/dt={DATE}"

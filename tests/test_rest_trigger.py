@@ -55,8 +55,12 @@ def api(airflow):
     while api("GET", f"/dags/{DAG}")[0] != 200:  # the dag-processor has not parsed the file yet
         assert time.monotonic() < deadline, "the DAG never appeared"
         time.sleep(2)
-    status, _ = api("PATCH", f"/dags/{DAG}", {"is_paused": False})
-    assert status == 200
+    for dag_id in (DAG, "feature_catalog"):
+        while api("GET", f"/dags/{dag_id}")[0] != 200:
+            assert time.monotonic() < deadline, f"{dag_id} never appeared"
+            time.sleep(2)
+        status, _ = api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        assert status == 200
     return api
 
 
@@ -66,13 +70,13 @@ def _trigger(api, conf) -> str:
     return run["dag_run_id"]
 
 
-def _wait(api, run_id, timeout=900) -> dict:
+def _wait(api, run_id, timeout=900, dag_id=DAG) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        status, run = api("GET", f"/dags/{DAG}/dagRuns/{run_id}")
+        status, run = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         assert status == 200, run
         if run["state"] in ("success", "failed"):
-            _, tis = api("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")
+            _, tis = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
             return {"state": run["state"], "tasks": {t["task_id"]: (t["state"], t["try_number"]) for t in tis["task_instances"]}}
         assert time.monotonic() < deadline, f"run {run_id} still {run['state']}"
         time.sleep(3)
@@ -87,6 +91,17 @@ def test_a_rest_trigger_with_params_publishes_the_partition(api, local_run, tmp_
     assert all(state == "success" and tries == 1 for state, tries in result["tasks"].values())
     assert feature_rows(warehouse / "features" / f"dt={E2E_DATE}") == \
         feature_rows(local_run["warehouse"] / "features" / f"dt={E2E_DATE}")
+    # publish emitted the features Asset: feature_catalog ran, without a logical date, on that partition.
+    deadline = time.monotonic() + 180
+    while not (runs := api("GET", "/dags/feature_catalog/dagRuns")[1]["dag_runs"]):
+        assert time.monotonic() < deadline, "feature_catalog was never triggered"
+        time.sleep(3)
+    assert len(runs) == 1 and runs[0]["run_type"] == "asset_triggered" and runs[0]["logical_date"] is None
+    assert _wait(api, runs[0]["dag_run_id"], timeout=180, dag_id="feature_catalog")["state"] == "success"
+    entry = json.loads((warehouse / "catalog" / f"dt={E2E_DATE}.json").read_text())
+    manifest = json.loads((warehouse / "runs" / f"dt={E2E_DATE}" / "manifest.json").read_text())
+    assert (entry["partition_date"], entry["published"], entry["commit_id"]) == (
+        E2E_DATE, manifest["published"], manifest["commit_id"])
 
 
 @pytest.mark.parametrize("conf,field", [({"code_bits": 12}, "code_bits"), ({"engine": "tensorrt"}, "engine"),
@@ -107,6 +122,55 @@ def test_a_bad_param_fails_the_first_task_once_before_spark(api, airflow, conf, 
     assert result["state"] == "failed" and result["tasks"]["ingest"] == ("failed", 1)  # not retried
     logs = "".join(p.read_text() for p in (airflow.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}").rglob("*.log"))
     assert message in logs and "spark-submit" not in logs
+
+
+BACKFILL = {"2026-10-01": {"a/chelsea.jpg": "cat", "a/coffee.jpg": "cup"},
+            "2026-10-02": {"astronaut.jpg": "person"},
+            "2026-10-03": {"b/c/coffee.jpg": "cup", "chelsea.png": "cat"}}
+
+
+def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflow, api, photos, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from conftest import jpeg
+
+    root, warehouse = tmp_path / "images", tmp_path / "warehouse"
+    for date, files in BACKFILL.items():
+        for image_id in files:
+            f = root / f"dt={date}" / image_id
+            f.parent.mkdir(parents=True, exist_ok=True)
+            name = Path(image_id).stem
+            if f.suffix == ".png":
+                Image.fromarray(photos[name]).save(f)
+            else:
+                f.write_bytes(jpeg(photos[name]))
+    dates = sorted(BACKFILL)
+    out = subprocess.run([str(Path(sys.executable).parent / "airflow"), "backfill", "create", "--dag-id", DAG,
+                          "--from-date", dates[0], "--to-date", dates[-1], "--max-active-runs", "2",
+                          "--dag-run-conf", json.dumps({"input_root": str(root), "warehouse_root": str(warehouse)})],
+                         env=airflow.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    deadline = time.monotonic() + 1200
+    while True:
+        runs = [r for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=50")[1]["dag_runs"]]
+        if len(runs) == len(dates) and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        assert time.monotonic() < deadline, [(r["logical_date"], r["state"]) for r in runs]
+        time.sleep(5)
+    assert sorted(r["logical_date"][:10] for r in runs) == dates
+    assert all(r["state"] == "success" for r in runs), runs
+    for date, files in BACKFILL.items():
+        rows = pq.read_table(str(warehouse / "features" / f"dt={date}")).to_pylist()
+        assert {r["image_id"]: r["label"] for r in rows} == files
+    # max_active_runs: never more than 2 of the backfill's runs at once
+    spans = [(r["start_date"], r["end_date"]) for r in runs]
+    for start, _ in spans:
+        assert sum(s <= start < e for s, e in spans) <= 2
 
 
 def test_stop_leaves_no_process(airflow, api):

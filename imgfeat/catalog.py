@@ -1,0 +1,22 @@
+"""The catalog of published partitions: WAREHOUSE/catalog/dt=<date>.json, one small file each.
+
+Written by the feature_catalog DAG after every publish (idempotent: the same partition rewrites
+its own file). Readers list the folder instead of scanning every features partition.
+"""
+
+from __future__ import annotations
+
+from imgfeat import checkpoints
+from imgfeat.layout import Warehouse
+
+KEYS = ("partition_date", "images_in", "published", "quarantined", "model", "code_bits", "commit_id")
+
+
+def record(warehouse_root: str, date: str) -> dict:
+    manifest = checkpoints.read_json(Warehouse(warehouse_root).manifest(date))
+    if manifest is None:
+        raise checkpoints.StorageError(f"no run manifest for dt={date} under {warehouse_root}")
+    entry = {k: manifest.get(k) for k in KEYS}
+    entry["features"] = Warehouse(warehouse_root).table("features", date)
+    checkpoints.write_json(Warehouse(warehouse_root).catalog_entry(date), entry)
+    return entry
