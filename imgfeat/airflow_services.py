@@ -1,6 +1,7 @@
 """A local Airflow for the project: api-server (127.0.0.1 only), scheduler, dag-processor, triggerer.
 
     python -m imgfeat.airflow_services start|stop|status     (make airflow / make airflow-stop)
+    python -m imgfeat.airflow_services cli ARGS...          the `airflow` CLI in that environment
 
 Same home, DAGs and connections as `make run` (imgfeat.local.airflow_env), LocalExecutor on the
 SQLite DB. Each component runs in its own process group, recorded in AIRFLOW_HOME/services.json,
@@ -111,10 +112,15 @@ class LocalAirflow:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m imgfeat.airflow_services", description=__doc__.split("\n")[0])
-    ap.add_argument("action", choices=["start", "stop", "status"])
+    ap.add_argument("action", choices=["start", "stop", "status", "cli"])
     ap.add_argument("--port", type=int, default=8080)
-    a = ap.parse_args(argv)
-    af = LocalAirflow(port=a.port)
+    ap.add_argument("--home", type=Path, help="Airflow home (default: var/airflow, as make run)")
+    a, rest = ap.parse_known_args(argv)
+    af = LocalAirflow(home=a.home, port=a.port)
+    if rest and a.action != "cli":
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if a.action == "cli":  # e.g. cli backfill create --dag-id image_features --from-date ... --to-date ...
+        return subprocess.run([_airflow(), *rest], env=af.env).returncode
     if a.action == "start":
         pids = af.start()
         print(f"Airflow is up at {af.url} (login {USER} / {PASSWORD}); pids {pids}; logs in {af.home / 'services'}")

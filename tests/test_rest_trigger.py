@@ -150,10 +150,16 @@ def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflo
             else:
                 f.write_bytes(jpeg(photos[name]))
     dates = sorted(BACKFILL)
-    out = subprocess.run([str(Path(sys.executable).parent / "airflow"), "backfill", "create", "--dag-id", DAG,
+    from imgfeat import paths
+
+    # The command the README gives, with this test's Airflow home and port.
+    out = subprocess.run([sys.executable, "-m", "imgfeat.airflow_services", "--port", str(airflow.port),
+                          "--home", str(airflow.home), "cli",
+                          "backfill", "create", "--dag-id", DAG,
                           "--from-date", dates[0], "--to-date", dates[-1], "--max-active-runs", "2",
                           "--dag-run-conf", json.dumps({"input_root": str(root), "warehouse_root": str(warehouse)})],
-                         env=airflow.env, capture_output=True, text=True, timeout=120)
+                         env=airflow.env, cwd=paths.REPO,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     deadline = time.monotonic() + 1200
     while True:
