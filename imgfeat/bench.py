@@ -8,7 +8,9 @@ Three measurements in one run, on the same partition (>= 200 images built from r
            loaded): the steady state. fixed = wall - warm;
   airflow  the whole DAG through `airflow dags test` (adds Airflow's own overhead).
 Ratios compare in-stage Spark throughput with the bare ceiling. Timings vary on shared machines:
-read the ratios, not the absolute numbers.
+read the ratios, not the absolute numbers. With several engines (the default: openvino and bigdl),
+each is measured in its own process (a JVM keeps the jars it started with) and a last table sets
+them side by side.
 """
 
 from __future__ import annotations
@@ -76,11 +78,24 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
     return t
 
 
-def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict) -> dict:
+def _engine_submit_args(engine: str, stage: str) -> list[str]:
+    """What the operator adds for the engine (plugins/imgfeat_airflow.py)."""
+    if engine != "bigdl" or stage not in ("detect", "embed"):
+        return []
+    from imgfeat.engines.bigdl import submit_settings
+
+    s = submit_settings()
+    confs = [x for k, v in s["conf"].items() for x in ("--conf", f"{k}={v}")]
+    return ["--jars", s["jars"], "--driver-class-path", s["driver_class_path"],
+            "--driver-memory", s["driver_memory"], *confs]
+
+
+def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict, engine: str) -> dict:
     out = {}
     for stage in STAGES:
         cmd = ["spark-submit", "--master", os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]"),
-               "--conf", "spark.python.worker.reuse=true", "--py-files", str(build_zip()), str(paths.REPO / "spark_apps" / f"{stage}.py"),
+               "--conf", "spark.python.worker.reuse=true", *_engine_submit_args(engine, stage),
+               "--py-files", str(build_zip()), str(paths.REPO / "spark_apps" / f"{stage}.py"),
                "--partition-date", BENCH_DATE, "--input-root", str(input_root),
                "--warehouse-root", str(warehouse), *args]
         s = time.perf_counter()
@@ -95,13 +110,21 @@ def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict) 
     return out
 
 
-def warm_stages(input_root: Path, warehouse: Path, args: list[str]) -> dict:
+def warm_stages(input_root: Path, warehouse: Path, args: list[str], engine: str) -> dict:
     """Each stage run twice in one SparkSession; the second run's time is the steady state."""
+    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     from imgfeat.spark.runner import parse, run
 
-    spark = (SparkSession.builder.master(os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]"))
+    master = os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]")
+    if engine == "bigdl":
+        from imgfeat.engines.bigdl import spark_conf
+
+        conf = spark_conf(master)
+    else:
+        conf = SparkConf().setMaster(master)
+    spark = (SparkSession.builder.config(conf=conf)
              .config("spark.ui.showConsoleProgress", "false").config("spark.python.worker.reuse", "true")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
@@ -123,9 +146,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m imgfeat.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--batch-size", type=int, default=params.DEFAULTS["batch_size"])
-    ap.add_argument("--engine", default=params.DEFAULTS["engine"])
+    ap.add_argument("--engines", default="openvino,bigdl",
+                    help="comma-separated engines, each measured in its own process, then compared")
+    ap.add_argument("--engine", help=argparse.SUPPRESS)  # one engine, in this process
+    ap.add_argument("--summary", help=argparse.SUPPRESS)  # where that process writes its figures
     ap.add_argument("--skip-airflow", action="store_true", help="no end-to-end run through Airflow")
     a = ap.parse_args(argv)
+    if not a.engine:
+        return compare_engines(a, [e.strip() for e in a.engines.split(",") if e.strip()])
     cores = os.cpu_count() or 1
     model_dir = str(paths.model_dir())
     input_root = build_input(a.images)
@@ -140,16 +168,23 @@ def main(argv=None) -> int:
     os.environ.update({k: env[k] for k in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")})  # the warm in-process session
     warehouse = paths.var_dir() / "bench" / "warehouse"
     shutil.rmtree(warehouse, ignore_errors=True)
-    stage_args = ["--engine", a.engine, "--batch-size", str(a.batch_size), "--model-dir", model_dir]
-    t_spark = spark_stages(input_root, warehouse, stage_args, env)
+    # --reuse false: the warm runs repeat stages on a published partition, which would otherwise
+    # copy its results instead of inferring.
+    stage_args = ["--engine", a.engine, "--batch-size", str(a.batch_size), "--model-dir", model_dir,
+                  "--reuse", "false"]
+    t_spark = spark_stages(input_root, warehouse, stage_args, env, a.engine)
 
-    t_warm = warm_stages(input_root, warehouse, stage_args)
+    t_warm = warm_stages(input_root, warehouse, stage_args, a.engine)
 
     rows = []
     for stage in STAGES:
         wall, warm, b = t_spark[stage][0], t_warm[stage], t_bare.get(stage)
         rows.append((stage, wall, warm, wall - warm, n / warm, n / warm / cores,
                      (n / b) if b else None, (b / warm) if b else None))
+    if a.summary:
+        Path(a.summary).write_text(json.dumps({
+            "images": n, "bare_ms": {k: 1000 * v / n for k, v in t_bare.items()},
+            "warm_ms": {k: 1000 * v / n for k, v in t_warm.items()}}))
     total_warm = sum(t_warm.values())
     total_wall = sum(v[0] for v in t_spark.values())
     b_total = sum(t_bare.values())
@@ -179,6 +214,35 @@ def main(argv=None) -> int:
             return 1
         print(f"airflow end-to-end: {e2e:.1f}s wall = {n / e2e:.2f} img/s "
               f"({n / e2e / cores:.2f} img/s/core); Airflow's own overhead ~{e2e - total_wall:.1f}s over the 5 spark-submits")
+    return 0
+
+
+def compare_engines(a, engines: list[str]) -> int:
+    """Each engine's bench in its own process, then ms/image side by side and each engine's ratio
+    to the fastest one (the warm detect + embed stages, as the pipeline runs them)."""
+    import tempfile
+
+    summaries = {}
+    for i, engine in enumerate(engines):
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            cmd = [sys.executable, "-m", "imgfeat.bench", "--engine", engine, "--images", str(a.images),
+                   "--batch-size", str(a.batch_size), "--summary", f.name]
+            if a.skip_airflow or i:  # the end-to-end Airflow run once, with the first engine
+                cmd.append("--skip-airflow")
+            print(f"\n===== engine {engine} =====", flush=True)
+            if subprocess.run(cmd).returncode != 0:
+                print(f"bench of engine {engine} failed")
+                return 1
+            summaries[engine] = json.loads(Path(f.name).read_text())
+    infer = {e: s["warm_ms"]["detect"] + s["warm_ms"]["embed"] for e, s in summaries.items()}
+    fastest = min(infer.values())
+    print(f"\n{'engine':<10}{'bare detect':>12}{'bare embed':>12}{'spark detect':>14}{'spark embed':>13}"
+          f"{'detect+embed':>14}{'/ fastest':>11}   (ms/image)")
+    for e, s in summaries.items():
+        print(f"{e:<10}{s['bare_ms']['detect']:>12.1f}{s['bare_ms']['embed']:>12.1f}{s['warm_ms']['detect']:>14.1f}"
+              f"{s['warm_ms']['embed']:>13.1f}{infer[e]:>14.1f}{infer[e] / fastest:>11.2f}")
+    print("bare: one process, no Spark (BigDL: forward from Python); spark: the warm stage in local mode "
+          "(BigDL: distributed predict).")
     return 0
 
 

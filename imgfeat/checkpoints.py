@@ -1,7 +1,9 @@
 """Airflow's view of the checkpoints, without Spark: local files, or WebHDFS for hdfs:// roots.
 
 A checkpoint is *committed* when its directory holds `_SUCCESS` and `_stage.json`. It is *current*
-when it was also computed from the checkpoint its predecessor holds now: every `_stage.json`
+when it was also computed from what its predecessor holds now: for ingest, the input partition's
+listing (a partition that gained or changed files is ingested again); for the others, the checkpoint
+its predecessor holds now: every `_stage.json`
 (and the run manifest) records `commit_id` (its own) and `upstream_commit` (the predecessor's it
 read). So when an upstream stage is re-made (forced, or after its checkpoint was deleted), every
 downstream checkpoint becomes stale and is recomputed by the next run, even without `force`.
@@ -14,7 +16,7 @@ import os
 import uuid
 
 from imgfeat import params
-from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, previous_stage
+from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, is_listed, listing_digest, previous_stage
 
 
 class StorageError(RuntimeError):
@@ -137,17 +139,45 @@ def stage_meta(warehouse_root: str, stage: str, date: str) -> dict | None:
     return read_json(f"{path}/{STAGE_META}")
 
 
-def current(warehouse_root: str, stage: str, date: str) -> tuple[bool, str]:
-    """Whether `stage`'s checkpoint for `date` is committed and computed from the current upstream."""
+def current(warehouse_root: str, stage: str, date: str, input_root: str | None = None) -> tuple[bool, str]:
+    """Whether `stage`'s checkpoint for `date` is committed and computed from the current upstream
+    (for ingest with `input_root`: from the input partition's current listing)."""
     meta = stage_meta(warehouse_root, stage, date)
     if meta is None:
         return False, f"{stage} dt={date}: no committed checkpoint"
+    if stage == "ingest" and input_root is not None and meta.get("input_listing") != input_listing(input_root, date):
+        return False, f"ingest dt={date}: the input partition has changed since it was ingested"
     prev = previous_stage(stage)
     if prev is not None:
         upstream = stage_meta(warehouse_root, prev, date)
         if upstream is None or meta.get("upstream_commit") != upstream.get("commit_id"):
             return False, f"{stage} dt={date}: checkpoint is stale ({prev} was re-made since)"
     return True, f"{stage} dt={date}: checkpoint {meta.get('commit_id')} is committed and current"
+
+
+def input_listing(input_root: str, date: str) -> str | None:
+    """`layout.listing_digest` of the input partition as Spark's file scan lists it; None if it is missing."""
+    part = input_partition(input_root, date)
+    local = _local(part)
+    entries = []
+    if local is not None:
+        if not os.path.isdir(local):
+            return None
+        for dirpath, dirs, files in os.walk(local):
+            dirs[:] = [d for d in dirs if is_listed(d)]
+            rel = os.path.relpath(dirpath, local)
+            entries += [(f if rel == "." else f"{rel}/{f}", os.path.getsize(os.path.join(dirpath, f)))
+                        for f in files if is_listed(f)]
+        return listing_digest(entries)
+    client, p = _hdfs(part)
+    if not is_dir(part):
+        return None
+    for (dirpath, _), _, files in _call(part, lambda: list(client.walk(p, status=True))):
+        rel = dirpath[len(p.rstrip("/")):].strip("/")
+        if rel and not all(is_listed(c) for c in rel.split("/")):
+            continue
+        entries += [(f"{rel}/{f}" if rel else f, st["length"]) for f, st in files if is_listed(f)]
+    return listing_digest(entries)
 
 
 def input_exists(input_root: str, date: str) -> bool:

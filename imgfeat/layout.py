@@ -13,7 +13,9 @@ Roots are local paths or Hadoop URIs (hdfs://, file://).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections.abc import Iterable
 
 STAGES = ("ingest", "detect", "crop", "embed", "publish")
 CHECKPOINT_STAGES = STAGES[:-1]
@@ -28,6 +30,19 @@ def _join(root: str, *parts: str) -> str:
 
 def input_partition(input_root: str, date: str) -> str:
     return _join(input_root, f"dt={date}")
+
+
+def is_listed(name: str) -> bool:
+    """Whether Spark's file scan reads a file or directory of this name: like Hadoop tools, it
+    skips hidden names (`.x`, `_x` but not `_k=v`, in-flight `x._COPYING_`)."""
+    hidden = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+    return not hidden or name.startswith(("_common_metadata", "_metadata"))
+
+
+def listing_digest(files: Iterable[tuple[str, int]]) -> str:
+    """Digest of an input partition's listing: (path relative to the partition, size) of each file."""
+    lines = sorted(f"{path}\t{size}" for path, size in files)
+    return f"{len(lines)}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def previous_stage(stage: str) -> str | None:
@@ -48,6 +63,10 @@ class Warehouse:
         if name not in PUBLISHED_TABLES:
             raise ValueError(f"unknown published table {name!r}")
         return _join(self.root, name, f"dt={date}")
+
+    def features_root(self) -> str:
+        """The features table of every partition (dt=<date>/ below it)."""
+        return _join(self.root, "features")
 
     def manifest(self, date: str) -> str:
         return _join(self.root, "runs", f"dt={date}", "manifest.json")

@@ -15,6 +15,9 @@ from pathlib import Path
 from imgfeat import paths
 
 
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
+
 def airflow_env(home: Path | None = None, extra: dict | None = None) -> dict:
     home = Path(home or paths.var_dir() / "airflow")
     venv_bin = str(Path(sys.executable).parent)
@@ -25,6 +28,9 @@ def airflow_env(home: Path | None = None, extra: dict | None = None) -> dict:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        # SQLite allows one writer: wait for the lock instead of failing after sqlite3's 5 s
+        # (a CLI backfill next to a busy scheduler hit "database is locked").
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "imgfeat.local.SQLITE_CONNECT_ARGS",
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
             {"conn_type": "spark", "host": os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]")}),
         "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),

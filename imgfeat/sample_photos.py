@@ -267,7 +267,7 @@ def paste(background: Image.Image, cutout: Image.Image, x: int, y: int,
     return out, [x + x1, y + y1, x + x2, y + y2]
 
 
-def _catalogue(root: Path) -> tuple[list, list, list]:
+def catalogue(root: Path) -> tuple[list, list, list]:
     photos = [(root / "darknet" / f"{n}.jpg", f"debian:darknet/{n}.jpg") for n in DARKNET]
     photos += [(root / "skimage" / f"{n}.png", f"skimage.data:{n}") for n in SKIMAGE]
     backgrounds = []
@@ -297,7 +297,7 @@ def build_partition(out_dir: str | os.PathLike, count: int, seed: int = 0,
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; a partition is written into a new folder")
-    photos, backgrounds, cutouts = _catalogue(fetch_sources(cache_dir))
+    photos, backgrounds, cutouts = catalogue(fetch_sources(cache_dir))
     rng = random.Random(seed)
     n_composed = count // 2
     n_photos = count - n_composed

@@ -10,15 +10,19 @@ QUARANTINE_COLS = "quarantine_stage string, quarantine_reason string"
 BASE = "image_id string, sha256 string, width int, height int"
 BOX = "label string, score double, x1 int, y1 int, x2 int, y2 int"
 
+# Set when the image's content (sha256) was already published with the same model: the row names
+# its source ("dt=<date>/<image_id>"), skips detect/crop/embed, and publish copies the source's values.
+REUSED = "reused_from string"
+
 DETECTION = "struct<label_id:int, label:string, score:double, x1:int, y1:int, x2:int, y2:int>"
 
 INGEST = f"{BASE}, format string, size_bytes long, content binary, {QUARANTINE_COLS}"
-DETECT = f"{BASE}, content binary, detections array<{DETECTION}>, {QUARANTINE_COLS}"
-CROP = f"{BASE}, {BOX}, crop binary, {QUARANTINE_COLS}"
-EMBED = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, {QUARANTINE_COLS}"
+DETECT = f"{BASE}, content binary, detections array<{DETECTION}>, {REUSED}, {QUARANTINE_COLS}"
+CROP = f"{BASE}, {BOX}, crop binary, {REUSED}, {QUARANTINE_COLS}"
+EMBED = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, {REUSED}, {QUARANTINE_COLS}"
 
 # The output contract (README "Output contract"): column order matters to readers of the files.
-FEATURES = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, model string"
+FEATURES = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, model string, {REUSED}"
 QUARANTINE = "image_id string, stage string, reason string"
 
 STAGE_SCHEMAS = {"ingest": INGEST, "detect": DETECT, "crop": CROP, "embed": EMBED}

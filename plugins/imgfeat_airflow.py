@@ -4,7 +4,8 @@
   arguments, validating them first so a bad parameter fails the task before any Spark job.
 - `PARAMS`: the run parameters (validated by Airflow on trigger, again by the operator).
   A stage whose checkpoint is committed and current is skipped (see imgfeat.checkpoints) unless
-  the run's `force` param is set, so re-running a failed run redoes only what is missing.
+  the run's `force` param is set, so re-running a failed run redoes only what is missing. An input
+  partition that gained files is ingested again, and (with `reuse`) only its new files are inferred.
 - `DEFAULT_ARGS`: retries and their delay.
 Spark's master comes from the `spark_default` connection (`local[2]`, `yarn`, `spark://h:p`).
 Environment (read when the DAG file is parsed; cheap):
@@ -52,9 +53,13 @@ PARAMS = {
                              exclusiveMaximum=1, description="Minimum detection score"),
     "code_bits": Param(p.DEFAULTS["code_bits"], type="integer", minimum=p.MIN_CODE_BITS,
                        maximum=p.MAX_CODE_BITS, multipleOf=8, description="Binary code length K"),
-    "engine": Param(p.DEFAULTS["engine"], type="string", enum=["openvino"], description="Inference engine"),
+    "engine": Param(p.DEFAULTS["engine"], type="string", enum=["openvino", "bigdl"],
+                    description="Inference engine of detect and embed"),
     "force": Param(False, type="boolean",
                    description="Recompute stages whose checkpoint is committed and current"),
+    "reuse": Param(True, type="boolean",
+                   description="Copy the published results of images whose content was already published "
+                               "with the same model (in this or another partition) instead of inferring again"),
 }
 
 # The published features, as an Asset: each successful publish emits an event whose `extra` names
@@ -68,6 +73,7 @@ STAGE_ARGS = [
     "--score-threshold", "{{ params.score_threshold }}",
     "--code-bits", "{{ params.code_bits }}",
     "--engine", "{{ params.engine }}",
+    "--reuse", "{{ params.reuse | lower }}",
     "--model-dir", os.environ.get("IMGFEAT_MODEL_DIR", str(paths.model_dir())),
 ]
 
@@ -161,7 +167,7 @@ class StageSubmitOperator(SparkSubmitOperator):
         if self.stage == "publish" and context.get("outlet_events") is not None:
             context["outlet_events"][FEATURES].extra = {"partition_date": date, "warehouse_root": warehouse}
         try:
-            ok, why = checkpoints.current(warehouse, self.stage, date)
+            ok, why = checkpoints.current(warehouse, self.stage, date, args.input_root)
             if ok and not force:
                 self.log.info("%s; skipping spark-submit (trigger with force=true to recompute)", why)
                 return None
@@ -175,15 +181,25 @@ class StageSubmitOperator(SparkSubmitOperator):
         if not self.py_files:
             self.py_files = str(build_zip())  # executors import imgfeat from this zip
         try:
-            self._ship()
+            self._ship(args.engine)
         except ValueError as e:
             raise AirflowFailException(f"stage {self.stage}: {e}") from None
         return super().execute(context)
 
-    def _ship(self) -> None:
-        """Settle archives, the executors' Python and the model dir for the connection's deploy mode."""
+    def _ship(self, engine: str) -> None:
+        """Settle archives, the executors' Python, the model dir and the engine's jars and settings
+        for the connection's deploy mode."""
         _, deploy_mode = _connection(self._conn_id)
-        ship = shipping(self._deploy_mode or deploy_mode, os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable))
+        deploy_mode = self._deploy_mode or deploy_mode
+        if engine == "bigdl" and self.stage in ("detect", "embed"):
+            from imgfeat.engines.bigdl import submit_settings
+
+            bigdl = submit_settings(deploy_mode)
+            self.jars = ",".join(filter(None, [self.jars, bigdl["jars"]]))
+            self.driver_class_path = ":".join(filter(None, [self.driver_class_path, bigdl["driver_class_path"]]))
+            self.conf = {**bigdl["conf"], **(self.conf or {})}
+            self._driver_memory = self._driver_memory or bigdl["driver_memory"]
+        ship = shipping(deploy_mode, os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable))
         self.env_vars = {**ship["env_vars"], **(self.env_vars or {})} or None
         self.conf = {**(self.conf or {}), **ship["conf"]}
         if ship["archives"]:

@@ -63,11 +63,15 @@ def jpeg(rgb, quality: int = 92) -> bytes:
 
 @pytest.fixture(scope="session")
 def spark():
+    """One local session with BigDL's jars, confs and MKL-DNN engine, so the BigDL tests share it."""
     from pyspark.sql import SparkSession
 
-    s = (SparkSession.builder.master("local[2]").appName("imgfeat-tests")
-         .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
-         .getOrCreate())
+    from imgfeat.engines import bigdl
+
+    conf = (bigdl.spark_conf("local[2]", app_name="imgfeat-tests")
+            .set("spark.ui.enabled", "false").set("spark.sql.shuffle.partitions", "4"))
+    s = SparkSession.builder.config(conf=conf).getOrCreate()
+    bigdl.init_spark()
     yield s
     s.stop()
 

@@ -36,6 +36,32 @@ def test_committed_chain_is_current_and_a_remade_upstream_makes_downstream_stale
     assert checkpoints.current(str(tmp_path), "ingest", DATE)[0]
 
 
+def test_ingest_is_current_only_while_the_input_partition_is_unchanged(tmp_path):
+    inp, wh = tmp_path / "input", tmp_path / "warehouse"
+    part = inp / f"dt={DATE}"
+    (part / "a" / "b").mkdir(parents=True)
+    (part / "x.jpg").write_bytes(b"12345")
+    (part / "a" / "b" / "y.jpg").write_bytes(b"")
+    listing = checkpoints.input_listing(str(inp), DATE)
+    assert listing.startswith("2:")
+    commit(wh, "ingest", "c-ingest", None)
+    meta = wh / "ingest" / f"dt={DATE}" / "_stage.json"
+    meta.write_text(json.dumps({"commit_id": "c-ingest", "upstream_commit": None, "input_listing": listing}))
+    assert checkpoints.current(str(wh), "ingest", DATE, str(inp))[0]
+    # Names Spark's scan skips do not count: hidden files, in-flight copies, underscore folders.
+    (part / ".x.jpg.swp").write_bytes(b"1")
+    (part / "z.jpg._COPYING_").write_bytes(b"1")
+    (part / "_tmp").mkdir()
+    (part / "_tmp" / "w.jpg").write_bytes(b"1")
+    assert checkpoints.current(str(wh), "ingest", DATE, str(inp))[0]
+    (part / "a" / "new.jpg").write_bytes(b"1")
+    assert checkpoints.current(str(wh), "ingest", DATE, str(inp)) == (
+        False, f"ingest dt={DATE}: the input partition has changed since it was ingested")
+    (part / "a" / "new.jpg").unlink()
+    (part / "x.jpg").write_bytes(b"123456")  # replaced by different content
+    assert not checkpoints.current(str(wh), "ingest", DATE, str(inp))[0]
+
+
 def test_missing_or_uncommitted_checkpoints(tmp_path):
     assert checkpoints.current(str(tmp_path), "ingest", DATE) == (False, f"ingest dt={DATE}: no committed checkpoint")
     d = tmp_path / "ingest" / f"dt={DATE}"

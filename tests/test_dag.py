@@ -187,12 +187,41 @@ def test_yarn_client_mode_keeps_the_local_driver_python(monkeypatch, tmp_path, m
 
     task = _yarn_task(monkeypatch, tmp_path, "client")
     monkeypatch.delenv("IMGFEAT_MODEL_ARCHIVE")
-    task._ship()
+    task._ship("openvino")
     pairs = _pairs(task._get_hook()._build_spark_submit_command(task.application))
     assert {("--archives", "hdfs:///apps/imgfeat/imgfeat-env.tar.gz#env"), ("--deploy-mode", "client"),
             ("--conf", "spark.pyspark.python=./env/bin/python"),
             ("--conf", f"spark.pyspark.driver.python={sys.executable}")} <= pairs
     assert dict(pairs)["--model-dir"] != "./models"
+
+
+@pytest.mark.parametrize("mode", ["client", "cluster"])
+def test_engine_bigdl_submits_detect_and_embed_with_bigdl_jars_and_settings(monkeypatch, tmp_path, model_dir, mode):
+    import glob
+    import os
+
+    import bigdl
+
+    task = _yarn_task(monkeypatch, tmp_path, mode)
+    monkeypatch.delenv("IMGFEAT_MODEL_ARCHIVE")
+    task._ship("bigdl")
+    cmd = task._get_hook()._build_spark_submit_command(task.application)
+    pairs = dict(_pairs(cmd))
+    jars = sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
+    assert len(jars) == 2 and pairs["--jars"] == ",".join(jars)
+    # the driver's class path: these jars here, their shipped copies in a cluster-mode container
+    assert pairs["--driver-class-path"] == ":".join(jars if mode == "client" else [os.path.basename(j) for j in jars])
+    confs = {c for a, c in zip(cmd, cmd[1:]) if a == "--conf"}
+    assert {"spark.serializer=org.apache.spark.serializer.JavaSerializer",
+            "spark.executor.extraJavaOptions=-Dbigdl.engineType=mkldnn -Xss64m",
+            "spark.driver.extraJavaOptions=-Dlog4j2.info -Dbigdl.engineType=mkldnn -Xss64m",
+            "spark.shuffle.reduceLocality.enabled=false"} <= confs
+    assert pairs["--driver-memory"] == "3g"
+    from imgfeat_airflow import StageSubmitOperator
+
+    crop = StageSubmitOperator(stage="crop", conn_id="spark_yarn")  # stages without inference get none of it
+    crop._ship("bigdl")
+    assert crop.jars is None and not any("bigdl" in str(v) for v in crop.conf.values())
 
 
 def test_a_model_archive_in_client_mode_is_refused_before_spark_submit(monkeypatch, tmp_path, model_dir):

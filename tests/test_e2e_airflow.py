@@ -113,3 +113,35 @@ def test_catalog_entry_of_a_published_partition(run):
     assert json.loads((run["warehouse"] / "catalog" / f"dt={DATE}.json").read_text()) == entry
     assert (entry["published"], entry["quarantined"], entry["commit_id"]) == (m["published"], m["quarantined"], m["commit_id"])
     assert entry["features"] == f"{run['warehouse']}/features/dt={DATE}"
+
+
+def test_engine_bigdl_runs_the_dag_and_agrees_with_openvino(run, tmp_path):
+    """The same partition through BigDL's distributed predict (detect, embed): every published
+    image agrees with the OpenVINO run within the issue's tolerances."""
+    import numpy as np
+
+    from imgfeat import descriptor
+
+    warehouse = tmp_path / "warehouse-bigdl"
+    conf = {**run["conf"], "warehouse_root": str(warehouse), "engine": "bigdl"}
+    rc = dags_test("image_features", DATE, conf, run["env"], log_file=tmp_path / "bigdl.log")
+    log = (tmp_path / "bigdl.log").read_text()
+    assert rc == 0, log[-3000:]
+    assert "bigdl-dllib-spark_3.1.3-2.4.0-jar-with-dependencies.jar" in log  # --jars of detect and embed
+    ov = {r["image_id"]: r for r in _table(run["warehouse"] / "features" / f"dt={DATE}")}
+    bd = {r["image_id"]: r for r in _table(warehouse / "features" / f"dt={DATE}")}
+    assert set(bd) == set(ov) and len(bd) == 3 + 6 + sum(v is None for v in badfiles.EXPECTED.values())
+    assert {r["model"].split(";")[1] for r in bd.values()} == {"engine=bigdl-dllib-2.4.0-mkldnn-f32"}
+    for image_id, a in ov.items():
+        b = bd[image_id]
+        assert b["label"] == a["label"], image_id
+        boxes = [(r["x1"], r["y1"], r["x2"], r["y2"]) for r in (a, b)]
+        ix = max(0, min(boxes[0][2], boxes[1][2]) - max(boxes[0][0], boxes[1][0]))
+        iy = max(0, min(boxes[0][3], boxes[1][3]) - max(boxes[0][1], boxes[1][1]))
+        area = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in boxes]
+        assert ix * iy / (area[0] + area[1] - ix * iy) >= 0.9, image_id
+        assert abs(a["score"] - b["score"]) <= 0.02, image_id
+        assert float(np.dot(a["embedding"], b["embedding"])) >= 0.99, image_id
+        assert descriptor.hamming(a["code"], b["code"]) <= 2, image_id
+    quarantine = lambda w: sorted((r["image_id"], r["reason"]) for r in _table(w / "quarantine" / f"dt={DATE}"))  # noqa: E731
+    assert quarantine(warehouse) == quarantine(run["warehouse"])

@@ -97,3 +97,74 @@ def test_a_stage_refuses_to_run_without_its_predecessor(spark, warehouse, model_
     with pytest.raises(StageFailed, match=r"ingest checkpoint .*dt=2026-11-04 is not committed"):
         run(spark, "detect", other)
     assert not (wh / "detect" / "dt=2026-11-04").exists()
+
+
+def test_the_recorded_input_listing_is_the_one_airflow_computes(partition, warehouse):
+    from imgfeat import checkpoints
+
+    root, _ = partition
+    _, _, metas = warehouse
+    # 15 files, the zero-byte one included (Spark's scan drops it; ingest adds it back)
+    assert metas["ingest"]["input_listing"] == checkpoints.input_listing(str(root), DATE)
+    assert metas["ingest"]["input_listing"].startswith("15:")
+
+
+def _features(spark, wh, date):
+    return {r.image_id: r for r in spark.read.parquet(str(wh / "features" / f"dt={date}")).collect()}
+
+
+def _run_all(spark, args, date, **changes):
+    from argparse import Namespace
+
+    args = Namespace(**{**vars(args), "partition_date": date, **changes})
+    return {stage: run(spark, stage, args) for stage in STAGES}
+
+
+def test_content_published_in_an_earlier_partition_is_not_inferred_again(spark, partition, warehouse, photos, tmp_path):
+    root, _ = partition
+    wh, args, _ = warehouse
+    later = "2026-11-04"
+    part = root / f"dt={later}"
+    (part / "x").mkdir(parents=True)
+    (part / "x" / "astro.jpg").write_bytes((root / f"dt={DATE}" / "photos/deep/er/astronaut.jpg").read_bytes())
+    (part / "coffee-small.jpg").write_bytes(jpeg(photos["coffee"][::2, ::2]))
+    metas = _run_all(spark, args, later)
+    assert (metas["detect"]["rows"], metas["detect"]["reused"]) == (2, 1)
+    assert metas["publish"]["images_by_source"] == {"inferred": 1, "reused_this_partition": 0,
+                                                   "reused_other_partitions": 1}
+    rows, earlier = _features(spark, wh, later), _features(spark, wh, DATE)
+    source = earlier["photos/deep/er/astronaut.jpg"]
+    astro = rows["x/astro.jpg"]
+    assert astro.reused_from == f"dt={DATE}/photos/deep/er/astronaut.jpg"
+    assert (astro.label, astro.x1, astro.y2, astro.code, astro.embedding, astro.model) == (
+        source.label, source.x1, source.y2, source.code, source.embedding, source.model)
+    assert (rows["coffee-small.jpg"].label, rows["coffee-small.jpg"].reused_from) == ("cup", None)
+    # Without reuse the same image is inferred again, and gives the same values.
+    wh2 = tmp_path / "warehouse-no-reuse"
+    for date in (DATE, later):
+        metas = _run_all(spark, args, date, warehouse_root=str(wh2), reuse=False)
+    assert metas["detect"]["reused"] == 0 and metas["publish"]["images_by_source"]["inferred"] == 2
+    fresh = _features(spark, wh2, later)["x/astro.jpg"]
+    assert fresh.reused_from is None
+    assert (fresh.label, fresh.x1, fresh.y2, fresh.code) == (astro.label, astro.x1, astro.y2, astro.code)
+
+
+def test_a_partition_that_gained_files_infers_only_the_new_ones(spark, partition, warehouse, photos):
+    root, _ = partition
+    wh, args, _ = warehouse
+    part = root / f"dt={DATE}"
+    before = _features(spark, wh, DATE)
+    (part / "photos" / "late.jpg").write_bytes(jpeg(photos["coffee"], quality=80))
+    (part / "photos" / "chelsea-copy.jpg").write_bytes((part / "photos" / "chelsea.jpg").read_bytes())
+    metas = _run_all(spark, args, DATE)
+    assert (metas["detect"]["rows"], metas["detect"]["quarantined"], metas["detect"]["reused"]) == (17, 6, 10)
+    assert metas["publish"]["images_by_source"] == {"inferred": 1, "reused_this_partition": 10,
+                                                   "reused_other_partitions": 0}
+    assert (metas["publish"]["published"], metas["publish"]["quarantined"]) == (11, 6)
+    after = _features(spark, wh, DATE)
+    assert set(after) == set(before) | {"photos/late.jpg", "photos/chelsea-copy.jpg"}
+    fields = lambda r: (r.label, r.score, r.x1, r.y1, r.x2, r.y2, r.code, r.embedding, r.reused_from)  # noqa: E731
+    assert all(fields(after[k]) == fields(before[k]) for k in before)
+    assert after["photos/late.jpg"].label == "cup" and after["photos/late.jpg"].reused_from is None
+    copy = after["photos/chelsea-copy.jpg"]
+    assert copy.reused_from == f"dt={DATE}/photos/chelsea.jpg" and copy.code == before["photos/chelsea.jpg"].code

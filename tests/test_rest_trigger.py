@@ -129,30 +129,20 @@ BACKFILL = {"2026-10-01": {"a/chelsea.jpg": "cat", "a/coffee.jpg": "cup"},
             "2026-10-03": {"b/c/coffee.jpg": "cup", "chelsea.png": "cat"}}
 
 
-def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflow, api, photos, tmp_path):
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("scheduled")
+    return base / "images", base / "warehouse"
+
+
+def _backfill(airflow, api, root, warehouse, dates) -> list:
+    """`airflow backfill create` as the README gives it (this test's home and port); waits for its runs."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    import pyarrow.parquet as pq
-    from PIL import Image
-
-    from conftest import jpeg
-
-    root, warehouse = tmp_path / "images", tmp_path / "warehouse"
-    for date, files in BACKFILL.items():
-        for image_id in files:
-            f = root / f"dt={date}" / image_id
-            f.parent.mkdir(parents=True, exist_ok=True)
-            name = Path(image_id).stem
-            if f.suffix == ".png":
-                Image.fromarray(photos[name]).save(f)
-            else:
-                f.write_bytes(jpeg(photos[name]))
-    dates = sorted(BACKFILL)
     from imgfeat import paths
 
-    # The command the README gives, with this test's Airflow home and port.
+    known = {r["dag_run_id"] for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]}
     out = subprocess.run([sys.executable, "-m", "imgfeat.airflow_services", "--port", str(airflow.port),
                           "--home", str(airflow.home), "cli",
                           "backfill", "create", "--dag-id", DAG,
@@ -163,11 +153,42 @@ def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflo
     assert out.returncode == 0, out.stdout + out.stderr
     deadline = time.monotonic() + 1200
     while True:
-        runs = [r for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=50")[1]["dag_runs"]]
-        if len(runs) == len(dates) and all(r["state"] in ("success", "failed") for r in runs):
-            break
+        runs = [r for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]
+                if r["dag_run_id"] not in known]
+        backfills = api("GET", f"/backfills?dag_id={DAG}")[1]["backfills"]
+        # the scheduler marks a backfill complete after its runs; only one may run per DAG
+        if (len(runs) == len(dates) and all(r["state"] in ("success", "failed") for r in runs)
+                and all(b["completed_at"] for b in backfills)):
+            return runs
         assert time.monotonic() < deadline, [(r["logical_date"], r["state"]) for r in runs]
         time.sleep(5)
+
+
+def _write(root, date, files: dict, photos) -> None:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from conftest import jpeg
+
+    for image_id, name in files.items():
+        f = root / f"dt={date}" / image_id
+        f.parent.mkdir(parents=True, exist_ok=True)
+        if f.suffix == ".png":
+            Image.fromarray(photos[name]).save(f)
+        else:
+            f.write_bytes(jpeg(photos[name]))
+
+
+def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflow, api, photos, dirs):
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    root, warehouse = dirs
+    for date, files in BACKFILL.items():
+        _write(root, date, {image_id: Path(image_id).stem for image_id in files}, photos)
+    dates = sorted(BACKFILL)
+    runs = _backfill(airflow, api, root, warehouse, dates)
     assert sorted(r["logical_date"][:10] for r in runs) == dates
     assert all(r["state"] == "success" for r in runs), runs
     for date, files in BACKFILL.items():
@@ -177,6 +198,45 @@ def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflo
     spans = [(r["start_date"], r["end_date"]) for r in runs]
     for start, _ in spans:
         assert sum(s <= start < e for s, e in spans) <= 2
+
+
+def test_incremental_runs_infer_only_content_not_published_before(airflow, api, photos, dirs):
+    import pyarrow.parquet as pq
+
+    root, warehouse = dirs
+
+    def published(date):
+        rows = pq.read_table(str(warehouse / "features" / f"dt={date}")).to_pylist()
+        manifest = json.loads((warehouse / "runs" / f"dt={date}" / "manifest.json").read_text())
+        detect = json.loads((warehouse / "detect" / f"dt={date}" / "_stage.json").read_text())
+        return {r["image_id"]: r for r in rows}, manifest["images_by_source"], (detect["rows"], detect["reused"])
+
+    # The run of a new day (its data interval's partition) holds a copy of a picture published on 10-01.
+    day = "2026-10-04"
+    copy = root / f"dt={day}" / "again" / "cat.jpg"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes((root / "dt=2026-10-01" / "a" / "chelsea.jpg").read_bytes())
+    _write(root, day, {"rocket.jpg": "rocket"}, photos)
+    assert [r["state"] for r in _backfill(airflow, api, root, warehouse, [day])] == ["success"]
+    rows, by_source, detect = published(day)
+    assert by_source == {"inferred": 1, "reused_this_partition": 0, "reused_other_partitions": 1}
+    assert detect == (2, 1)  # detected: rocket.jpg only
+    source = published("2026-10-01")[0]["a/chelsea.jpg"]
+    assert rows["again/cat.jpg"]["reused_from"] == "dt=2026-10-01/a/chelsea.jpg"
+    assert {k: rows["again/cat.jpg"][k] for k in ("label", "x1", "y1", "x2", "y2", "code")} == \
+        {k: source[k] for k in ("label", "x1", "y1", "x2", "y2", "code")}
+
+    # 10-03 gains a file after its run: a UI run of that partition ingests again, infers only the new file.
+    _write(root, "2026-10-03", {"late/astronaut.png": "astronaut"}, photos)  # new bytes (10-02 has the JPEG)
+    before = published("2026-10-03")[0]
+    result = _wait(api, _trigger(api, {"partition_date": "2026-10-03", "input_root": str(root),
+                                       "warehouse_root": str(warehouse)}))
+    assert result["state"] == "success", result
+    rows, by_source, detect = published("2026-10-03")
+    assert by_source == {"inferred": 1, "reused_this_partition": 2, "reused_other_partitions": 0}
+    assert detect == (3, 2)
+    assert {k: r["label"] for k, r in rows.items()} == {**BACKFILL["2026-10-03"], "late/astronaut.png": "person"}
+    assert all(rows[k] == before[k] for k in before)  # carried over unchanged
 
 
 def test_stop_leaves_no_process(airflow, api):

@@ -121,6 +121,18 @@ def test_crop_passes_quarantined_rows_through():
     assert (out["quarantine_stage"], out["quarantine_reason"], out["crop"]) == ("ingest", "truncated: x", None)
 
 
+def test_reused_rows_skip_inference(photos, engine):
+    row = {"image_id": "dup.jpg", "sha256": "s", "width": 451, "height": 300, "content": jpeg(photos["chelsea"]),
+           "reused_from": "dt=2026-11-01/cat.jpg", "quarantine_stage": None, "quarantine_reason": None}
+    det = detect.detect_batch(pd.DataFrame([row]), engine, 0.3).iloc[0]
+    assert (det["detections"], det["content"], det["reused_from"]) == (None, None, "dt=2026-11-01/cat.jpg")
+    out = crop.crop_batch(pd.DataFrame([det.to_dict()])).iloc[0]
+    assert (out["label"], out["crop"], out["reused_from"], out["quarantine_stage"]) == (
+        None, None, "dt=2026-11-01/cat.jpg", None)
+    emb = embed.embed_batch(pd.DataFrame([out.to_dict()]), engine, 64).iloc[0]
+    assert (emb["code"], emb["embedding"], emb["reused_from"]) == (None, None, "dt=2026-11-01/cat.jpg")
+
+
 def _crop_rows(images: dict) -> pd.DataFrame:
     return pd.DataFrame([{"image_id": k, "sha256": "s", "width": v.shape[1], "height": v.shape[0],
                           "label": None, "score": 0.0, "x1": 0, "y1": 0, "x2": v.shape[1], "y2": v.shape[0],

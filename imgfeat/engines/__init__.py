@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-ENGINES = ("openvino",)
+ENGINES = ("openvino", "bigdl")
 INPUT_SIZE = 300  # the SSD's fixed input; images are resized before batching
 
 
@@ -21,6 +21,11 @@ def get_engine(name: str, model_dir: str, threads: int = 0, precision: str = "f3
         from imgfeat.engines.openvino import OpenVinoEngine
 
         return OpenVinoEngine(model_dir, threads=threads, precision=precision)
+    if name == "bigdl":  # in-process (tests, bench); Spark stages use distributed predict instead
+        from imgfeat.engines.bigdl import BigDLEngine
+        from imgfeat.models import BIGDL_DIR
+
+        return BigDLEngine(f"{str(model_dir).rstrip('/')}/{BIGDL_DIR}")
     raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")
 
 
@@ -30,4 +35,8 @@ def engine_version(name: str, precision: str = "f32") -> str:
         from importlib.metadata import version
 
         return f"openvino-{version('openvino')}-{precision}"
+    if name == "bigdl":  # the MKL-DNN engine (f32), as the operator submits it
+        from importlib.metadata import version
+
+        return f"bigdl-dllib-{version('bigdl-dllib-spark3')}-mkldnn-f32"
     raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")

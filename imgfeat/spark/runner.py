@@ -57,6 +57,9 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                    help="binary code length K (multiple of 8)")
     p.add_argument("--engine", type=_typed(params.engine), default=params.DEFAULTS["engine"],
                    help="inference engine for detect and embed")
+    p.add_argument("--reuse", type=_typed(params.boolean), default=True, metavar="{true,false}",
+                   help="reuse published results of images whose content (sha256) was already published "
+                        "with the same model, instead of inferring again (default: true)")
     p.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
     p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")),
                    default=params.DEFAULTS["batch_size"], help="images per inference batch")
@@ -99,8 +102,10 @@ def _partitions(spark, rows: int, per_task: int) -> int:
 def _counts(df) -> dict:
     from pyspark.sql import functions as F
 
-    r = df.agg(F.count("*").alias("rows"), F.count("quarantine_stage").alias("quarantined")).first()
-    return {"rows": r["rows"], "quarantined": r["quarantined"]}
+    reused = F.count("reused_from") if "reused_from" in df.columns else F.lit(0)
+    r = df.agg(F.count("*").alias("rows"), F.count("quarantine_stage").alias("quarantined"),
+               reused.alias("reused")).first()
+    return {"rows": r["rows"], "quarantined": r["quarantined"], "reused": r["reused"]}
 
 
 class StageFailed(RuntimeError):
@@ -121,26 +126,31 @@ def _read_previous(spark, wh: Warehouse, stage: str, date: str):
 def run_ingest(spark, args, wh):
     from imgfeat.schemas import INGEST
     from imgfeat.spark.hadoop import HadoopFS
-    from imgfeat.stages.ingest import file_path, ingest_batch
+    from imgfeat.layout import listing_digest
+    from imgfeat.stages.ingest import file_path, image_id, ingest_batch
 
     fs = HadoopFS(spark)
     part = input_partition(args.input_root, args.partition_date)
     if not fs.is_dir(part):
         raise StageFailed(f"input partition {part} does not exist")
-    uri = fs.qualify(part)
+    part_uri = fs.qualify(part)
     files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(part)
-             .select("path", "content"))
+             .select("path", "length", "content"))
     # Spark's file scan silently drops zero-byte files; they are input files too and must reach
     # the quarantine, so add back every listed file that the scan did not return.
     listed = {file_path(p): p for p in files.inputFiles()}
-    scanned = {file_path(r.path) for r in files.select("path").collect()}
-    dropped = sorted(uri for path, uri in listed.items() if path not in scanned)
+    sizes = {file_path(r.path): r.length for r in files.select("path", "length").collect()}
+    dropped = sorted(uri for path, uri in listed.items() if path not in sizes)
     if dropped:
-        files = files.unionByName(spark.createDataFrame([(p, bytearray()) for p in dropped], "path string, content binary"))
+        files = files.unionByName(spark.createDataFrame([(p, 0, bytearray()) for p in dropped],
+                                                        "path string, length long, content binary"))
     n = len(listed)
-    fn = lambda it: (ingest_batch(b, uri) for b in it)  # noqa: E731
-    out = files.repartition(_partitions(spark, n, args.images_per_task))
-    return out.mapInPandas(fn, INGEST), {"input": uri, "files": n, "upstream_commit": None}
+    # What was read, so Airflow can tell when the partition has changed since (checkpoints.current).
+    listing = listing_digest((image_id(uri, part_uri), sizes.get(path, 0)) for path, uri in listed.items())
+    fn = lambda it: (ingest_batch(b, part_uri) for b in it)  # noqa: E731
+    out = files.select("path", "content").repartition(_partitions(spark, n, args.images_per_task))
+    return out.mapInPandas(fn, INGEST), {"input": part_uri, "files": n, "input_listing": listing,
+                                         "upstream_commit": None}
 
 
 def _inference_stage(batch_fn, schema, engine_args, extra):
@@ -153,15 +163,30 @@ def _inference_stage(batch_fn, schema, engine_args, extra):
     return fn, schema
 
 
+def _infer(spark, args, df, stage: str, option):
+    """detect or embed over `df` with the run's engine: OpenVINO in Python workers (the stage's
+    batch function), or BigDL's distributed predict."""
+    if args.engine == "bigdl":
+        from imgfeat.spark import bigdl_predict
+
+        return getattr(bigdl_predict, stage)(spark, df, _bigdl_dir(args), option, args.batch_size)
+    from imgfeat import schemas
+    from imgfeat.stages import detect, embed
+
+    batch_fn = {"detect": detect.detect_batch, "embed": embed.embed_batch}[stage]
+    fn, schema = _inference_stage(batch_fn, schemas.STAGE_SCHEMAS[stage], _engine_args(spark, args), (option,))
+    return df.mapInPandas(fn, schema)
+
+
 def run_detect(spark, args, wh):
-    from imgfeat.schemas import DETECT
-    from imgfeat.stages.detect import detect_batch
+    from imgfeat.stages import reuse
 
     df, meta = _read_previous(spark, wh, "detect", args.partition_date)
-    fn, schema = _inference_stage(detect_batch, DETECT, _engine_args(spark, args), (args.score_threshold,))
+    index = reuse.published(spark, wh.features_root(), model_name(args)) if args.reuse else None
+    df = reuse.mark(df, index, args.partition_date)
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return df.mapInPandas(fn, schema), {"model": model_name(args), "score_threshold": args.score_threshold,
-                                        "upstream_commit": meta["commit_id"]}
+    return _infer(spark, args, df, "detect", args.score_threshold), {
+        "model": model_name(args), "score_threshold": args.score_threshold, "upstream_commit": meta["commit_id"]}
 
 
 def run_crop(spark, args, wh):
@@ -174,14 +199,18 @@ def run_crop(spark, args, wh):
 
 
 def run_embed(spark, args, wh):
-    from imgfeat.schemas import EMBED
-    from imgfeat.stages.embed import embed_batch
-
     df, meta = _read_previous(spark, wh, "embed", args.partition_date)
-    fn, schema = _inference_stage(embed_batch, EMBED, _engine_args(spark, args), (args.code_bits,))
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return df.mapInPandas(fn, schema), {"model": model_name(args), "code_bits": args.code_bits,
-                                        "upstream_commit": meta["commit_id"]}
+    return _infer(spark, args, df, "embed", args.code_bits), {
+        "model": model_name(args), "code_bits": args.code_bits, "upstream_commit": meta["commit_id"]}
+
+
+def _bigdl_dir(args) -> str:
+    from imgfeat.engines import bigdl
+    from imgfeat.models import BIGDL_DIR
+
+    bigdl.init_spark()  # BigDL's engine in this driver (the app was submitted with its jars and confs)
+    return f"{args.model_dir.rstrip('/')}/{BIGDL_DIR}"
 
 
 def _engine_args(spark, args) -> tuple:
@@ -194,20 +223,26 @@ def _engine_args(spark, args) -> tuple:
 
 def run_publish(spark, args, wh):
     from imgfeat.spark.checkpoint import commit, read_meta, write_text_atomically
-    from imgfeat.stages import publish
+    from imgfeat.spark.hadoop import HadoopFS
+    from imgfeat.stages import publish, reuse
 
     date = args.partition_date
     embedded, embed_meta = _read_previous(spark, wh, "publish", date)
     metas = {s: read_meta(spark, wh.checkpoint(s, date)) for s in STAGES[:-1]}
-    features = publish.features(embedded, embed_meta["model"])
-    quarantine = publish.quarantine(embedded)
     started = time.time()
+    # The final rows are written once before the tables: a re-run's carried-over rows are read from
+    # the partition's current features table, which committing the new one replaces.
+    index = reuse.published(spark, wh.features_root(), embed_meta["model"])
+    resolved_at = wh.new_staging("resolved", date)
+    reuse.resolve(embedded, index, date, embed_meta["model"]).write.parquet(resolved_at)
+    resolved = spark.read.parquet(resolved_at)
     counts = {}
-    for name, df in (("features", features), ("quarantine", quarantine)):
+    for name, df in (("features", publish.features(resolved)), ("quarantine", publish.quarantine(resolved))):
         info = commit(spark, df.coalesce(max(1, math.ceil(metas["ingest"]["rows"] / 5000))),
                       wh.table(name, date), wh.staging_root(name, date), wh.new_staging(name, date),
                       lambda written: {"rows": written.count()})
         counts[name] = info["rows"]
+    HadoopFS(spark).delete(wh.staging_root("resolved", date))
     summary = publish.summary(spark.read.parquet(wh.table("features", date)),
                               spark.read.parquet(wh.table("quarantine", date)))
     images_in = metas["ingest"]["rows"]
@@ -222,6 +257,8 @@ def run_publish(spark, args, wh):
         "warehouse": args.warehouse_root,
         "images_in": images_in,
         **summary,
+        # inferred in this run, or copied from rows already published (incremental runs)
+        "images_by_source": reuse.counts(embedded, date),
         "model": embed_meta["model"],
         "code_bits": embed_meta["code_bits"],
         "score_threshold": metas["detect"]["score_threshold"],

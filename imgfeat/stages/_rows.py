@@ -5,8 +5,17 @@ from __future__ import annotations
 import pandas as pd
 
 
+# What every stage carries through for every row, whatever happened to it.
+PASS_THROUGH = ("image_id", "sha256", "width", "height", "reused_from", "quarantine_stage", "quarantine_reason")
+
+
 def is_quarantined(row) -> bool:
     return isinstance(row.get("quarantine_stage"), str)
+
+
+def is_reused(row) -> bool:
+    """Already published with the same model (see schemas.REUSED): no inference for this row."""
+    return isinstance(row.get("reused_from"), str)
 
 
 def quarantine(row: dict, stage: str, reason: str, payload: tuple[str, ...]) -> dict:

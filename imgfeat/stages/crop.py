@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from imgfeat import decode
-from imgfeat.stages._rows import is_quarantined, quarantine, records
+from imgfeat.stages._rows import PASS_THROUGH, is_quarantined, is_reused, quarantine, records
 
 STAGE = "crop"
 PAYLOAD = ("label", "score", "x1", "y1", "x2", "y2", "crop")
@@ -19,7 +19,7 @@ def padded(box: tuple[int, int, int, int], width: int, height: int, margin: floa
 
 
 def crop_row(row: dict, margin: float = MARGIN) -> dict:
-    out = {k: row[k] for k in ("image_id", "sha256", "width", "height", "quarantine_stage", "quarantine_reason")}
+    out = {k: row.get(k) for k in PASS_THROUGH}
     dets = row.get("detections")
     dets = list(dets) if dets is not None else []
     if dets:
@@ -37,14 +37,15 @@ def crop_row(row: dict, margin: float = MARGIN) -> dict:
 def crop_batch(batch: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
     rows = []
     for row in records(batch):
+        passed = {k: row.get(k) for k in PASS_THROUGH}
         if is_quarantined(row):
-            rows.append(quarantine({k: row[k] for k in ("image_id", "sha256", "width", "height",
-                                    "quarantine_stage", "quarantine_reason")},
-                                   row["quarantine_stage"], row["quarantine_reason"], PAYLOAD))
+            rows.append(quarantine(passed, row["quarantine_stage"], row["quarantine_reason"], PAYLOAD))
+            continue
+        if is_reused(row):  # publish copies the box from the source row
+            rows.append({**passed, **dict.fromkeys(PAYLOAD)})
             continue
         try:
             rows.append(crop_row(row, margin))
         except decode.BadImage as e:
-            rows.append(quarantine({k: row[k] for k in ("image_id", "sha256", "width", "height")},
-                                   STAGE, e.reason, PAYLOAD))
+            rows.append(quarantine(passed, STAGE, e.reason, PAYLOAD))
     return pd.DataFrame(rows)

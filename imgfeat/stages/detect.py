@@ -7,7 +7,7 @@ import pandas as pd
 
 from imgfeat import coco, decode
 from imgfeat.engines import INPUT_SIZE
-from imgfeat.stages._rows import is_quarantined, quarantine, records
+from imgfeat.stages._rows import is_quarantined, is_reused, quarantine, records
 
 STAGE = "detect"
 PAYLOAD = ("content", "detections")
@@ -28,12 +28,12 @@ def to_pixels(det, width: int, height: int, threshold: float) -> list[dict]:
     return sorted(out, key=lambda d: -d["score"])
 
 
-def detect_batch(batch: pd.DataFrame, engine, threshold: float) -> pd.DataFrame:
-    rows = records(batch.drop(columns=[c for c in ("format", "size_bytes") if c in batch]))
+def prepare(rows: list[dict]) -> tuple[list[dict], list[int], list[np.ndarray]]:
+    """Decode and resize the rows to infer; quarantine undecodable ones. -> rows, their indexes, pixels."""
     pending, pixels = [], []
     for i, row in enumerate(rows):
         row.setdefault("detections", None)
-        if is_quarantined(row):
+        if is_quarantined(row) or is_reused(row):
             row["content"] = None
             continue
         try:
@@ -41,12 +41,21 @@ def detect_batch(batch: pd.DataFrame, engine, threshold: float) -> pd.DataFrame:
             pending.append(i)
         except decode.BadImage as e:
             rows[i] = quarantine(row, STAGE, e.reason, PAYLOAD)
+    return rows, pending, pixels
+
+
+def finish(row: dict, det, threshold: float) -> dict:
+    """The row with the engine's detections (or the engine's error: quarantined)."""
+    if isinstance(det, Exception):
+        return quarantine(row, STAGE, f"inference_error: {det}", PAYLOAD)
+    return {**row, "detections": to_pixels(det, row["width"], row["height"], threshold)}
+
+
+def detect_batch(batch: pd.DataFrame, engine, threshold: float) -> pd.DataFrame:
+    rows, pending, pixels = prepare(records(batch.drop(columns=[c for c in ("format", "size_bytes") if c in batch])))
     if pending:
         for i, det in zip(pending, _detect_each_on_failure(engine, np.stack(pixels))):
-            if isinstance(det, Exception):
-                rows[i] = quarantine(rows[i], STAGE, f"inference_error: {det}", PAYLOAD)
-            else:
-                rows[i]["detections"] = to_pixels(det, rows[i]["width"], rows[i]["height"], threshold)
+            rows[i] = finish(rows[i], det, threshold)
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,4 @@
-"""publish: split the final checkpoint into the features table and the quarantine table."""
+"""publish: split the partition's final rows into the features table and the quarantine table."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from imgfeat import schemas
 STAGE = "publish"
 
 
-def features(embedded: DataFrame, model: str) -> DataFrame:
-    cols = [c for c in schemas.columns(schemas.FEATURES) if c != "model"]
-    return (embedded.where(F.col("quarantine_stage").isNull())
-            .select(*cols, F.lit(model).alias("model")))
+def features(resolved: DataFrame) -> DataFrame:
+    """`resolved`: the final rows (reuse.resolve), with `model` and the quarantine columns."""
+    return resolved.where(F.col("quarantine_stage").isNull()).select(*schemas.columns(schemas.FEATURES))
 
 
-def quarantine(embedded: DataFrame) -> DataFrame:
-    return embedded.where(F.col("quarantine_stage").isNotNull()).select(
+def quarantine(resolved: DataFrame) -> DataFrame:
+    return resolved.where(F.col("quarantine_stage").isNotNull()).select(
         "image_id", F.col("quarantine_stage").alias("stage"), F.col("quarantine_reason").alias("reason"))
 
 
@@ -27,9 +26,8 @@ def summary(features_df: DataFrame, quarantine_df: DataFrame, top: int = 10) -> 
     by_reason = {r["code"]: r["count"] for r in quarantine_df.groupBy(code.alias("code")).count().collect()}
     labels = (features_df.groupBy(F.coalesce("label", F.lit("(none)")).alias("label")).count()
               .orderBy(F.desc("count"), "label").limit(top).collect())
-    published = features_df.count()
     return {
-        "published": published,
+        "published": features_df.count(),
         "quarantined": sum(by_reason.values()),
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "top_labels": {r["label"]: r["count"] for r in labels},

@@ -1,0 +1,620 @@
+"""BigDL engine: the SSD-MobileNetV2 detector rebuilt from Intel BigDL dllib's stock layers.
+
+`convert()` reads the frozen TF graph without TensorFlow (the GraphDef protobuf classes come from
+the small `tensorboard` wheel), folds the batch-norms into the conv weights and rebuilds the network
+as a BigDL static graph in NCHW, from layers that BigDL's MKL-DNN engine can run:
+  - Conv2D -> SpatialConvolution; DepthwiseConv2dNative -> SpatialConvolution(n_group=C);
+    TF "SAME" -> pad -1 (BigDL then pads like TF, bottom/right first), 1x1 -> pad 0;
+  - ReLU6 -> ReLU, 1x1 depthwise conv (w -1, b 6), ReLU, same conv again (= min(max(x, 0), 6)):
+    BigDL's ReLU6 has no MKL-DNN implementation;
+  - residual Add -> CAddTable.
+Two models are saved in BigDL's format:
+  detector  float NCHW [N,3,300,300] in [-1,1] -> ONE tensor [N, 182115, 1, 1]: the 12 raw
+            prediction heads (box encodings and class logits of the 6 feature maps), each flattened
+            (C,H,W) and joined along dim 2. One 4-D output because distributed predict() from
+            Python returns only single-tensor outputs, and a 3-D concat gave wrong values on MKL-DNN.
+            `unpack()` turns it into box encodings [N,1917,4] and class logits [N,1917,91].
+  backbone  same input -> [N, 1280, 1, 1]: `Conv_1/Relu6` average-pooled over its 10x10 grid.
+Box decoding and class-aware NMS run in numpy/OpenCV (`postprocess`), like TF's postprocessor.
+
+Every BigDL call needs a JVM with the BigDL jars and an initialised engine: `init_spark()`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imgfeat.engines.openvino import Detections
+
+INPUT_SIZE = 300
+INPUT_NODE = "Preprocessor/sub"  # replaced by the model input: preprocessing happens in numpy
+BACKBONE_NODE = "FeatureExtractor/MobilenetV2/Conv_1/Relu6"
+HEAD_NODES = [f"BoxPredictor_{i}/{kind}/BiasAdd"
+              for i in range(6) for kind in ("BoxEncodingPredictor", "ClassPredictor")]
+ANCHOR_NODE = "Concatenate/concat"
+NUM_CLASSES = 91  # logits include background (0); output ids are COCO 1..90
+BOX_SCALES = np.array([10.0, 10.0, 5.0, 5.0], np.float32)  # TF's FasterRcnnBoxCoder (y, x, h, w)
+# TF postprocessing as exported in this frozen graph (convert() checks them): per-class
+# score filter > 0.3, boxes clipped to [0, 1], NMS IoU 0.6, 100 per class, 100 in total.
+SCORE_THRESHOLD = 0.3
+IOU_THRESHOLD = 0.6
+MAX_PER_CLASS = 100
+MAX_TOTAL = 100
+MANIFEST = "bigdl.json"
+FORMAT_NCHW = 7  # com.intel.analytics.bigdl.mkl.Memory.Format.nchw
+
+
+# --------------------------------------------------------------------------- Spark / JVM
+
+def bigdl_jars() -> list[str]:
+    import bigdl
+    return sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
+
+
+def bigdl_conf_file() -> str:
+    import bigdl
+    return os.path.join(os.path.dirname(bigdl.__file__), "share", "dllib", "conf", "spark-bigdl.conf")
+
+
+def java_options(engine: str = "mkldnn") -> str:
+    # mkldnn: static graphs are converted to MKL-DNN graphs (~15x faster here); the deep graph
+    # needs a large thread stack.
+    return f"-Dbigdl.engineType={engine} -Xss64m"
+
+
+def spark_submit_args(engine: str = "mkldnn", driver_memory: str = "3g") -> list[str]:
+    """The spark-submit options a BigDL app needs (without them: 'JavaPackage' object is not callable)."""
+    jars = bigdl_jars()
+    return ["--jars", ",".join(jars), "--driver-class-path", ":".join(jars),
+            "--properties-file", bigdl_conf_file(), "--driver-memory", driver_memory,
+            "--conf", f"spark.driver.extraJavaOptions={java_options(engine)}",
+            "--conf", f"spark.executor.extraJavaOptions={java_options(engine)}"]
+
+
+def spark_conf(master: str = "local[2]", engine: str = "mkldnn", app_name: str = "imgfeat-bigdl",
+               driver_memory: str = "3g"):
+    """A SparkConf equivalent to spark_submit_args(): BigDL's properties file, jars and JVM options.
+
+    In local mode the driver JVM runs the models: Spark's default 1g heap is too small for them.
+    """
+    from pyspark import SparkConf
+
+    conf = SparkConf().setMaster(master).setAppName(app_name)
+    with open(bigdl_conf_file()) as f:  # the same settings as --properties-file
+        for line in f:
+            key, _, value = line.strip().partition(" ")
+            if key and not key.startswith("#"):
+                conf.set(key, value.strip())
+    jars = bigdl_jars()
+    opts = java_options(engine)
+    return (conf.set("spark.jars", ",".join(jars)).set("spark.driver.memory", driver_memory)
+            .set("spark.driver.extraClassPath", ":".join(jars))
+            # executors on a cluster find the --jars copies in their working directory
+            .set("spark.executor.extraClassPath", ":".join(os.path.basename(j) for j in jars))
+            .set("spark.driver.extraJavaOptions", f"{conf.get('spark.driver.extraJavaOptions', '')} {opts}".strip())
+            .set("spark.executor.extraJavaOptions", opts))
+
+
+def submit_settings(deploy_mode: str | None = None, engine: str = "mkldnn") -> dict:
+    """What spark-submit needs for a BigDL app, as SparkSubmitOperator fields: BigDL's jars (shipped
+    with --jars, and on the driver's class path), the confs of BigDL's properties file (merged, so a
+    cluster's spark-defaults.conf still applies) and the engine's JVM options.
+    In cluster mode the driver finds the shipped jars in its container's working directory."""
+    jars = bigdl_jars()
+    conf = {}
+    with open(bigdl_conf_file()) as f:
+        for line in f:
+            key, _, value = line.strip().partition(" ")
+            if key and not key.startswith("#"):
+                conf[key] = value.strip()
+    opts = java_options(engine)
+    conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {opts}".strip()
+    conf["spark.executor.extraJavaOptions"] = opts
+    conf["spark.executor.extraClassPath"] = ":".join(os.path.basename(j) for j in jars)
+    driver_cp = [os.path.basename(j) for j in jars] if deploy_mode == "cluster" else jars
+    return {"jars": ",".join(jars), "driver_class_path": ":".join(driver_cp), "conf": conf, "driver_memory": "3g"}
+
+
+def init_spark(master: str = "local[2]", engine: str = "mkldnn", driver_memory: str = "3g"):
+    """Start (or reuse) the SparkContext with BigDL and initialise BigDL's engine.
+
+    Under spark-submit (its JVM is already running) the submitted settings are used as they are:
+    submit with spark_submit_args().
+    """
+    from bigdl.dllib.nncontext import init_nncontext
+    from pyspark import SparkContext
+
+    # init_nncontext sets PYTHONHOME, OMP_NUM_THREADS and KMP_* in os.environ: a PYTHONHOME breaks
+    # every later subprocess of a virtualenv's Python (pip, airflow), so the environment is restored.
+    saved = dict(os.environ)
+    try:
+        if SparkContext._active_spark_context is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+            return init_nncontext(redirect_spark_log=False)
+        return init_nncontext(spark_conf(master, engine, driver_memory=driver_memory), redirect_spark_log=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def engine_type() -> str:
+    """'MklDnn' or 'MklBlas', as the JVM was started."""
+    from bigdl.dllib.utils.common import get_bigdl_engine_type
+    return get_bigdl_engine_type()
+
+
+# --------------------------------------------------------------------------- GraphDef reading
+
+_DTYPES = {1: np.float32, 3: np.int32, 9: np.int64, 10: np.bool_}
+
+
+def _read_graph(path: Path) -> dict:
+    from tensorboard.compat.proto import graph_pb2  # GraphDef classes without TensorFlow
+
+    graph = graph_pb2.GraphDef()
+    graph.ParseFromString(Path(path).read_bytes())
+    return {n.name: n for n in graph.node}
+
+
+def _const(tensor) -> np.ndarray:
+    dtype = _DTYPES[tensor.dtype]
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    if tensor.tensor_content:
+        return np.frombuffer(tensor.tensor_content, dtype).reshape(shape).copy()
+    vals = {np.float32: tensor.float_val, np.int32: tensor.int_val, np.int64: tensor.int64_val,
+            np.bool_: tensor.bool_val}[dtype]
+    return np.full(shape, vals[0], dtype) if len(vals) == 1 else np.array(vals, dtype).reshape(shape)
+
+
+def _strided_slice(n, x, begin, end, strides):
+    a = n.attr
+    assert not a["ellipsis_mask"].i and not a["new_axis_mask"].i, n.name
+    idx = []
+    for i, (b, e, s) in enumerate(zip(begin, end, strides)):
+        if a["shrink_axis_mask"].i >> i & 1:
+            idx.append(int(b))
+        else:
+            idx.append(slice(None if a["begin_mask"].i >> i & 1 else int(b),
+                             None if a["end_mask"].i >> i & 1 else int(e), int(s)))
+    return x[tuple(idx)]
+
+
+# Constant folding in numpy: enough for the batch-norm parameters and the anchor generator.
+_CONST_OPS = {
+    "Identity": lambda n, x: x,
+    "Add": lambda n, a, b: a + b, "AddV2": lambda n, a, b: a + b, "Sub": lambda n, a, b: a - b,
+    "Mul": lambda n, a, b: a * b, "RealDiv": lambda n, a, b: a / b,
+    "Minimum": lambda n, a, b: np.minimum(a, b), "Maximum": lambda n, a, b: np.maximum(a, b),
+    "Rsqrt": lambda n, x: (1 / np.sqrt(x)).astype(x.dtype), "Sqrt": lambda n, x: np.sqrt(x),
+    "Equal": lambda n, a, b: a == b, "All": lambda n, x, axes: np.all(x, tuple(np.atleast_1d(axes))),
+    "Assert": lambda n, *xs: None,
+    "Cast": lambda n, x: x.astype(_DTYPES[n.attr["DstT"].type]),
+    "Reshape": lambda n, x, shape: x.reshape(shape),
+    "ExpandDims": lambda n, x, axis: np.expand_dims(x, int(axis)),
+    "ConcatV2": lambda n, *xs: np.concatenate(xs[:-1], int(xs[-1])),
+    "Pack": lambda n, *xs: np.stack(xs, n.attr["axis"].i),
+    "Fill": lambda n, shape, value: np.full(shape, value),
+    "Tile": lambda n, x, reps: np.tile(x, reps),
+    "Range": lambda n, a, b, d: np.arange(a, b, d, dtype=_DTYPES[n.attr["Tidx"].type]),
+    "Slice": lambda n, x, begin, size: x[tuple(slice(b, None if s == -1 else b + s) for b, s in zip(begin, size))],
+    "StridedSlice": _strided_slice,
+}
+
+
+def _topo_order(nodes: dict, outputs: list[str], stop: set[str]) -> list[str]:
+    """Ancestors of `outputs` (not above `stop`), inputs first; iterative: the graph is ~400 deep."""
+    order, done, stack = [], set(), [(o, False) for o in reversed(outputs)]
+    while stack:
+        name, expanded = stack.pop()
+        if name in done:
+            continue
+        if expanded:
+            done.add(name)
+            order.append(name)
+            continue
+        stack.append((name, True))
+        if name not in stop:
+            stack.extend((_src(i), False) for i in reversed(nodes[name].input) if not i.startswith("^"))
+    return order
+
+
+def _src(inp: str) -> str:
+    name, _, port = inp.partition(":")
+    if port not in ("", "0"):
+        raise NotImplementedError(f"multi-output op input {inp}")
+    return name
+
+
+def _evaluate(nodes: dict, name: str) -> np.ndarray:
+    vals = {}
+    for n in map(nodes.get, _topo_order(nodes, [name], set())):
+        args = [vals[_src(i)] for i in n.input if not i.startswith("^")]
+        vals[n.name] = _const(n.attr["value"].tensor) if n.op == "Const" else _CONST_OPS[n.op](n, *args)
+    return vals[name]
+
+
+# --------------------------------------------------------------------------- network rebuilding
+
+@dataclass
+class _T:
+    """A BigDL graph node and the shape (C, H, W) of the tensor it produces."""
+    node: object  # None for the Caffe variant's input: its first layer is the graph input
+    c: int
+    h: int
+    w: int
+    roots: list | None = None  # the layers that consume a None input
+
+
+@dataclass
+class _Conv:
+    """A convolution not yet turned into a layer, so that following Mul/Add (batch-norm, bias) fold in."""
+    name: str
+    src: _T
+    w: np.ndarray  # TF layout: [kh, kw, in, out], or [kh, kw, C, 1] for depthwise
+    b: np.ndarray
+    stride: int
+    same: bool
+    depthwise: bool
+    out: _T | None = None
+
+    def scaled(self, c):  # per-output-channel factor: the depthwise weight has channels on axis 2
+        w = self.w * (c.reshape(-1, 1) if self.depthwise else c)
+        return _Conv(self.name, self.src, w, self.b * c, self.stride, self.same, self.depthwise)
+
+    def shifted(self, c):
+        return _Conv(self.name, self.src, self.w, self.b + c, self.stride, self.same, self.depthwise)
+
+    def tensor(self) -> _T:
+        from bigdl.dllib.nn.layer import SpatialConvolution
+
+        if self.out is None:
+            kh, kw, cin, cout = self.w.shape
+            pad = -1 if self.same and kh > 1 else 0
+            if self.depthwise:  # BigDL weight: [groups, out/groups, in/groups, kh, kw]
+                cout, groups, weight = cin, cin, self.w.transpose(2, 3, 0, 1)[:, :, None]
+            else:
+                groups, weight = 1, self.w.transpose(3, 2, 0, 1)[None]
+            layer = SpatialConvolution(cin, cout, kw, kh, self.stride, self.stride, pad, pad, n_group=groups,
+                                       init_weight=np.ascontiguousarray(weight, np.float32),
+                                       init_bias=self.b.astype(np.float32)).set_name(self.name)
+            if self.same:
+                h, w = -(-self.src.h // self.stride), -(-self.src.w // self.stride)
+            else:
+                h, w = (self.src.h - kh) // self.stride + 1, (self.src.w - kw) // self.stride + 1
+            if self.src.node is None:
+                self.src.roots.append(layer())
+                self.out = _T(self.src.roots[-1], cout, h, w)
+            else:
+                self.out = _T(layer(self.src.node), cout, h, w)
+        return self.out
+
+
+def _tensor(v) -> _T:
+    return v.tensor() if isinstance(v, _Conv) else v
+
+
+def _affine_6_minus(name: str, c: int):
+    """y = 6 - x per channel, as a depthwise 1x1 convolution (MKL-DNN has no ReLU6)."""
+    from bigdl.dllib.nn.layer import SpatialConvolution
+
+    return SpatialConvolution(c, c, 1, 1, n_group=c, init_weight=-np.ones((c, 1, 1, 1, 1), np.float32),
+                              init_bias=np.full(c, 6.0, np.float32)).set_name(name)
+
+
+def _relu6(name: str, x: _T) -> _T:
+    from bigdl.dllib.nn.layer import ReLU
+
+    node = ReLU().set_name(f"{name}/relu")(x.node)
+    node = _affine_6_minus(f"{name}/6-x", x.c)(node)
+    node = ReLU().set_name(f"{name}/relu_6-x")(node)
+    node = _affine_6_minus(f"{name}/min6", x.c)(node)
+    return _T(node, x.c, x.h, x.w)
+
+
+def _op(n, args, name: str, caffe: bool = False):
+    """One TF node -> a numpy constant, a pending _Conv or a _T (BigDL node)."""
+    from bigdl.dllib.nn.layer import CAddTable, JoinTable
+
+    consts = [a for a in args if isinstance(a, np.ndarray)]
+    if n.op == "Const":
+        return _const(n.attr["value"].tensor)
+    if len(consts) == len(args) and n.op in _CONST_OPS:
+        return _CONST_OPS[n.op](n, *args)
+    if n.op == "Identity":
+        return args[0]
+    if n.op in ("Conv2D", "DepthwiseConv2dNative"):
+        x, w = _tensor(args[0]), args[1]
+        strides, dil = list(n.attr["strides"].list.i), list(n.attr["dilations"].list.i)
+        assert n.attr["data_format"].s == b"NHWC" and strides[1] == strides[2] and set(dil) == {1}, name
+        depthwise = n.op == "DepthwiseConv2dNative"
+        assert not depthwise or w.shape[3] == 1, name
+        return _Conv(name.rsplit("/", 1)[0], x, w, np.zeros(w.shape[2] if depthwise else w.shape[3], np.float32),
+                     strides[1], n.attr["padding"].s == b"SAME", depthwise)
+    if len(consts) == 1 and len(args) == 2:  # conv * scale, conv + shift: batch-norm and bias fold in
+        x = args[0] if args[1] is consts[0] else args[1]
+        if isinstance(x, _Conv) and n.op == "Mul":
+            return x.scaled(consts[0])
+        if isinstance(x, _Conv) and n.op in ("Add", "AddV2", "BiasAdd"):
+            return x.shifted(consts[0])
+    if n.op == "Relu6":
+        return _relu6(name, _tensor(args[0]))
+    if n.op in ("Add", "AddV2") and not consts and caffe:
+        # BigDL's Caffe export has no CAddTable (and its CSubTable export fails): x + conv1x1(y)
+        # = conv1x1'(concat(y, x)) with the identity appended to the weights
+        conv, x = (args[1], args[0]) if isinstance(args[1], _Conv) and args[1].out is None else args
+        x = _tensor(x)
+        assert conv.out is None and conv.w.shape[:2] == (1, 1) and not conv.depthwise, name
+        joined = JoinTable(2, 0).set_name(f"{name}/concat")([conv.src.node, x.node])
+        w = np.concatenate([conv.w, np.eye(x.c, dtype=np.float32)[None, None]], axis=2)
+        return _Conv(name, _T(joined, conv.src.c + x.c, x.h, x.w), w, conv.b, 1, False, False).tensor()
+    if n.op in ("Add", "AddV2") and not consts:  # residual connection
+        a, b = _tensor(args[0]), _tensor(args[1])
+        return _T(CAddTable().set_name(name)([a.node, b.node]), a.c, a.h, a.w)
+    raise NotImplementedError(f"{n.op} node {name} is not supported by this converter")
+
+
+def _rebuild(nodes: dict, outputs: list[str], caffe: bool = False) -> tuple[list, list[_T]]:
+    """The graph's input nodes and the rebuilt tensors of `outputs`.
+
+    caffe=True: a variant BigDL can save as Caffe (V1 layers): no Input layer (the first conv is
+    the graph input) and residual adds as concat + 1x1 conv.
+    """
+    from bigdl.dllib.nn.layer import Input
+
+    inp = _T(None if caffe else Input(), 3, INPUT_SIZE, INPUT_SIZE, roots=[])
+    vals = {INPUT_NODE: inp}
+    for name in _topo_order(nodes, outputs, {INPUT_NODE}):
+        if name not in vals:
+            n = nodes[name]
+            vals[name] = _op(n, [vals[_src(i)] for i in n.input if not i.startswith("^")], name, caffe)
+    outs = [_tensor(vals[o]) for o in outputs]
+    if caffe and len(inp.roots) != 1:
+        raise ValueError(f"the input feeds {len(inp.roots)} layers; a Caffe graph input must be one layer")
+    return inp.roots if caffe else [inp.node], outs
+
+
+def build_detector(nodes: dict):
+    """The detector model and its heads' metadata (name, C, H, W), in output order."""
+    from bigdl.dllib.nn.layer import JoinTable, Model, Reshape
+
+    inputs, heads = _rebuild(nodes, HEAD_NODES)
+    flat = [Reshape([h.c * h.h * h.w, 1, 1], True).set_name(f"{name}/flat")(h.node)
+            for name, h in zip(HEAD_NODES, heads)]
+    packed = JoinTable(2, 0).set_name("heads")(flat)  # 4-D channel concat: exact on MKL-DNN
+    return Model(inputs, [packed]), [(name, h.c, h.h, h.w) for name, h in zip(HEAD_NODES, heads)]
+
+
+def build_backbone(nodes: dict, caffe: bool = False):
+    """The backbone model; caffe=True: the variant `save_caffe` can write (see _rebuild)."""
+    from bigdl.dllib.nn.layer import Model, SpatialAveragePooling
+
+    inputs, (feat,) = _rebuild(nodes, [BACKBONE_NODE], caffe)
+    pool = SpatialAveragePooling(feat.w, feat.h, feat.w, feat.h).set_name("global_avg_pool")(feat.node)
+    return Model(inputs, [pool])
+
+
+def _check_postprocess_constants(nodes: dict) -> None:
+    """The frozen graph's own postprocessing parameters must be the ones `postprocess` uses."""
+    p = "Postprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/"
+    found = {"score": _evaluate(nodes, p + "FilterGreaterThan/Greater/y"),
+             "iou": _evaluate(nodes, p + "non_max_suppression/iou_threshold"),
+             "per_class": _evaluate(nodes, p + "Minimum/x"),
+             "logit_scale": _evaluate(nodes, "Postprocessor/scale_logits/y")}
+    expected = {"score": SCORE_THRESHOLD, "iou": IOU_THRESHOLD, "per_class": MAX_PER_CLASS, "logit_scale": 1.0}
+    bad = {k: float(v) for k, v in found.items() if not np.isclose(v, expected[k])}
+    if bad:
+        raise ValueError(f"postprocessing constants differ from this module's: {bad}")
+
+
+def convert(graph_pb: Path, out_dir: Path) -> None:
+    """Rebuild the frozen graph as BigDL models in `out_dir` (idempotent; atomic via rename).
+
+    Needs the BigDL JVM: starts `init_spark()` when no SparkContext is active.
+    """
+    graph_pb, out_dir = Path(graph_pb), Path(out_dir)
+    digest = hashlib.sha256(graph_pb.read_bytes()).hexdigest()
+    manifest = out_dir / MANIFEST
+    if manifest.exists() and json.loads(manifest.read_text()).get("graph_sha256") == digest:
+        return
+    init_spark()
+    from bigdl.dllib.version import __version__ as bigdl_version
+
+    nodes = _read_graph(graph_pb)
+    _check_postprocess_constants(nodes)
+    anchors = _evaluate(nodes, ANCHOR_NODE).astype(np.float32)
+    detector, heads = build_detector(nodes)
+    backbone = build_backbone(nodes)
+    n_anchors = sum(c // 4 * h * w for name, c, h, w in heads if "BoxEncoding" in name)
+    if anchors.shape != (n_anchors, 4):
+        raise ValueError(f"anchors {anchors.shape} do not match the {n_anchors} predicted boxes")
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    detector.saveModel(str(tmp / "detector.bigdl"), over_write=True)  # BigDL's own protobuf format
+    backbone.saveModel(str(tmp / "backbone.bigdl"), over_write=True)
+    np.save(tmp / "anchors.npy", anchors)
+    (tmp / MANIFEST).write_text(json.dumps({
+        "source": graph_pb.name, "graph_sha256": digest, "bigdl": bigdl_version,
+        "input": {"shape": [-1, 3, INPUT_SIZE, INPUT_SIZE], "layout": "NCHW", "dtype": "float32",
+                  "range": [-1, 1], "preprocess": "x / 127.5 - 1 (RGB)"},
+        "detector": {"file": "detector.bigdl",
+                     "output": [-1, sum(c * h * w for _, c, h, w in heads), 1, 1],
+                     "heads": [{"name": n, "c": c, "h": h, "w": w} for n, c, h, w in heads]},
+        "backbone": {"file": "backbone.bigdl", "output": [-1, 1280, 1, 1], "node": BACKBONE_NODE},
+        "anchors": {"file": "anchors.npy", "shape": list(anchors.shape), "node": ANCHOR_NODE,
+                    "layout": "ymin, xmin, ymax, xmax"},
+        "postprocess": {"box_scales": BOX_SCALES.tolist(), "score_threshold": SCORE_THRESHOLD,
+                        "iou_threshold": IOU_THRESHOLD, "max_per_class": MAX_PER_CLASS, "max_total": MAX_TOTAL},
+    }, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+# --------------------------------------------------------------------------- loading and running
+
+def load_manifest(model_dir: str | Path) -> dict:
+    return json.loads((Path(model_dir) / MANIFEST).read_text())
+
+
+def load(model_dir: str | Path, which: str):
+    """`which` = "detector" or "backbone", from BigDL's format, in evaluation mode.
+
+    Input/output memory formats are set here (they are not saved): MKL-DNN conversion (IR graph,
+    distributed predict) otherwise assumes a 2-D output.
+    """
+    from bigdl.dllib.nn.layer import Model
+
+    model = Model.loadModel(str(Path(model_dir) / load_manifest(model_dir)[which]["file"]))
+    model.set_input_formats([FORMAT_NCHW]).set_output_formats([FORMAT_NCHW])
+    return model.evaluate()
+
+
+def load_caffe(prototxt: str | Path, caffemodel: str | Path):
+    """A model from Caffe files (as written by `save_caffe`)."""
+    from bigdl.dllib.nn.layer import Model
+
+    model = Model.load_caffe_model(str(prototxt), str(caffemodel))
+    model.set_input_formats([FORMAT_NCHW]).set_output_formats([FORMAT_NCHW])
+    return model.evaluate()
+
+
+def save_caffe(model, prototxt: str | Path, caffemodel: str | Path) -> None:
+    """Caffe files of a graph of supported layers (build_backbone(caffe=True)).
+
+    V1 layers: BigDL's V2 writer stores grouped conv weights with a shape its own loader misreads.
+    """
+    model.save_caffe(str(prototxt), str(caffemodel), use_v2=False, overwrite=True)
+
+
+def to_ir(model):
+    """The MKL-DNN form of a static graph (engine mkldnn), for local forward.
+
+    An IR graph keeps the batch size of its first forward (a larger batch later fails with "size
+    out of range"; a smaller one gave right values): build one per batch size.
+    """
+    from bigdl.dllib.nn.layer import Layer
+
+    ir = model.value.toIRgraph()
+    if ir is None:
+        raise RuntimeError("this graph has layers MKL-DNN cannot convert")
+    return Layer.of(ir).evaluate()
+
+
+def preprocess(batch: np.ndarray) -> np.ndarray:
+    """uint8 NHWC RGB [N,300,300,3] -> float32 NCHW in [-1, 1] (TF's Preprocessor: x/127.5 - 1)."""
+    x = np.asarray(batch, np.float32).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x * np.float32(1 / 127.5) - np.float32(1.0))
+
+
+def unpack(packed: np.ndarray, heads: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Detector output [N, K(,1,1)] -> box encodings [N,1917,4] and class logits [N,1917,91].
+
+    Each head is a flattened NCHW conv output [A*k, H, W]; TF's order is (H, W, A).
+    """
+    flat = np.asarray(packed, np.float32).reshape(len(packed), -1)
+    boxes, logits, start = [], [], 0
+    for h in heads:
+        size = h["c"] * h["h"] * h["w"]
+        x = flat[:, start:start + size].reshape(-1, h["c"], h["h"], h["w"]).transpose(0, 2, 3, 1)
+        start += size
+        if "BoxEncoding" in h["name"]:
+            boxes.append(x.reshape(len(flat), -1, 4))
+        else:
+            logits.append(x.reshape(len(flat), -1, NUM_CLASSES))
+    return np.concatenate(boxes, 1), np.concatenate(logits, 1)
+
+
+def decode_boxes(box_encodings: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """TF's FasterRcnnBoxCoder.decode: [..., 4] (ty, tx, th, tw) -> (ymin, xmin, ymax, xmax)."""
+    ha, wa = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    ya, xa = anchors[:, 0] + ha / 2, anchors[:, 1] + wa / 2
+    t = box_encodings / BOX_SCALES
+    h, w = np.exp(t[..., 2]) * ha, np.exp(t[..., 3]) * wa
+    yc, xc = t[..., 0] * ha + ya, t[..., 1] * wa + xa
+    return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], -1)
+
+
+def postprocess(box_encodings: np.ndarray, logits: np.ndarray, anchors: np.ndarray,
+                score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD,
+                max_per_class: int = MAX_PER_CLASS, max_total: int = MAX_TOTAL) -> list[Detections]:
+    """TF's postprocessing: decode, sigmoid, per-class score filter, clip to the image, drop empty
+    boxes, class-aware NMS, at most `max_per_class` per class and `max_total` in all, by score."""
+    import cv2
+
+    boxes = np.clip(decode_boxes(box_encodings, anchors), 0.0, 1.0)
+    scores = 1.0 / (1.0 + np.exp(-np.asarray(logits[..., 1:], np.float32)))  # skip background
+    out = []
+    for b, s in zip(boxes, scores):
+        anchor, cls = np.nonzero(s > score_threshold)
+        bx, sc = b[anchor], s[anchor, cls]
+        ok = (bx[:, 2] > bx[:, 0]) & (bx[:, 3] > bx[:, 1])  # TF drops boxes clipped to zero area
+        bx, sc, cls = bx[ok], sc[ok], cls[ok]
+        # OpenCV's batched NMS is per class; its boxes are (x, y, w, h)
+        xywh = np.stack([bx[:, 1], bx[:, 0], bx[:, 3] - bx[:, 1], bx[:, 2] - bx[:, 0]], 1)
+        keep = np.asarray(cv2.dnn.NMSBoxesBatched(xywh.tolist(), sc.tolist(), cls.tolist(),
+                                                  score_threshold, iou_threshold), int).reshape(-1)
+        keep = keep[np.lexsort((-sc[keep], cls[keep]))]  # by class, then score: rank within class
+        first = np.r_[0, np.flatnonzero(np.diff(cls[keep])) + 1]
+        rank = np.arange(len(keep)) - np.repeat(first, np.diff(np.r_[first, len(keep)]))
+        keep = keep[rank < max_per_class] if len(keep) else keep
+        keep = keep[np.argsort(-sc[keep], kind="stable")][:max_total]
+        out.append(Detections(bx[keep].astype(np.float32), (cls[keep] + 1).astype(np.int32),
+                              sc[keep].astype(np.float32)))
+    return out
+
+
+def predict_rdd(model, rdd, batch_size: int):
+    """BigDL's distributed predict: `rdd` of float32 CHW arrays [3,300,300] -> RDD of one float32
+    array per image (the model's single output without its batch dimension).
+
+    BigDL broadcasts the model; on the mkldnn engine each executor converts it to an MKL-DNN IR
+    graph (hence load()'s formats) and the RDD is coalesced to one partition per executor.
+    `batch_size` is the total per call, a multiple of the RDD's partition count.
+    Multi-output models cannot come back this way (the JVM side casts each result to one tensor).
+    """
+    from bigdl.dllib.utils.common import Sample
+
+    label = np.zeros(1, np.float32)
+    samples = rdd.map(lambda x: Sample.from_ndarray(np.asarray(x, np.float32), label))
+    return model.predict(samples, batch_size)
+
+
+class BigDLEngine:
+    """Same interface as the OpenVINO engine: detect() and features() on uint8 NHWC batches.
+
+    Runs locally in the driver JVM: the MKL-DNN IR graph when the engine is mkldnn (one per batch
+    size, see to_ir), else the static graph.
+    """
+
+    name = "bigdl"
+
+    def __init__(self, model_dir: str | Path):
+        init_spark()
+        self.model_dir = Path(model_dir)
+        self.manifest = load_manifest(model_dir)
+        self.anchors = np.load(self.model_dir / self.manifest["anchors"]["file"])
+        self._models, self._runners = {}, {}
+        self._mkldnn = engine_type() == "MklDnn"
+
+    def _forward(self, which: str, x: np.ndarray) -> np.ndarray:
+        if which not in self._models:
+            self._models[which] = load(self.model_dir, which)
+        key = (which, len(x))
+        if key not in self._runners:
+            self._runners[key] = to_ir(self._models[which]) if self._mkldnn else self._models[which]
+        return np.asarray(self._runners[key].forward(x), np.float32)
+
+    def detect(self, batch: np.ndarray) -> list[Detections]:
+        boxes, logits = unpack(self._forward("detector", preprocess(batch)), self.manifest["detector"]["heads"])
+        return postprocess(boxes, logits, self.anchors)
+
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        return self._forward("backbone", preprocess(batch)).reshape(len(batch), -1)

@@ -1,0 +1,95 @@
+"""engine=bigdl: the detect and embed stages through BigDL's distributed predict.
+
+BigDL's models live in the executors' JVMs, out of reach of Python workers, so a BigDL stage runs
+in three steps over the same rows:
+  1. Python workers decode and resize (`stages.<stage>.prepare`), as with any engine;
+  2. `model.predict(rdd)` runs the network in the executors' JVMs: BigDL broadcasts the model once
+     per executor and, on the MKL-DNN engine, runs one partition per node with all its cores;
+  3. Python workers finish each row by image_id (`postprocess` + `detect.finish`, `embed.finish`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imgfeat import schemas
+from imgfeat.engines import INPUT_SIZE
+
+
+def _prepare(stage_module, drop: tuple[str, ...]):
+    def fn(it):
+        import pandas as pd
+
+        from imgfeat.stages._rows import records
+
+        for batch in it:
+            rows, pending, pixels = stage_module.prepare(records(batch.drop(columns=[c for c in drop if c in batch])))
+            for row in rows:
+                row["pixels"] = None
+            for i, p in zip(pending, pixels):
+                rows[i]["pixels"] = p.tobytes()
+            yield pd.DataFrame(rows)
+    return fn
+
+
+def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, which: str, batch_size: int):
+    """(rows RDD keyed by image_id, RDD of (image_id, network output))."""
+    from bigdl.dllib.utils.common import get_node_and_core_number
+
+    from imgfeat.engines import bigdl
+
+    nodes = get_node_and_core_number()[0]
+    # One partition per node: BigDL's MKL-DNN predict would coalesce to that anyway, and then
+    # its output would no longer line up with the ids it is zipped with.
+    rows = (df.mapInPandas(_prepare(stage_module, drop), f"{schema}, pixels binary")
+            .repartition(nodes).rdd.cache())
+    todo = rows.filter(lambda r: r.pixels is not None)
+    x = todo.map(lambda r: bigdl.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3))[0])
+    model = bigdl.load(model_dir, which)
+    outputs = todo.map(lambda r: r.image_id).zip(bigdl.predict_rdd(model, x, batch_size * nodes))
+    return rows.map(lambda r: (r.image_id, r)), outputs
+
+
+def _to_frame(spark, rdd, schema: str):
+    cols = schemas.columns(schema)
+    return spark.createDataFrame(rdd.map(lambda row: tuple(row.get(c) for c in cols)), schema)
+
+
+def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
+    from imgfeat.engines import bigdl
+    from imgfeat.stages import detect as stage
+
+    manifest = bigdl.load_manifest(model_dir)
+    heads = manifest["detector"]["heads"]
+    anchors = spark.sparkContext.broadcast(np.load(f"{model_dir}/{manifest['anchors']['file']}"))
+    rows, outputs = _rows_and_outputs(spark, df, stage, ("format", "size_bytes"), schemas.DETECT,
+                                      model_dir, "detector", batch_size)
+
+    def postprocess(it):
+        for image_id, packed in it:
+            boxes, logits = bigdl.unpack(np.asarray(packed)[None], heads)
+            yield image_id, bigdl.postprocess(boxes, logits, anchors.value)[0]
+
+    def finish(kv):
+        row, det = kv[1]
+        row = row.asDict()
+        row.pop("pixels")
+        return row if det is None else stage.finish(row, det, threshold)
+
+    return _to_frame(spark, rows.leftOuterJoin(outputs.mapPartitions(postprocess)).map(finish), schemas.DETECT)
+
+
+def embed(spark, df, model_dir: str, code_bits: int, batch_size: int):
+    from imgfeat.stages import embed as stage
+
+    rows, outputs = _rows_and_outputs(spark, df, stage, (), schemas.EMBED, model_dir, "backbone", batch_size)
+
+    def finish(kv):
+        row, feature = kv[1]
+        row = row.asDict()
+        row.pop("pixels")
+        if feature is not None:
+            stage.finish([row], np.asarray(feature, np.float32).reshape(1, -1), code_bits)
+        return row
+
+    return _to_frame(spark, rows.leftOuterJoin(outputs).map(finish), schemas.EMBED)
