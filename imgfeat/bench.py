@@ -53,6 +53,12 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
     from imgfeat.stages.crop import crop_row
     from imgfeat.stages.detect import to_pixels
 
+    if engine_name == "bigdl":
+        from imgfeat.engines import bigdl
+
+        # One JVM holds the bare models and then the warm stages (local mode): more than the
+        # operator's 3 GB driver.
+        bigdl.init_spark(driver_memory="6g")
     engine = get_engine(engine_name, model_dir, 0)
     engine.detect(np.zeros((batch, INPUT_SIZE, INPUT_SIZE, 3), np.uint8))  # warm-up
     t = {"ingest": 0.0, "detect": 0.0, "crop": 0.0, "embed": 0.0}

@@ -38,11 +38,14 @@ def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, whi
 
     from imgfeat.engines import bigdl
 
+    from pyspark import StorageLevel
+
     nodes = get_node_and_core_number()[0]
     # One partition per node: BigDL's MKL-DNN predict would coalesce to that anyway, and then
     # its output would no longer line up with the ids it is zipped with.
+    # Read twice (predict, then the join): kept on disk, not in the heap BigDL's models need.
     rows = (df.mapInPandas(_prepare(stage_module, drop), f"{schema}, pixels binary")
-            .repartition(nodes).rdd.cache())
+            .repartition(nodes).rdd.persist(StorageLevel.DISK_ONLY))
     todo = rows.filter(lambda r: r.pixels is not None)
     x = todo.map(lambda r: bigdl.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3))[0])
     model = bigdl.load(model_dir, which)
