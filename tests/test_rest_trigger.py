@@ -43,7 +43,8 @@ class Api:
                                      headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.load(r)
+                data = r.read()
+                return r.status, json.loads(data) if data else None
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
@@ -143,13 +144,23 @@ def _backfill(airflow, api, root, warehouse, dates) -> list:
     from imgfeat import paths
 
     known = {r["dag_run_id"] for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]}
-    out = subprocess.run([sys.executable, "-m", "imgfeat.airflow_services", "--port", str(airflow.port),
-                          "--home", str(airflow.home), "cli",
-                          "backfill", "create", "--dag-id", DAG,
-                          "--from-date", dates[0], "--to-date", dates[-1], "--max-active-runs", "2",
-                          "--dag-run-conf", json.dumps({"input_root": str(root), "warehouse_root": str(warehouse)})],
-                         env=airflow.env, cwd=paths.REPO,
-                         capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "imgfeat.airflow_services", "--port", str(airflow.port),
+           "--home", str(airflow.home), "cli",
+           "backfill", "create", "--dag-id", DAG,
+           "--from-date", dates[0], "--to-date", dates[-1], "--max-active-runs", "2",
+           "--dag-run-conf", json.dumps({"input_root": str(root), "warehouse_root": str(warehouse)})]
+    for attempt in range(3):
+        out = subprocess.run(cmd, env=airflow.env, cwd=paths.REPO, capture_output=True, text=True, timeout=120)
+        if out.returncode == 0 or "database is locked" not in out.stderr or attempt == 2:
+            break
+        # SQLite has one writer: next to a busy scheduler, creating the runs can fail half-way
+        # (Airflow cleans such a backfill up on PostgreSQL/MySQL only). Cancel it, drop its runs, retry.
+        for b in api("GET", f"/backfills?dag_id={DAG}")[1]["backfills"]:
+            if not b["completed_at"]:
+                assert api("PUT", f"/backfills/{b['id']}/cancel")[0] == 200
+        for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]:
+            if r["dag_run_id"] not in known:
+                assert api("DELETE", f"/dags/{DAG}/dagRuns/{r['dag_run_id']}")[0] == 204
     assert out.returncode == 0, out.stdout + out.stderr
     deadline = time.monotonic() + 1200
     while True:
