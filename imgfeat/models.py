@@ -110,15 +110,11 @@ def ensure_models(model_dir: Path, cache: Path) -> Path:
     """Idempotent setup: fetch and convert only what the model directory lacks."""
     if not (model_dir / MANIFEST).exists():
         return convert(fetch_graph(cache), model_dir)
-    if f"{BIGDL_DIR}/{bigdl_manifest_name()}" not in json.loads((model_dir / MANIFEST).read_text()).get("files", {}):
+    from imgfeat.engines import bigdl
+
+    if f"{BIGDL_DIR}/{bigdl.MANIFEST}" not in json.loads((model_dir / MANIFEST).read_text()).get("files", {}):
         _convert_bigdl(fetch_graph(cache), model_dir)
     return model_dir
-
-
-def bigdl_manifest_name() -> str:
-    from imgfeat.engines.bigdl import MANIFEST as name
-
-    return name
 
 
 def load_manifest(model_dir: str | Path, verify: bool = False) -> dict:

@@ -65,42 +65,10 @@ def bigdl_conf_file() -> str:
 
 
 def java_options(engine: str = "mkldnn") -> str:
-    # mkldnn: static graphs are converted to MKL-DNN graphs (~15x faster here); the deep graph
+    # mkldnn: static graphs are converted to MKL-DNN graphs (6-15x faster than the default engine
+    # here: FIELD_NOTES and the issue 4 note); the deep graph
     # needs a large thread stack.
     return f"-Dbigdl.engineType={engine} -Xss64m"
-
-
-def spark_submit_args(engine: str = "mkldnn", driver_memory: str = "3g") -> list[str]:
-    """The spark-submit options a BigDL app needs (without them: 'JavaPackage' object is not callable)."""
-    jars = bigdl_jars()
-    return ["--jars", ",".join(jars), "--driver-class-path", ":".join(jars),
-            "--properties-file", bigdl_conf_file(), "--driver-memory", driver_memory,
-            "--conf", f"spark.driver.extraJavaOptions={java_options(engine)}",
-            "--conf", f"spark.executor.extraJavaOptions={java_options(engine)}"]
-
-
-def spark_conf(master: str = "local[2]", engine: str = "mkldnn", app_name: str = "imgfeat-bigdl",
-               driver_memory: str = "3g"):
-    """A SparkConf equivalent to spark_submit_args(): BigDL's properties file, jars and JVM options.
-
-    In local mode the driver JVM runs the models: Spark's default 1g heap is too small for them.
-    """
-    from pyspark import SparkConf
-
-    conf = SparkConf().setMaster(master).setAppName(app_name)
-    with open(bigdl_conf_file()) as f:  # the same settings as --properties-file
-        for line in f:
-            key, _, value = line.strip().partition(" ")
-            if key and not key.startswith("#"):
-                conf.set(key, value.strip())
-    jars = bigdl_jars()
-    opts = java_options(engine)
-    return (conf.set("spark.jars", ",".join(jars)).set("spark.driver.memory", driver_memory)
-            .set("spark.driver.extraClassPath", ":".join(jars))
-            # executors on a cluster find the --jars copies in their working directory
-            .set("spark.executor.extraClassPath", ":".join(os.path.basename(j) for j in jars))
-            .set("spark.driver.extraJavaOptions", f"{conf.get('spark.driver.extraJavaOptions', '')} {opts}".strip())
-            .set("spark.executor.extraJavaOptions", opts))
 
 
 def submit_settings(deploy_mode: str | None = None, engine: str = "mkldnn") -> dict:
@@ -123,11 +91,25 @@ def submit_settings(deploy_mode: str | None = None, engine: str = "mkldnn") -> d
     return {"jars": ",".join(jars), "driver_class_path": ":".join(driver_cp), "conf": conf, "driver_memory": "3g"}
 
 
+def spark_conf(master: str = "local[2]", engine: str = "mkldnn", app_name: str = "imgfeat-bigdl",
+               driver_memory: str = "3g"):
+    """`submit_settings()` as a SparkConf, for a SparkContext started from Python (tests, bench).
+
+    In local mode the driver JVM runs the models: Spark's default 1g heap is too small for them.
+    """
+    from pyspark import SparkConf
+
+    s = submit_settings(engine=engine)
+    return (SparkConf().setMaster(master).setAppName(app_name).setAll(list(s["conf"].items()))
+            .set("spark.jars", s["jars"]).set("spark.driver.extraClassPath", s["driver_class_path"])
+            .set("spark.driver.memory", driver_memory))
+
+
 def init_spark(master: str = "local[2]", engine: str = "mkldnn", driver_memory: str = "3g"):
     """Start (or reuse) the SparkContext with BigDL and initialise BigDL's engine.
 
     Under spark-submit (its JVM is already running) the submitted settings are used as they are:
-    submit with spark_submit_args().
+    submit with submit_settings() (the operator does).
     """
     from bigdl.dllib.nncontext import init_nncontext
     from pyspark import SparkContext
