@@ -17,13 +17,14 @@ WAREHOUSE ?=
 ENGINE ?= openvino
 RUN_ARGS := $(if $(DATE),--date $(DATE)) $(if $(INPUT),--input $(INPUT)) $(if $(WAREHOUSE),--warehouse $(WAREHOUSE)) --engine $(ENGINE)
 
-.PHONY: setup run test bench pack airflow airflow-stop java clean help
+.PHONY: setup run test bench eval pack airflow airflow-stop java clean help
 
 help:
 	@echo "make run    set up, then run the image_features DAG on the sample partition"
 	@echo "            (or: make run DATE=YYYY-MM-DD INPUT=<dir|uri> WAREHOUSE=<dir|uri>)"
 	@echo "make test   set up, then run the test suite"
 	@echo "make bench  set up, then benchmark stages and end-to-end against the bare models"
+	@echo "make eval   set up, then train DeepBit codes and print their quality against projection and ITQ"
 	@echo "make setup  venv from requirements.txt, models fetched and converted (cached)"
 	@echo "make airflow       start a local Airflow (UI http://127.0.0.1:8080, admin/admin); make airflow-stop"
 	@echo "make pack   build/ archives for cluster mode: Python env (venv-pack), models, library zip"
@@ -51,6 +52,9 @@ test: setup
 
 bench: setup
 	$(PY) -m imgfeat.bench $(BENCH_ARGS)
+
+eval: setup
+	$(PY) -m imgfeat.eval $(EVAL_ARGS)
 
 airflow: setup
 	$(PY) -m imgfeat.airflow_services start

@@ -10,7 +10,8 @@ Three measurements in one run, on the same partition (>= 200 images built from r
 Ratios compare in-stage Spark throughput with the bare ceiling. Timings vary on shared machines:
 read the ratios, not the absolute numbers. With several engines (the default: openvino and bigdl),
 each is measured in its own process (a JVM keeps the jars it started with) and a last table sets
-them side by side.
+them side by side. Last, `similar`'s search over a million codes of 32, 64 and 128 bits
+(`--search` runs only that).
 """
 
 from __future__ import annotations
@@ -148,6 +149,31 @@ def warm_stages(input_root: Path, warehouse: Path, args: list[str], engine: str)
     return out
 
 
+def bench_search(n: int, queries: int = 200, k: int = 10) -> int:
+    """`similar`'s search over n indexed codes (`search.Index`, faiss IndexBinaryFlat): exhaustive, so
+    its time depends on the count and length of the codes, not on their values (random here)."""
+    import numpy as np
+
+    from imgfeat import search
+
+    rng = np.random.default_rng(0)
+    print(f"search: {n} indexed codes, {queries} queries, top {k}, exhaustive Hamming (faiss IndexBinaryFlat)")
+    print(f"{'bits':>5}{'build s':>9}{'ms/query':>10}{'queries/s':>11}{'index MB':>10}")
+    for bits in (32, 64, 128):
+        codes = rng.integers(0, 256, (n, bits // 8), dtype=np.uint8)
+        started = time.perf_counter()
+        index = search.Index(f"bench{bits}", bits, np.arange(n).astype(str), codes,
+                             np.full(n, "", dtype=str), np.zeros((n, 0), np.float16))
+        built = time.perf_counter() - started
+        q = rng.integers(0, 256, (queries, bits // 8), dtype=np.uint8)
+        started = time.perf_counter()
+        for code in q:
+            index.search(code, k)
+        per = (time.perf_counter() - started) / queries
+        print(f"{bits:>5}{built:>9.2f}{per * 1000:>10.1f}{1 / per:>11.0f}{codes.nbytes / 2**20:>10.1f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m imgfeat.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=240)
@@ -157,9 +183,16 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", help=argparse.SUPPRESS)  # one engine, in this process
     ap.add_argument("--summary", help=argparse.SUPPRESS)  # where that process writes its figures
     ap.add_argument("--skip-airflow", action="store_true", help="no end-to-end run through Airflow")
+    ap.add_argument("--search", action="store_true",
+                    help="only the similarity search: a million codes, exhaustive Hamming search")
+    ap.add_argument("--search-codes", type=int, default=1_000_000, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.search:
+        return bench_search(a.search_codes)
     if not a.engine:
-        return compare_engines(a, [e.strip() for e in a.engines.split(",") if e.strip()])
+        rc = compare_engines(a, [e.strip() for e in a.engines.split(",") if e.strip()])
+        print()
+        return rc or bench_search(a.search_codes)
     cores = os.cpu_count() or 1
     model_dir = str(paths.model_dir())
     input_root = build_input(a.images)

@@ -72,21 +72,36 @@ def is_dir(path: str) -> bool:
     return bool(status) and status["type"] == "DIRECTORY"
 
 
-def read_json(path: str) -> dict | None:
+def read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
     local = _local(path)
     if local is not None:
         if not os.path.exists(local):
             return None
-        with open(local) as f:
-            return json.load(f)
+        with open(local, "rb") as f:
+            return f.read()
     client, p = _hdfs(path)
 
     def read():
         if client.status(p, strict=False) is None:
             return None
-        with client.read(p, encoding="utf-8") as r:
-            return json.loads(r.read())
+        with client.read(p) as r:
+            return r.read()
     return _call(path, read)
+
+
+def read_json(path: str) -> dict | None:
+    data = read_bytes(path)
+    return None if data is None else json.loads(data)
+
+
+def list_names(path: str) -> list[str]:
+    """Names under the directory `path` ([] when it does not exist)."""
+    local = _local(path)
+    if local is not None:
+        return sorted(os.listdir(local)) if os.path.isdir(local) else []
+    client, p = _hdfs(path)
+    return sorted(_call(path, lambda: client.list(p) if client.status(p, strict=False) else []))
 
 
 def write_json(path: str, obj: dict) -> None:

@@ -1,7 +1,9 @@
-"""Command line of the local setup: `python -m imgfeat.cli {setup,sample,run}`.
+"""Command line of the local setup: `python -m imgfeat.cli {setup,run,similar}`.
 
 `run` validates its arguments, runs the image_features DAG through Airflow (`airflow dags test`,
-SQLite metadata DB, local Spark) and prints a summary from the run manifest.
+SQLite metadata DB, local Spark), then the feature_index DAG on the published partition, and prints
+a summary from the run manifest and the duplicates table.
+`similar` prints the published images most similar to a picture file or to a published image.
 """
 
 from __future__ import annotations
@@ -101,11 +103,63 @@ def cmd_run(a) -> int:
     print(f"running DAG {DAG_ID} for dt={date} through Airflow (log: {log}) ...", flush=True)
     started = time.time()
     rc = dags_test(DAG_ID, date, conf, env, log_file=None if a.verbose else log)
-    wall = time.time() - started
     if rc != 0:
         print(f"error: the DAG run failed (exit {rc}); see {log}", file=sys.stderr)
         return 1
+    wall = time.time() - started
+    # What the Asset-triggered feature_index DAG does after a publish (a scheduler would start it).
+    index_log = paths.var_dir() / "logs" / f"index-dt={date}.log"
+    print(f"running DAG feature_index for dt={date} (log: {index_log}) ...", flush=True)
+    rc = dags_test("feature_index", date, {"partition_date": date, "warehouse_root": warehouse}, env,
+                   log_file=None if a.verbose else index_log)
+    if rc != 0:
+        print(f"error: the feature_index run failed (exit {rc}); see {index_log}", file=sys.stderr)
+        return 1
     print_summary(read_manifest(warehouse, date), wall)
+    from imgfeat import checkpoints
+
+    dup = checkpoints.read_json(f"{Warehouse(warehouse).table('duplicates', date)}/_stage.json")
+    print(f"  duplicates    {dup['images']} images in {dup['groups']} groups within Hamming distance "
+          f"{dup['radius']} ({Warehouse(warehouse).table('duplicates', date)})")
+    print(f"  index         {dup['indexed_images']} images, code {dup['code']} ({dup['index']})")
+    print(f"  search        python -m imgfeat.cli similar --warehouse {warehouse} --image <picture>")
+    return 0
+
+
+def cmd_similar(a) -> int:
+    """The k most similar published images to a picture file or to a published image."""
+    from imgfeat import search
+
+    warehouse = a.warehouse or str(default_warehouse())
+    try:
+        warehouse = params.warehouse_root(warehouse, "--warehouse")
+        bits = None if a.code_bits is None else params.code_bits(a.code_bits, "--code-bits")
+        k = params.positive_int(a.k, "-k")
+        data = None
+        if a.image is not None:
+            try:
+                data = Path(a.image).read_bytes()
+            except OSError as e:
+                raise params.ParamError("--image", f"cannot read {a.image}: {e.strerror}") from None
+        index = search.load_index(warehouse, bits, a.code)
+        if data is not None:
+            code, embedding, _ = search.describe_file(data, Path(a.image).name, warehouse, index, a.model_dir)
+            exclude = None
+        else:
+            row = index.row(a.image_id)
+            code, embedding, exclude = index.codes[row], index.embeddings[row].astype("float32"), str(index.keys[row])
+        hits = index.search(code, k + (exclude is not None), embedding if a.rerank else None)
+    except (params.ParamError, search.SearchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    hits = [h for h in hits if h["key"] != exclude][:k]
+    if a.json:
+        print(json.dumps({"index": index.code, "indexed_images": len(index), "hits": hits}))
+        return 0
+    print(f"index {index.code}: {len(index)} images; query {a.image or exclude}")
+    for rank, h in enumerate(hits, 1):
+        cosine = f"  cosine {h['cosine']:.3f}" if "cosine" in h else ""
+        print(f"{rank:>3}  hamming {h['hamming']:>3}{cosine}  {h['key']}  ({h['label'] or 'no object'})")
     return 0
 
 
@@ -130,6 +184,19 @@ def main(argv=None) -> int:
     run.add_argument("--code-bits", default=params.DEFAULTS["code_bits"])
     run.add_argument("-v", "--verbose", action="store_true", help="stream Airflow's log instead of a file")
     run.set_defaults(fn=cmd_run)
+    sim = sub.add_parser("similar", help="the most similar published images to a picture or an image_id")
+    query = sim.add_mutually_exclusive_group(required=True)
+    query.add_argument("--image", help="a picture file: described as the pipeline would (detect, crop, embed)")
+    query.add_argument("--image-id", help="a published image: dt=<date>/<image_id>, or an image_id one partition has")
+    sim.add_argument("--warehouse", help=f"warehouse root (default: {default_warehouse()})")
+    sim.add_argument("-k", default=10, help="how many images (default 10)")
+    sim.add_argument("--code-bits", default=None, help="which index: its code length (when there are several)")
+    sim.add_argument("--code", default=None, help="which index: its code name (WAREHOUSE/index/<code>)")
+    sim.add_argument("--rerank", action="store_true",
+                     help="re-rank the 100 nearest codes by the cosine of their float embeddings")
+    sim.add_argument("--json", action="store_true", help="print one JSON document")
+    sim.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
+    sim.set_defaults(fn=cmd_similar)
     setup = sub.add_parser("setup", help="fetch and convert the models (and build the sample)")
     setup.add_argument("--sample", action="store_true", help="also build the sample partition")
     setup.set_defaults(fn=cmd_setup)

@@ -1,13 +1,20 @@
 """Descriptors: the float embedding and its compact binary code.
 
-Until the learned DeepBit layer lands, the code is SimHash of the centred descriptor: the signs
-of a fixed Gaussian projection (seeded, so every executor and every run derives the same bits). The Hamming distance
-between two codes then estimates the angle between the embeddings.
+A `Coder` turns L2-normalised embeddings into packed K-bit codes. Two kinds exist:
+- the fixed projection (the fallback): SimHash of the centred descriptor, the signs of a seeded
+  Gaussian projection, so every executor and every run derives the same bits; the Hamming distance
+  between two codes then estimates the angle between the embeddings;
+- a learned DeepBit layer (`imgfeat.deepbit`, trained by the `train_descriptor` DAG): bit k is
+  set when sigmoid(w_k . x + c_k) > 0.5. Its model file is versioned, and the code name that the
+  `model` column records is that version.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,10 +33,15 @@ def projection(bits: int, dim: int = EMBEDDING_DIM, seed: int = PROJECTION_SEED)
     return np.random.RandomState(seed).standard_normal((dim, bits)).astype(np.float32)
 
 
-def binary_codes(embeddings: np.ndarray, bits: int) -> np.ndarray:
-    """[N, dim] float -> [N, bits/8] uint8, bits packed big-endian (numpy.packbits)."""
+def _check_bits(bits: int) -> None:
     if bits % 8:
         raise ValueError(f"code_bits must be a multiple of 8, got {bits}")
+
+
+def binary_codes(embeddings: np.ndarray, bits: int) -> np.ndarray:
+    """The fixed projection's codes: [N, dim] float -> [N, bits/8] uint8, bits packed big-endian
+    (numpy.packbits)."""
+    _check_bits(bits)
     x = np.asarray(embeddings, dtype=np.float32)
     # Pooled ReLU features are all positive, so every pair of them is less than 90 degrees apart;
     # centering each descriptor across its dimensions spreads the hyperplanes' signs (measured on
@@ -40,7 +52,73 @@ def binary_codes(embeddings: np.ndarray, bits: int) -> np.ndarray:
 
 
 def code_name(bits: int) -> str:
+    """The fixed projection's code name."""
     return f"simhash{bits}c-s{PROJECTION_SEED}"
+
+
+@dataclass(frozen=True)
+class Coder:
+    """Embeddings -> packed codes. `weights` [dim, bits] and `bias` [bits] for a learned layer,
+    None for the fixed projection."""
+    bits: int
+    name: str
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+    @property
+    def learned(self) -> bool:
+        return self.weights is not None
+
+    def codes(self, embeddings: np.ndarray) -> np.ndarray:
+        if not self.learned:
+            return binary_codes(embeddings, self.bits)
+        x = np.asarray(embeddings, dtype=np.float32)
+        return np.packbits(x @ self.weights + self.bias > 0, axis=1)
+
+
+def projection_coder(bits: int) -> Coder:
+    _check_bits(bits)
+    return Coder(bits, code_name(bits))
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
+
+
+def model_json(version: str, weights: np.ndarray, bias: np.ndarray, **info) -> str:
+    """A learned layer as one JSON document (one file: written atomically, readable over WebHDFS)."""
+    dim, bits = weights.shape
+    _check_bits(bits)
+    return json.dumps({"version": version, "bits": bits, "dim": dim, "weights": _b64(weights),
+                       "bias": _b64(bias), **info}, indent=1, sort_keys=True)
+
+
+def learned_coder(doc: dict) -> Coder:
+    """The Coder of a `model_json` document."""
+    bits, dim = int(doc["bits"]), int(doc["dim"])
+    w = np.frombuffer(base64.b64decode(doc["weights"]), "<f4").reshape(dim, bits)
+    b = np.frombuffer(base64.b64decode(doc["bias"]), "<f4").reshape(bits)
+    return Coder(bits, doc["version"], w, b)
+
+
+def load_coder(read_text, warehouse, bits: int, name: str | None = None) -> Coder:
+    """The coder named `name` (a learned version, or the projection's code name); without a name,
+    the current learned layer for `bits`, else the fixed projection.
+    `read_text(path)` returns a file's text or None when it does not exist."""
+    if name is None:
+        current = read_text(warehouse.current_descriptor(bits))
+        if current is None:
+            return projection_coder(bits)
+        name = json.loads(current)["version"]
+    if name == code_name(bits):
+        return projection_coder(bits)
+    text = read_text(warehouse.descriptor_model(bits, name))
+    if text is None:
+        raise FileNotFoundError(f"descriptor model {warehouse.descriptor_model(bits, name)} does not exist")
+    coder = learned_coder(json.loads(text))
+    if coder.bits != bits:
+        raise ValueError(f"descriptor model {name} has {coder.bits} bits, not {bits}")
+    return coder
 
 
 def hamming(a: bytes, b: bytes) -> int:

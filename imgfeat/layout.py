@@ -7,6 +7,10 @@
   WAREHOUSE/quarantine/dt=<date>/              published quarantine: image_id, stage, reason
   WAREHOUSE/runs/dt=<date>/manifest.json       the run manifest
   WAREHOUSE/catalog/dt=<date>.json             catalog entry of a published partition (feature_catalog DAG)
+  WAREHOUSE/descriptors/deepbit<K>/<version>.json  a learned K-bit code layer (train_descriptor DAG)
+  WAREHOUSE/descriptors/deepbit<K>/current.json    {"version": ...}: the layer new runs use
+  WAREHOUSE/index/<code>/                      the similarity index of every partition published with a code
+  WAREHOUSE/duplicates/dt=<date>/              near-duplicate groups of a partition's images
   WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where a stage writes before its atomic rename
 Roots are local paths or Hadoop URIs (hdfs://, file://).
 """
@@ -19,7 +23,7 @@ from collections.abc import Iterable
 
 STAGES = ("ingest", "detect", "crop", "embed", "publish")
 CHECKPOINT_STAGES = STAGES[:-1]
-PUBLISHED_TABLES = ("features", "quarantine")
+PUBLISHED_TABLES = ("features", "quarantine", "duplicates")
 STAGE_META = "_stage.json"
 SUCCESS = "_SUCCESS"
 
@@ -73,6 +77,15 @@ class Warehouse:
 
     def catalog_entry(self, date: str) -> str:
         return _join(self.root, "catalog", f"dt={date}.json")
+
+    def descriptor_model(self, bits: int, version: str) -> str:
+        return _join(self.root, "descriptors", f"deepbit{bits}", f"{version}.json")
+
+    def current_descriptor(self, bits: int) -> str:
+        return _join(self.root, "descriptors", f"deepbit{bits}", "current.json")
+
+    def index(self, code: str) -> str:
+        return _join(self.root, "index", code)
 
     def staging_root(self, name: str, date: str) -> str:
         return _join(self.root, "_staging", name, f"dt={date}")

@@ -134,10 +134,18 @@ def boolean(value, name: str = "reuse") -> bool:
 
 
 def positive_int(value, name: str) -> int:
+    return _integer(value, name, 1, "a positive integer")
+
+
+def non_negative_int(value, name: str) -> int:
+    return _integer(value, name, 0, "an integer >= 0")
+
+
+def _integer(value, name: str, minimum: int, expected: str) -> int:
     try:
         n = int(str(value))
     except ValueError:
-        raise ParamError(name, f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise ParamError(name, f"expected a positive integer, got {n}")
+        raise ParamError(name, f"expected {expected}, got {value!r}") from None
+    if n < minimum:
+        raise ParamError(name, f"expected {expected}, got {n}")
     return n

@@ -224,14 +224,14 @@ def fetch_sources(cache_dir: str | os.PathLike | None = None) -> Path:
 
 # --------------------------------------------------------------------------- composing
 
-def _load_rgb(path: Path, min_size: tuple[int, int] | None = None) -> Image.Image:
+def load_rgb(path: Path, min_size: tuple[int, int] | None = None) -> Image.Image:
     with Image.open(path) as im:
         if min_size:
             im.draft("RGB", min_size)  # JPEG decodes at a reduced scale: big wallpapers load fast
         return im.convert("RGB")
 
 
-def _load_cutout(path: Path) -> Image.Image:
+def load_cutout(path: Path) -> Image.Image:
     """The cut-out as RGBA, matting noise removed and cropped to the visible object."""
     with Image.open(path) as im:
         obj = im.convert("RGBA")
@@ -265,6 +265,20 @@ def paste(background: Image.Image, cutout: Image.Image, x: int, y: int,
     out.paste(obj, (x, y), obj)
     x1, y1, x2, y2 = alpha.getbbox()
     return out, [x + x1, y + y1, x + x2, y + y2]
+
+
+def compose(cutout: Image.Image, bg_path: Path, rng: random.Random) -> tuple[Image.Image, list[int]]:
+    """The cut-out on a random view of the background (one of BACKGROUND_SIZES), at a random
+    place and scale: its longer relative side spans 20-60% of the picture (its width, for most
+    objects; tall ones are limited by the height instead). -> picture, object box."""
+    size = rng.choice(BACKGROUND_SIZES)
+    bg = _random_view(load_rgb(bg_path, size), size, rng.uniform(0.6, 1.0), rng)
+    rel = rng.uniform(0.2, 0.6)
+    width = max(8, round(min(rel * size[0], rel * size[1] * cutout.width / cutout.height)))
+    height = round(cutout.height * width / cutout.width)
+    x = rng.randint(0, size[0] - width)
+    y = rng.randint(0, size[1] - height)
+    return paste(bg, cutout, x, y, width)
 
 
 def catalogue(root: Path) -> tuple[list, list, list]:
@@ -320,7 +334,7 @@ def build_partition(out_dir: str | os.PathLike, count: int, seed: int = 0,
 
     for i in range(n_photos):
         path, source = photos[i % len(photos)]
-        img = _load_rgb(path, (MAX_PHOTO_SIDE, MAX_PHOTO_SIDE))
+        img = load_rgb(path, (MAX_PHOTO_SIDE, MAX_PHOTO_SIDE))
         if i < len(photos):  # the photo itself, only bounded in size
             img.thumbnail((MAX_PHOTO_SIDE, MAX_PHOTO_SIDE), Image.Resampling.LANCZOS)
         else:  # a reuse: a different crop and scale keeps the file contents distinct
@@ -332,20 +346,11 @@ def build_partition(out_dir: str | os.PathLike, count: int, seed: int = 0,
 
     for g in range(math.ceil(n_composed / GROUP_SIZE)):
         path, source, name, coco_name = order[g % len(order)]
-        cutout = _load_cutout(path)
+        cutout = load_cutout(path)
         for bg_path, bg_source in rng.sample(backgrounds, GROUP_SIZE):
             if len(records) == count:
                 break
-            size = rng.choice(BACKGROUND_SIZES)
-            bg = _random_view(_load_rgb(bg_path, size), size, rng.uniform(0.6, 1.0), rng)
-            # the object's longer relative side spans 20-60% of the picture (its width, for
-            # most objects; tall ones are limited by the height instead)
-            rel = rng.uniform(0.2, 0.6)
-            width = max(8, round(min(rel * size[0], rel * size[1] * cutout.width / cutout.height)))
-            height = round(cutout.height * width / cutout.width)
-            x = rng.randint(0, size[0] - width)
-            y = rng.randint(0, size[1] - height)
-            img, box = paste(bg, cutout, x, y, width)
+            img, box = compose(cutout, bg_path, rng)
             save(img, f"composed/shelf-{'ab'[g % 2]}", source=source, kind="composed",
                  object=coco_name, box=box, group=name, background=bg_source)
     return records

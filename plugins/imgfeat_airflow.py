@@ -125,30 +125,76 @@ def _connection(conn_id: str) -> tuple[str, str | None]:
     return master, conn.extra_dejson.get("deploy-mode")
 
 
-class StageSubmitOperator(SparkSubmitOperator):
-    """Submits one pipeline stage as a PySpark application."""
+class AppSubmitOperator(SparkSubmitOperator):
+    """Submits one of spark_apps/ with what every imgfeat app needs: the library zip, the
+    executors' Python and models for the connection's deploy mode, and BigDL's jars when asked."""
 
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, stage: str, **kwargs):
+    def __init__(self, *, app: str, application_args: list, **kwargs):
         kwargs.setdefault("conn_id", "spark_default")
         kwargs.setdefault("conf", dict(SPARK_CONF))
+        kwargs.setdefault("task_id", app)
+        super().__init__(application=str(HOME / "spark_apps" / f"{app}.py"), application_args=application_args,
+                         name=f"imgfeat-{app}", **kwargs)
+        self.app = app
+        self._label = app  # how errors name the task
+        self._shipped = False
+
+    def submit(self, context, bigdl_engine: str | None = None):
+        """spark-submit, after shipping (`bigdl_engine`: BigDL's engine type, or None for no BigDL)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from imgfeat.packaging import build_zip
+
+        if not self.py_files:
+            self.py_files = str(build_zip())  # executors import imgfeat from this zip
+        if not self._shipped:
+            try:
+                self._ship_app(bigdl_engine)
+            except ValueError as e:
+                raise AirflowFailException(f"{self._label}: {e}") from None
+            self._shipped = True
+        return super().execute(context)
+
+    def _ship_app(self, bigdl_engine: str | None) -> None:
+        """Settle archives, the executors' Python, the model dir and BigDL's jars and settings
+        for the connection's deploy mode."""
+        _, deploy_mode = _connection(self._conn_id)
+        deploy_mode = self._deploy_mode or deploy_mode
+        if bigdl_engine:
+            from imgfeat.engines.bigdl import submit_settings
+
+            bigdl = submit_settings(deploy_mode, engine=bigdl_engine)
+            self.jars = ",".join(filter(None, [self.jars, bigdl["jars"]]))
+            self.driver_class_path = ":".join(filter(None, [self.driver_class_path, bigdl["driver_class_path"]]))
+            self.conf = {**bigdl["conf"], **(self.conf or {})}
+            self._driver_memory = self._driver_memory or bigdl["driver_memory"]
+        ship = shipping(deploy_mode, os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable))
+        self.env_vars = {**ship["env_vars"], **(self.env_vars or {})} or None
+        self.conf = {**(self.conf or {}), **ship["conf"]}
+        if ship["archives"]:
+            self._archives = ",".join(filter(None, [self._archives, ship["archives"]]))
+        if ship["model_dir"] and "--model-dir" in [str(a) for a in self.application_args]:
+            args = [str(a) for a in self.application_args]
+            args[args.index("--model-dir") + 1] = ship["model_dir"]
+            self.application_args = args
+
+
+class StageSubmitOperator(AppSubmitOperator):
+    """Submits one pipeline stage as a PySpark application."""
+
+    def __init__(self, *, stage: str, **kwargs):
         if stage == "publish":
             kwargs.setdefault("outlets", [FEATURES])
-        super().__init__(
-            task_id=stage,
-            application=str(HOME / "spark_apps" / f"{stage}.py"),
-            application_args=list(STAGE_ARGS),
-            name=f"imgfeat-{stage}",
-            **kwargs,
-        )
+        super().__init__(app=stage, application_args=list(STAGE_ARGS), **kwargs)
         self.stage = stage
+        self._label = f"stage {stage}"
 
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
         from imgfeat import checkpoints
-        from imgfeat.packaging import build_zip
         from imgfeat.spark.runner import InvalidArguments, parse
 
         # The app's own parser: a bad parameter is refused here, before spark-submit, and
@@ -178,33 +224,107 @@ class StageSubmitOperator(SparkSubmitOperator):
         except checkpoints.StorageError as e:
             # An unreachable NameNode is retried (it may come back); a refused write is not.
             raise (AirflowException if e.transient else AirflowFailException)(f"stage {self.stage}: {e}") from None
-        if not self.py_files:
-            self.py_files = str(build_zip())  # executors import imgfeat from this zip
-        try:
-            self._ship(args.engine)
-        except ValueError as e:
-            raise AirflowFailException(f"stage {self.stage}: {e}") from None
-        return super().execute(context)
+        return self.submit(context, self._bigdl_engine(args.engine))
+
+    def _bigdl_engine(self, engine: str) -> str | None:
+        # detect and embed run BigDL's inference graphs on its MKL-DNN engine
+        return "mkldnn" if engine == "bigdl" and self.stage in ("detect", "embed") else None
 
     def _ship(self, engine: str) -> None:
-        """Settle archives, the executors' Python, the model dir and the engine's jars and settings
-        for the connection's deploy mode."""
-        _, deploy_mode = _connection(self._conn_id)
-        deploy_mode = self._deploy_mode or deploy_mode
-        if engine == "bigdl" and self.stage in ("detect", "embed"):
-            from imgfeat.engines.bigdl import submit_settings
+        self._ship_app(self._bigdl_engine(engine))
 
-            bigdl = submit_settings(deploy_mode)
-            self.jars = ",".join(filter(None, [self.jars, bigdl["jars"]]))
-            self.driver_class_path = ":".join(filter(None, [self.driver_class_path, bigdl["driver_class_path"]]))
-            self.conf = {**bigdl["conf"], **(self.conf or {})}
-            self._driver_memory = self._driver_memory or bigdl["driver_memory"]
-        ship = shipping(deploy_mode, os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable))
-        self.env_vars = {**ship["env_vars"], **(self.env_vars or {})} or None
-        self.conf = {**(self.conf or {}), **ship["conf"]}
-        if ship["archives"]:
-            self._archives = ",".join(filter(None, [self._archives, ship["archives"]]))
-        if ship["model_dir"]:
-            args = [str(a) for a in self.application_args]
-            args[args.index("--model-dir") + 1] = ship["model_dir"]
+
+TRAIN_ARGS = [
+    "--warehouse-root", "{{ params.warehouse_root }}",
+    "--code-bits", "{{ params.code_bits }}",
+    "--partitions", "{{ params.partitions }}",
+    "--max-crops", "{{ params.max_crops }}",
+    "--rounds", "{{ params.rounds }}",
+    "--epochs", "{{ params.epochs }}",
+    "--activate", "{{ params.activate | lower }}",
+    "--model-dir", os.environ.get("IMGFEAT_MODEL_DIR", str(paths.model_dir())),
+]
+
+TRAIN_PARAMS = {
+    "warehouse_root": PARAMS["warehouse_root"],
+    "code_bits": PARAMS["code_bits"],
+    "partitions": Param(30, type="integer", minimum=1, description="Sample the crops of this many latest partitions"),
+    "max_crops": Param(20000, type="integer", minimum=1, description="At most this many distinct crops"),
+    "rounds": Param(5, type="integer", minimum=1, description="Rounds of fixed binary targets"),
+    "epochs": Param(30, type="integer", minimum=1, description="BigDL epochs per round"),
+    "activate": Param(True, type="boolean", description="Make the new layer the one new runs use"),
+}
+
+
+class TrainDescriptorOperator(AppSubmitOperator):
+    """Submits spark_apps/train_descriptor.py: BigDL's distributed training of the DeepBit layer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(app="train_descriptor", application_args=list(TRAIN_ARGS), **kwargs)
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from imgfeat.spark import train_descriptor
+        from imgfeat.spark.runner import InvalidArguments
+
+        parser = train_descriptor.build_parser()
+        parser.raise_errors = True
+        try:
+            parser.parse_args([str(a) for a in self.application_args])
+        except InvalidArguments as e:
+            raise AirflowFailException(f"train_descriptor: invalid parameter: {e}") from None
+        return self.submit(context, train_descriptor.ENGINE_TYPE)
+
+
+INDEX_PARAMS = {
+    "partition_date": PARAMS["partition_date"],
+    "warehouse_root": PARAMS["warehouse_root"],
+    "duplicate_radius": Param(None, type=["null", "integer"], minimum=0,
+                              description="Hamming radius of a near-duplicate; empty: by code length"),
+}
+
+
+class IndexSubmitOperator(AppSubmitOperator):
+    """Submits spark_apps/index.py for each partition named by the triggering Asset events (or, in a
+    manual run, by the `partition_date` and `warehouse_root` params)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(app="index", application_args=[], **kwargs)
+
+    @staticmethod
+    def partitions(context) -> list[tuple[str, str]]:
+        """(warehouse_root, partition_date) pairs to index, in order, without repeats."""
+        events = context.get("triggering_asset_events") or {}
+        found = [(e.extra["warehouse_root"], e.extra["partition_date"])
+                 for evs in events.values() for e in evs if e.extra and "partition_date" in e.extra]
+        params = context.get("params") or {}
+        if not found and params.get("partition_date"):
+            found = [(params["warehouse_root"], params["partition_date"])]
+        return sorted(set(found), key=lambda wd: (wd[1], wd[0]))
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from imgfeat.spark import index
+        from imgfeat.spark.runner import InvalidArguments
+
+        todo = self.partitions(context)
+        if not todo:
+            raise AirflowFailException("index: invalid parameter: partition_date is required when no Asset event "
+                                       "names a partition")
+        radius = (context.get("params") or {}).get("duplicate_radius")
+        parser = index.build_parser()
+        parser.raise_errors = True
+        results = []
+        for warehouse, date in todo:
+            args = ["--warehouse-root", warehouse, "--partition-date", date]
+            args += ["--duplicate-radius", str(radius)] if radius is not None else []
+            try:
+                parser.parse_args(args)
+            except InvalidArguments as e:
+                raise AirflowFailException(f"index: invalid parameter: {e}") from None
             self.application_args = args
+            self._hook = None
+            results.append(self.submit(context))
+        return results

@@ -249,3 +249,76 @@ def test_publish_emits_the_features_asset_that_feature_catalog_waits_for(dag):
     assert dag.get_task("publish").outlets == [FEATURES]
     assert all(not dag.get_task(s).outlets for s in STAGES[:-1])
     assert catalog.timetable.asset_condition.objects == (FEATURES,)
+
+
+# --- train_descriptor and feature_index --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from imgfeat import paths
+
+    return DagBag(dag_folder=str(paths.REPO / "dags"))
+
+
+def test_train_descriptor_submits_bigdl_training_on_its_default_engine(bag, monkeypatch, tmp_path):
+    import glob
+    import os
+
+    import bigdl
+
+    dag = bag.dags["train_descriptor"]
+    assert type(dag.timetable).__name__ == "NullTimetable" and dag.max_active_runs == 1  # manual
+    task = dag.get_task("train_descriptor")
+    assert task.application.endswith("spark_apps/train_descriptor.py")
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
+    task._ship_app("mklblas")
+    cmd = task._get_hook()._build_spark_submit_command(task.application)
+    pairs = dict(_pairs(cmd))
+    jars = sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
+    assert pairs["--jars"] == ",".join(jars)
+    assert "spark.executor.extraJavaOptions=-Dbigdl.engineType=mklblas -Xss64m" in cmd
+
+
+@pytest.mark.parametrize("param,value,message", [
+    ("code_bits", "12", "argument --code-bits: expected a multiple of 8"),
+    ("rounds", "0", "argument --rounds: expected a positive integer, got 0"),
+    ("warehouse_root", "/tmp/../x", "argument --warehouse-root: '/tmp/../x' contains '..'"),
+])
+def test_train_descriptor_refuses_a_bad_param_before_spark_submit(bag, param, value, message):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task = copy.copy(bag.dags["train_descriptor"].get_task("train_descriptor"))
+    args = [str(a) for a in task.application_args]
+    rendered = {"--warehouse-root": "/tmp/wh", "--code-bits": "64", "--partitions": "30", "--max-crops": "100",
+                "--rounds": "5", "--epochs": "10", "--activate": "true"}
+    rendered["--" + param.replace("_", "-")] = value
+    task.application_args = [x for kv in rendered.items() for x in kv] + args[-2:]
+    with pytest.raises(AirflowFailException, match=f"train_descriptor: invalid parameter: {message}"):
+        task.execute(context={"params": {}})
+    assert task._hook is None
+
+
+def test_feature_index_runs_on_the_features_asset_for_each_partition_named(bag):
+    from types import SimpleNamespace
+
+    from imgfeat_airflow import FEATURES, IndexSubmitOperator
+
+    dag = bag.dags["feature_index"]
+    assert dag.timetable.asset_condition.objects == (FEATURES,)
+    event = lambda w, d: SimpleNamespace(extra={"warehouse_root": w, "partition_date": d})  # noqa: E731
+    context = {"triggering_asset_events": {FEATURES: [event("/wh", "2026-11-02"), event("/wh", "2026-11-01"),
+                                                      event("/wh", "2026-11-02")]}, "params": {}}
+    assert IndexSubmitOperator.partitions(context) == [("/wh", "2026-11-01"), ("/wh", "2026-11-02")]
+    manual = {"params": {"partition_date": "2026-11-05", "warehouse_root": "/wh2"}}
+    assert IndexSubmitOperator.partitions(manual) == [("/wh2", "2026-11-05")]
+
+
+def test_feature_index_without_a_partition_fails_before_spark_submit(bag):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task = copy.copy(bag.dags["feature_index"].get_task("index"))
+    with pytest.raises(AirflowFailException, match="index: invalid parameter: partition_date is required"):
+        task.execute(context={"params": {"partition_date": None, "warehouse_root": "/tmp/wh"}})
+    with pytest.raises(AirflowFailException, match="argument --partition-date: '2026-02-30' is not a calendar date"):
+        task.execute(context={"params": {"partition_date": "2026-02-30", "warehouse_root": "/tmp/wh"}})

@@ -56,7 +56,7 @@ def api(airflow):
     while api("GET", f"/dags/{DAG}")[0] != 200:  # the dag-processor has not parsed the file yet
         assert time.monotonic() < deadline, "the DAG never appeared"
         time.sleep(2)
-    for dag_id in (DAG, "feature_catalog"):
+    for dag_id in (DAG, "feature_catalog", "feature_index"):
         while api("GET", f"/dags/{dag_id}")[0] != 200:
             assert time.monotonic() < deadline, f"{dag_id} never appeared"
             time.sleep(2)
@@ -103,6 +103,17 @@ def test_a_rest_trigger_with_params_publishes_the_partition(api, local_run, tmp_
     manifest = json.loads((warehouse / "runs" / f"dt={E2E_DATE}" / "manifest.json").read_text())
     assert (entry["partition_date"], entry["published"], entry["commit_id"]) == (
         E2E_DATE, manifest["published"], manifest["commit_id"])
+    # ... and so did feature_index: a spark-submit that refreshed the index and wrote the duplicates.
+    deadline = time.monotonic() + 180
+    while not (runs := api("GET", "/dags/feature_index/dagRuns")[1]["dag_runs"]):
+        assert time.monotonic() < deadline, "feature_index was never triggered"
+        time.sleep(3)
+    result = _wait(api, runs[0]["dag_run_id"], timeout=600, dag_id="feature_index")
+    api("PATCH", "/dags/feature_index", {"is_paused": True})  # the later tests' partitions need no index
+    assert result["state"] == "success", result
+    meta = json.loads((warehouse / "duplicates" / f"dt={E2E_DATE}" / "_stage.json").read_text())
+    assert meta["indexed_images"] == manifest["published"] and meta["code"] == manifest["model"].rsplit("code=", 1)[1]
+    assert (warehouse / "index" / meta["code"] / "index.npz").is_file()
 
 
 @pytest.mark.parametrize("conf,field", [({"code_bits": 12}, "code_bits"), ({"engine": "tensorrt"}, "engine"),

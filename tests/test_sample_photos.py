@@ -85,7 +85,7 @@ def test_refuses_non_empty_out_dir(partition, sources):
 
 
 def test_paste_box_is_the_alpha_bbox(sources):
-    cutout = sp._load_cutout(sources / "qabcs" / "food" / "donut.png")
+    cutout = sp.load_cutout(sources / "qabcs" / "food" / "donut.png")
     # on a flat colour, the pixels the paste changed are exactly the visible object
     flat = Image.new("RGB", (640, 480), (255, 0, 255))
     img, box = sp.paste(flat, cutout, 100, 50, 300)
@@ -94,7 +94,7 @@ def test_paste_box_is_the_alpha_bbox(sources):
     assert box == [x1, y1, x2, y2]
     assert 295 <= box[2] - box[0] <= 300
     # on a real background nothing outside the box changes
-    bg = sp._load_rgb(sources / "wallpapers" / "mate-backgrounds" / "Wood.jpg", (800, 600))
+    bg = sp.load_rgb(sources / "wallpapers" / "mate-backgrounds" / "Wood.jpg", (800, 600))
     bg = bg.resize((800, 600))
     img, box = sp.paste(bg, cutout, 400, 300, 320)
     diff = np.any(np.asarray(img) != np.asarray(bg), axis=-1)

@@ -144,7 +144,7 @@ def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
     cat = photos["chelsea"]
     images = {"cat": cat, "cat-recompressed": decode.decode_rgb(jpeg(cat, 60)),
               "cat-flipped": cat[:, ::-1].copy(), "cat-cropped": cat[20:280, 30:420].copy(), "rocket": photos["rocket"], "coffee": photos["coffee"]}
-    out = embed.embed_batch(_crop_rows(images), engine, code_bits=64).set_index("image_id")
+    out = embed.embed_batch(_crop_rows(images), engine, coder=64).set_index("image_id")
     emb = {k: np.array(v, np.float32) for k, v in out["embedding"].items()}
     for v in emb.values():
         assert v.shape == (1280,) and abs(np.linalg.norm(v) - 1) < 1e-5

@@ -82,7 +82,7 @@ def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
     return _to_frame(spark, rows.leftOuterJoin(outputs.mapPartitions(postprocess)).map(finish), schemas.DETECT)
 
 
-def embed(spark, df, model_dir: str, code_bits: int, batch_size: int):
+def embed(spark, df, model_dir: str, coder, batch_size: int):
     from imgfeat.stages import embed as stage
 
     rows, outputs = _rows_and_outputs(spark, df, stage, (), schemas.EMBED, model_dir, "backbone", batch_size)
@@ -92,7 +92,7 @@ def embed(spark, df, model_dir: str, code_bits: int, batch_size: int):
         row = row.asDict()
         row.pop("pixels")
         if feature is not None:
-            stage.finish([row], np.asarray(feature, np.float32).reshape(1, -1), code_bits)
+            stage.finish([row], np.asarray(feature, np.float32).reshape(1, -1), coder)
         return row
 
     return _to_frame(spark, rows.leftOuterJoin(outputs).map(finish), schemas.EMBED)

@@ -41,11 +41,11 @@ def commit(spark, df, target: str, staging_root: str, staging: str, meta) -> dic
     return info
 
 
-def write_text_atomically(spark, path: str, text: str) -> None:
+def write_text_atomically(spark, path: str, text: str | bytes) -> None:
     fs = HadoopFS(spark)
     tmp = f"{parent(path)}/.{path.rsplit('/', 1)[-1]}.tmp"
     fs.mkdirs(parent(path))
-    fs.write_text(tmp, text)
+    fs.write_bytes(tmp, text.encode("utf-8") if isinstance(text, str) else text)
     fs.delete(path)
     if not fs.rename(tmp, path):
         raise CommitError(f"could not rename {tmp} to {path}")

@@ -24,6 +24,10 @@ class HadoopFS:
     def is_dir(self, path: str) -> bool:
         return self._fs(path).isDirectory(self._path(path))
 
+    def list_names(self, path: str) -> list[str]:
+        """Names of the entries directly under the directory `path`."""
+        return [st.getPath().getName() for st in self._fs(path).listStatus(self._path(path))]
+
     def delete(self, path: str) -> None:
         self._fs(path).delete(self._path(path), True)
 
@@ -34,13 +38,19 @@ class HadoopFS:
         return self._fs(src).rename(self._path(src), self._path(dst))
 
     def write_text(self, path: str, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def write_bytes(self, path: str, data: bytes) -> None:
         out = self._fs(path).create(self._path(path), True)
         try:
-            out.write(bytearray(text.encode("utf-8")))
+            out.write(bytearray(data))
         finally:
             out.close()
 
     def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8")
+
+    def read_bytes(self, path: str) -> bytes:
         fs = self._fs(path)
         p = self._path(path)
         length = fs.getFileStatus(p).getLen()
@@ -52,4 +62,4 @@ class HadoopFS:
         finally:
             stream.close()
         assert len(data) == length
-        return data.decode("utf-8")
+        return data

@@ -85,14 +85,26 @@ def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.N
     return args
 
 
-def model_name(args) -> str:
-    """The published `model` column: detector, embedding network, engine, code."""
-    from imgfeat import descriptor
+def model_name(args, code: str) -> str:
+    """The published `model` column: detector, embedding network, engine, code (its name or version)."""
     from imgfeat.engines import engine_version
 
     m = args.model_manifest
-    return (f"{m['detector']}+{m['backbone']};engine={engine_version(args.engine)};"
-            f"code={descriptor.code_name(args.code_bits)}")
+    return f"{m['detector']}+{m['backbone']};engine={engine_version(args.engine)};code={code}"
+
+
+def _coder(spark, wh: Warehouse, bits: int, name: str | None = None):
+    """The descriptor coder: `name`, else the current learned layer for `bits`, else the projection."""
+    from imgfeat import descriptor
+    from imgfeat.spark.hadoop import HadoopFS
+
+    fs = HadoopFS(spark)
+    if name is not None and not name.startswith((f"deepbit{bits}-", descriptor.code_name(bits))):
+        name = None  # the run's code length changed since detect: the current one for this length
+    try:
+        return descriptor.load_coder(lambda p: fs.read_text(p) if fs.exists(p) else None, wh, bits, name)
+    except (FileNotFoundError, ValueError) as e:
+        raise StageFailed(str(e)) from None
 
 
 def _partitions(spark, rows: int, per_task: int) -> int:
@@ -182,11 +194,15 @@ def run_detect(spark, args, wh):
     from imgfeat.stages import reuse
 
     df, meta = _read_previous(spark, wh, "detect", args.partition_date)
-    index = reuse.published(spark, wh.features_root(), model_name(args)) if args.reuse else None
+    # The run's code is settled here, so the reuse lookup and embed agree on it even if a new
+    # layer is trained meanwhile: embed uses the code that detect recorded.
+    code = _coder(spark, wh, args.code_bits).name
+    index = reuse.published(spark, wh.features_root(), model_name(args, code)) if args.reuse else None
     df = reuse.mark(df, index, args.partition_date)
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
     return _infer(spark, args, df, "detect", args.score_threshold), {
-        "model": model_name(args), "score_threshold": args.score_threshold, "upstream_commit": meta["commit_id"]}
+        "model": model_name(args, code), "code": code, "score_threshold": args.score_threshold,
+        "upstream_commit": meta["commit_id"]}
 
 
 def run_crop(spark, args, wh):
@@ -199,10 +215,15 @@ def run_crop(spark, args, wh):
 
 
 def run_embed(spark, args, wh):
+    from imgfeat.spark.checkpoint import read_meta
+
     df, meta = _read_previous(spark, wh, "embed", args.partition_date)
+    detected = read_meta(spark, wh.checkpoint("detect", args.partition_date))
+    coder = _coder(spark, wh, args.code_bits, detected.get("code"))
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return _infer(spark, args, df, "embed", args.code_bits), {
-        "model": model_name(args), "code_bits": args.code_bits, "upstream_commit": meta["commit_id"]}
+    return _infer(spark, args, df, "embed", coder), {
+        "model": model_name(args, coder.name), "code": coder.name, "code_bits": args.code_bits,
+        "upstream_commit": meta["commit_id"]}
 
 
 def _bigdl_dir(args) -> str:

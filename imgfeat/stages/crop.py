@@ -28,10 +28,15 @@ def crop_row(row: dict, margin: float = MARGIN) -> dict:
                    x1=best["x1"], y1=best["y1"], x2=best["x2"], y2=best["y2"])
     else:  # nothing detected: the whole picture is the object
         out.update(label=None, score=0.0, x1=0, y1=0, x2=row["width"], y2=row["height"])
-    rgb = decode.decode_rgb(row["content"])
-    cx1, cy1, cx2, cy2 = padded((out["x1"], out["y1"], out["x2"], out["y2"]), rgb.shape[1], rgb.shape[0], margin)
-    out["crop"] = decode.encode_png(rgb[cy1:cy2, cx1:cx2])
+    out["crop"] = cut(row["content"], (out["x1"], out["y1"], out["x2"], out["y2"]), margin)
     return out
+
+
+def cut(content: bytes, box: tuple[int, int, int, int], margin: float = MARGIN) -> bytes:
+    """The padded box cut out of the picture, as PNG bytes."""
+    rgb = decode.decode_rgb(content)
+    x1, y1, x2, y2 = padded(box, rgb.shape[1], rgb.shape[0], margin)
+    return decode.encode_png(rgb[y1:y2, x1:x2])
 
 
 def crop_batch(batch: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:

@@ -29,16 +29,19 @@ def prepare(rows: list[dict]) -> tuple[list[dict], list[int], list[np.ndarray]]:
     return rows, pending, pixels
 
 
-def finish(rows: list[dict], features: np.ndarray, code_bits: int) -> None:
-    """Set each row's descriptor and code from the engine's raw features [len(rows), dim]."""
+def finish(rows: list[dict], features: np.ndarray, coder: descriptor.Coder | int) -> None:
+    """Set each row's descriptor and code from the engine's raw features [len(rows), dim].
+    `coder`: a descriptor.Coder, or a code length for the fixed projection."""
+    if isinstance(coder, int):
+        coder = descriptor.projection_coder(coder)
     embeddings = descriptor.l2_normalize(features)
-    codes = descriptor.binary_codes(embeddings, code_bits)
+    codes = coder.codes(embeddings)
     for row, emb, code in zip(rows, embeddings, codes):
-        row.update(code=code.tobytes(), code_bits=code_bits, embedding=emb.tolist())
+        row.update(code=code.tobytes(), code_bits=coder.bits, embedding=emb.tolist())
 
 
-def embed_batch(batch: pd.DataFrame, engine, code_bits: int) -> pd.DataFrame:
+def embed_batch(batch: pd.DataFrame, engine, coder: descriptor.Coder | int) -> pd.DataFrame:
     rows, pending, pixels = prepare(records(batch))
     if pending:
-        finish([rows[i] for i in pending], engine.features(np.stack(pixels)), code_bits)
+        finish([rows[i] for i in pending], engine.features(np.stack(pixels)), coder)
     return pd.DataFrame(rows)

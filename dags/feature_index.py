@@ -1,0 +1,26 @@
+"""feature_index: the similarity index and the near-duplicates of each published partition.
+
+Scheduled on the `imgfeat_features` Asset, so it runs after every successful publish (without a
+logical date: the partition comes from the Asset event). One Spark application per partition
+refreshes WAREHOUSE/index/<code>/ (a faiss binary index over every partition published with the
+same code, which `python -m imgfeat.cli similar` queries) and writes WAREHOUSE/duplicates/dt=<date>/.
+A manual run indexes the partition named by the `partition_date` param.
+"""
+
+import pendulum
+from airflow.sdk import DAG
+from imgfeat_airflow import DEFAULT_ARGS, FEATURES, INDEX_PARAMS, IndexSubmitOperator
+
+with DAG(
+    dag_id="feature_index",
+    description="Similarity index and near-duplicate groups of published partitions",
+    schedule=[FEATURES],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=INDEX_PARAMS,
+    doc_md=__doc__,
+    tags=["imgfeat", "spark"],
+) as dag:
+    IndexSubmitOperator()

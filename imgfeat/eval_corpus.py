@@ -1,0 +1,63 @@
+"""The evaluation corpus: groups of real pictures that should find each other, and a disjoint
+training set, from the real photos of `sample_photos` (no registry ships a product-photo set).
+
+- near-duplicate groups: a picture and its edits (`augment.NEAR_DUPLICATE_EDITS`: rescaled,
+  re-compressed, cropped, flipped, brighter); the pictures are the whole photos and cut-outs
+  composed onto backgrounds;
+- same-object groups: one cut-out composed onto GROUP_SIZE different backgrounds;
+- training pictures: other cut-outs on other backgrounds. Cut-outs and backgrounds are split by a
+  hash of their name, so no object or scenery of the training set appears in the evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+from imgfeat import augment, sample_photos
+
+GROUP_SIZE = 3
+MAX_SIDE = 800  # whole photos are bounded: the detector sees 300x300 anyway
+
+
+def _held_out(name: str) -> bool:
+    return hashlib.sha1(name.encode()).digest()[0] % 2 == 0
+
+
+def build(cache_dir: Path, near_dup_composed: int = 18, same_object: int = 40, train_per_cutout: int = 4,
+          seed: int = 0) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes, str, str]]]:
+    """-> (training files [(image_id, jpeg)], evaluation files [(image_id, jpeg, group, kind)])."""
+    photos, backgrounds, cutouts = sample_photos.catalogue(sample_photos.fetch_sources(cache_dir))
+    rng = random.Random(seed)
+    eval_bgs = [b for b in backgrounds if _held_out(b[1])]
+    train_bgs = [b for b in backgrounds if not _held_out(b[1])]
+    eval_cuts = [c for c in cutouts if _held_out(c[1])]
+    train_cuts = [c for c in cutouts if not _held_out(c[1])]
+
+    evaluation = []
+    originals = []
+    for path, source in photos:
+        img = sample_photos.load_rgb(path)
+        img.thumbnail((MAX_SIDE, MAX_SIDE))
+        originals.append((source, img))
+    for path, source, name, _ in eval_cuts[:near_dup_composed]:
+        originals.append((source, sample_photos.compose(sample_photos.load_cutout(path), rng.choice(eval_bgs)[0], rng)[0]))
+    for i, (source, img) in enumerate(originals):
+        group = f"dup{i:03d}"
+        evaluation.append((f"{group}/original.jpg", augment.jpeg(img, 92), group, "near_duplicate"))
+        for edit, fn in augment.NEAR_DUPLICATE_EDITS.items():
+            evaluation.append((f"{group}/{edit}.jpg", augment.jpeg(fn(img), 92), group, "near_duplicate"))
+    for i, (path, source, name, _) in enumerate(eval_cuts[near_dup_composed:near_dup_composed + same_object]):
+        cutout = sample_photos.load_cutout(path)
+        group = f"obj{i:03d}"
+        for j, (bg_path, _) in enumerate(rng.sample(eval_bgs, GROUP_SIZE)):
+            evaluation.append((f"{group}/{j}.jpg", augment.jpeg(sample_photos.compose(cutout, bg_path, rng)[0], 92),
+                               group, "same_object"))
+
+    training = []
+    for path, source, name, _ in train_cuts:
+        cutout = sample_photos.load_cutout(path)
+        for j, (bg_path, _) in enumerate(rng.sample(train_bgs, train_per_cutout)):
+            training.append((f"train/{name}/{j}.jpg", augment.jpeg(sample_photos.compose(cutout, bg_path, rng)[0], 92)))
+    return training, evaluation

@@ -1,0 +1,187 @@
+"""train_descriptor: learn the DeepBit code layer from a sample of recent crops, on Spark with BigDL.
+
+  spark-submit spark_apps/train_descriptor.py --warehouse-root W --code-bits 64 [...]
+
+1. sample up to --max-crops distinct crops (by sha256) of the images published in the latest
+   --partitions partitions (cut from the ingested bytes with the published box);
+2. Python workers describe each crop and its rotations (the run's backbone, OpenVINO);
+3. the driver starts the layer from the sample's principal components; each of --rounds rounds
+   fixes the binary targets and runs BigDL's distributed optimizer (`imgfeat.deepbit` says why);
+4. the layer is written to WAREHOUSE/descriptors/deepbit<K>/<version>.json, then (with --activate)
+   current.json names it: embed uses it from the next run on.
+BigDL trains on its default engine (`-Dbigdl.engineType=mklblas`): its MKL-DNN engine only runs
+inference graphs (the optimizer's IR conversion fails on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from imgfeat import deepbit, descriptor, params, paths
+from imgfeat.layout import Warehouse
+
+ENGINE_TYPE = "mklblas"  # the JVM option this app must be submitted with (bigdl.submit_settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from imgfeat.spark.runner import _Parser, _typed
+
+    p = _Parser(prog="spark-submit spark_apps/train_descriptor.py", description=__doc__.split("\n")[0])
+    p.add_argument("--warehouse-root", required=True, type=_typed(params.warehouse_root))
+    p.add_argument("--code-bits", type=_typed(params.code_bits), default=params.DEFAULTS["code_bits"],
+                   help="code length K to learn (multiple of 8)")
+    p.add_argument("--partitions", type=_typed(lambda v: params.positive_int(v, "partitions")), default=30,
+                   help="sample the crops of this many latest partitions")
+    p.add_argument("--max-crops", type=_typed(lambda v: params.positive_int(v, "max_crops")), default=20000)
+    p.add_argument("--rounds", type=_typed(lambda v: params.positive_int(v, "rounds")), default=5)
+    p.add_argument("--epochs", type=_typed(lambda v: params.positive_int(v, "epochs")), default=30,
+                   help="BigDL epochs per round")
+    p.add_argument("--learning-rate", type=float, default=0.01)
+    p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")), default=128)
+    p.add_argument("--activate", type=_typed(params.boolean), default=True, metavar="{true,false}",
+                   help="make the new layer the current one (default: true)")
+    p.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
+    return p
+
+
+def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
+    """Distinct crops (sha256, crop) of the images published in the latest partitions: each cut from
+    the ingest checkpoint's bytes with the published box, as the crop stage cut it. (The crop
+    checkpoint has no crop for rows an incremental run copied, so it cannot be the source.)"""
+    from pyspark.sql import functions as F
+
+    from imgfeat import schemas
+    from imgfeat.spark.checkpoint import is_committed
+    from imgfeat.spark.hadoop import HadoopFS
+
+    fs = HadoopFS(spark)
+    root = wh.features_root()
+    names = fs.list_names(root) if fs.is_dir(root) else []
+    dates = sorted((n[3:] for n in names if n.startswith("dt=") and fs.exists(f"{root}/{n}/_SUCCESS")), reverse=True)
+    dates = [d for d in dates if is_committed(fs, wh.checkpoint("ingest", d))][:partitions]
+    if not dates:
+        raise ValueError(f"no published partition under {root}: run image_features first")
+    published = spark.read.schema(schemas.FEATURES).parquet(*[wh.table("features", d) for d in dates])
+    published = published.withColumn("dt", F.regexp_extract(F.input_file_name(), r"/dt=([0-9-]+)/", 1))
+    ingested = None
+    for d in dates:
+        part = (spark.read.parquet(wh.checkpoint("ingest", d)).where(F.col("content").isNotNull())
+                .select("image_id", "content").withColumn("dt", F.lit(d)))
+        ingested = part if ingested is None else ingested.unionByName(part)
+    rows = (published.join(ingested, ["dt", "image_id"]).dropDuplicates(["sha256"])
+            .orderBy(F.xxhash64("sha256")).limit(max_crops)
+            .select("sha256", "content", "x1", "y1", "x2", "y2"))
+
+    def cut(it):
+        import pandas as pd
+
+        from imgfeat.stages import crop
+
+        for b in it:
+            yield pd.DataFrame({"sha256": b["sha256"], "crop": [
+                crop.cut(c, (x1, y1, x2, y2)) for c, x1, y1, x2, y2 in zip(b["content"], b["x1"], b["y1"], b["x2"], b["y2"])]})
+
+    return rows.mapInPandas(cut, "sha256 string, crop binary"), [wh.table("features", d) for d in dates]
+
+
+def describe(spark, crops, model_dir: str):
+    """-> RDD of (sha256, [angles, dim] float32): the descriptors of each crop and its rotations,
+    kept on disk for the training rounds."""
+    from pyspark import StorageLevel
+
+    from imgfeat import augment
+
+    angles = len(augment.ROTATIONS)
+
+    def fn(it):
+        import pandas as pd
+
+        from imgfeat.engines import get_engine
+
+        engine = get_engine("openvino", model_dir)
+        for b in it:
+            r = deepbit.rotated_descriptors(list(b["crop"]), engine)
+            yield pd.DataFrame({"sha256": b["sha256"], "rotated": [x.ravel().tolist() for x in r.transpose(1, 0, 2)]})
+
+    rotated = crops.mapInPandas(fn, "sha256 string, rotated array<float>").rdd.map(
+        lambda r: (r.sha256, np.asarray(r.rotated, np.float32).reshape(angles, -1)))
+    return rotated.persist(StorageLevel.DISK_ONLY)
+
+
+def fit(spark, crops, bits: int, model_dir: str, rounds: int = 5, epochs: int = 30,
+        learning_rate: float = 0.01, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Learn the K-bit layer from a DataFrame of crops (sha256, crop) -> (W, c, report)."""
+    return fit_described(spark, describe(spark, crops, model_dir), bits, rounds, epochs, learning_rate, batch_size)
+
+
+def fit_described(spark, rotated, bits: int, rounds: int = 5, epochs: int = 30, learning_rate: float = 0.01,
+                  batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`fit` over `describe`'s RDD (so several code lengths can share one description)."""
+    from bigdl.dllib.nn.criterion import MSECriterion
+    from bigdl.dllib.nn.layer import Linear, Sequential, Sigmoid
+    from bigdl.dllib.optim.optimizer import Adam, MaxEpoch, Optimizer
+    from bigdl.dllib.utils.common import Sample
+
+    from imgfeat import augment
+    from imgfeat.engines import bigdl
+
+    bigdl.init_spark(engine=ENGINE_TYPE)
+    pairs = rotated.collect()
+    if not pairs:
+        raise ValueError("no crops to learn from")
+    keys = [k for k, _ in pairs]
+    rot = np.stack([v for _, v in pairs]).transpose(1, 0, 2)
+    x0 = rot[augment.ROTATIONS.index(0.0)]
+    w, c = deepbit.pca_init(x0, bits)
+    model = Sequential().add(Linear(x0.shape[1], bits)).add(Sigmoid())
+    model.set_weights([w.T.copy(), c.copy()])
+    cores = spark.sparkContext.defaultParallelism
+    # BigDL: a multiple of the total cores, and no larger than the data (a small sample gets 2+ batches)
+    samples_n = len(keys) * rot.shape[0]
+    batch = max(cores, min(batch_size, samples_n // 2) // cores * cores)
+    for _ in range(rounds):
+        by_key = spark.sparkContext.broadcast(dict(zip(keys, deepbit.targets(x0, w, c))))
+        samples = rotated.flatMap(lambda kv: [Sample.from_ndarray(x, by_key.value[kv[0]]) for x in kv[1]])
+        model = Optimizer.create(model=model, training_set=samples, criterion=MSECriterion(),
+                                 optim_method=Adam(learningrate=learning_rate), end_trigger=MaxEpoch(epochs),
+                                 batch_size=batch).optimize()
+        weight, bias = model.get_weights()
+        w, c = weight.T.astype(np.float32), bias.astype(np.float32)
+        by_key.unpersist()
+    return w, c, {"crops": len(keys), **deepbit.report(x0, rot, w, c)}
+
+
+def train(spark, args) -> dict:
+    from imgfeat.spark.checkpoint import write_text_atomically
+
+    wh = Warehouse(args.warehouse_root)
+    crops, sources = sample_crops(spark, wh, args.partitions, args.max_crops)
+    w, c, rep = fit(spark, crops, args.code_bits, args.model_dir, args.rounds, args.epochs,
+                    args.learning_rate, args.batch_size)
+    version = deepbit.version(args.code_bits, w, c)
+    info = {"trained_on": sources, "rounds": args.rounds, "epochs": args.epochs, **rep}
+    write_text_atomically(spark, wh.descriptor_model(args.code_bits, version),
+                          descriptor.model_json(version, w, c, **info))
+    if args.activate:
+        write_text_atomically(spark, wh.current_descriptor(args.code_bits), json.dumps({"version": version}))
+    return {"version": version, "active": args.activate, **info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName("imgfeat-train_descriptor").getOrCreate()
+    try:
+        info = train(spark, args)
+    except ValueError as e:
+        print(f"imgfeat train_descriptor failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    print("imgfeat train_descriptor: " + json.dumps(info))
+    return 0

@@ -1,0 +1,202 @@
+"""Binary codes: the learned DeepBit layer's pieces, coders, the search index and duplicates."""
+
+import json
+
+import numpy as np
+import pytest
+
+from imgfeat import deepbit, descriptor, search
+from imgfeat.layout import Warehouse
+
+
+def _sample(n=200, dim=1280, seed=0):
+    rng = np.random.RandomState(seed)
+    return descriptor.l2_normalize(np.abs(rng.standard_normal((n, dim))) * rng.uniform(0.5, 2, dim))
+
+
+def test_pca_init_gives_unit_variance_principal_outputs():
+    x = _sample()
+    w, c = deepbit.pca_init(x, 32)
+    z = x @ w + c
+    assert w.shape == (1280, 32) and c.shape == (32,)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(axis=0), 1, rtol=1e-3)
+    # the first output is the first principal component: no other direction has more variance
+    assert np.var(x @ (w[:, 0] / np.linalg.norm(w[:, 0]))) >= np.var(x @ (w[:, 5] / np.linalg.norm(w[:, 5])))
+
+
+def test_pca_init_needs_more_crops_than_bits():
+    with pytest.raises(ValueError, match="need more than 64 distinct crops to learn 64 bits, got 64"):
+        deepbit.pca_init(_sample(64), 64)
+
+
+def test_targets_put_every_bit_on_for_half_the_sample():
+    x = _sample(200)
+    w, c = deepbit.pca_init(x, 64)
+    b = deepbit.targets(x, w, c)
+    assert set(np.unique(b)) == {0.0, 1.0}
+    assert (b.sum(axis=0) == 100).all()
+
+
+def test_report_measures_the_three_objectives():
+    x = _sample(100)
+    w, c = deepbit.pca_init(x, 16)
+    rotated = np.stack([x, x, x])
+    rep = deepbit.report(x, rotated, w, c)
+    assert rep["rotation_bit_flip_rate"] == 0.0  # identical "rotations" flip nothing
+    assert 0 < rep["quantization_loss"] < 0.25
+    assert rep["bit_balance_max_deviation"] <= 0.1
+
+
+def test_learned_coder_round_trips_through_its_model_file_and_uses_the_sign_of_the_layer():
+    x = _sample(50)
+    w, c = deepbit.pca_init(x, 32)
+    version = deepbit.version(32, w, c)
+    assert version.startswith("deepbit32-") and len(version.split("-")[-1]) == 8
+    coder = descriptor.learned_coder(json.loads(descriptor.model_json(version, w, c, crops=50)))
+    assert coder.name == version and coder.bits == 32 and coder.learned
+    codes = coder.codes(x)
+    assert codes.shape == (50, 4) and codes.dtype == np.uint8
+    np.testing.assert_array_equal(np.unpackbits(codes, axis=1), (x @ w + c > 0).astype(np.uint8))
+
+
+def test_load_coder_falls_back_to_the_projection_and_follows_current(tmp_path):
+    wh = Warehouse(str(tmp_path))
+    files = {}
+    read = files.get
+    proj = descriptor.load_coder(read, wh, 64)
+    assert not proj.learned and proj.name == descriptor.code_name(64)
+    np.testing.assert_array_equal(proj.codes(_sample(5)), descriptor.binary_codes(_sample(5), 64))
+    x = _sample(100)
+    w, c = deepbit.pca_init(x, 64)
+    files[wh.descriptor_model(64, "deepbit64-v1")] = descriptor.model_json("deepbit64-v1", w, c)
+    files[wh.current_descriptor(64)] = json.dumps({"version": "deepbit64-v1"})
+    assert descriptor.load_coder(read, wh, 64).name == "deepbit64-v1"
+    assert descriptor.load_coder(read, wh, 64, descriptor.code_name(64)).name == descriptor.code_name(64)
+    assert not descriptor.load_coder(read, wh, 32).learned  # no layer for 32 bits
+    with pytest.raises(FileNotFoundError, match="deepbit64-gone.json does not exist"):
+        descriptor.load_coder(read, wh, 64, "deepbit64-gone")
+
+
+# --- index and duplicates ------------------------------------------------------------------------
+def _code(bits_on, bits=16):
+    b = np.zeros(bits, np.uint8)
+    b[list(bits_on)] = 1
+    return np.packbits(b).tobytes()
+
+
+def _index():
+    emb = np.eye(4, dtype=np.float32)
+    rows = [("dt=2026-11-01/a.jpg", _code([]), "cup", emb[0]),
+            ("dt=2026-11-02/b.jpg", _code([0]), "cup", emb[0]),
+            ("dt=2026-11-02/c.jpg", _code([0, 1, 2, 3, 4, 5]), None, emb[1]),
+            ("dt=2026-11-02/d.jpg", _code([0, 1, 2, 3, 4, 5, 6]), "cat", emb[2]),
+            ("dt=2026-11-03/a.jpg", _code([1]), "cup", emb[3])]
+    return search.build("deepbit16-test", 16, rows)
+
+
+def test_search_returns_exact_hamming_neighbours_and_reranks_by_cosine():
+    index = _index()
+    hits = index.search(np.frombuffer(_code([]), np.uint8), 3)
+    assert [(h["key"], h["hamming"]) for h in hits] == [
+        ("dt=2026-11-01/a.jpg", 0), ("dt=2026-11-02/b.jpg", 1), ("dt=2026-11-03/a.jpg", 1)]
+    assert hits[0]["label"] == "cup"
+    reranked = index.search(np.frombuffer(_code([]), np.uint8), 2, embedding=np.eye(4)[2])
+    assert reranked[0]["key"] == "dt=2026-11-02/d.jpg" and reranked[0]["cosine"] == 1.0
+
+
+def test_index_round_trips_through_bytes():
+    index = _index()
+    again = search.Index.from_bytes(index.to_bytes())
+    assert again.code == "deepbit16-test" and again.bits == 16 and list(again.keys) == list(index.keys)
+    np.testing.assert_array_equal(again.codes, index.codes)
+    assert list(again.labels) == ["cup", "cup", "", "cat", "cup"]
+
+
+def test_duplicates_group_a_partition_with_earlier_partitions_only():
+    index = _index()
+    rows = search.duplicates(index, "2026-11-02", radius=1)
+    assert rows == [
+        {"image_id": "b.jpg", "group_id": "dt=2026-11-01/a.jpg", "match_partition": "2026-11-01",
+         "match_image_id": "a.jpg", "hamming": 1},
+        {"image_id": "c.jpg", "group_id": "dt=2026-11-02/c.jpg", "match_partition": "2026-11-02",
+         "match_image_id": "d.jpg", "hamming": 1},
+        {"image_id": "d.jpg", "group_id": "dt=2026-11-02/c.jpg", "match_partition": "2026-11-02",
+         "match_image_id": "c.jpg", "hamming": 1},
+    ]  # dt=2026-11-03/a.jpg is within 1 of b.jpg but later: it is 11-03's duplicate, not 11-02's
+    assert search.duplicates(index, "2026-11-02", radius=0) == []
+    assert {r["image_id"] for r in search.duplicates(index, "2026-11-03", radius=2)} == {"a.jpg"}
+
+
+@pytest.mark.parametrize("key,message", [
+    ("nothing.jpg", "image_id 'nothing.jpg' is not in the index of deepbit16-test (5 images)"),
+    ("a.jpg", "image_id 'a.jpg' is in 2 partitions: name one as dt=<date>/a.jpg"),
+])
+def test_unknown_or_ambiguous_image_ids_are_refused(key, message):
+    with pytest.raises(search.SearchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _index().row(key)
+    assert _index().row("c.jpg") == 2
+
+
+def test_a_query_code_of_another_length_is_refused():
+    with pytest.raises(search.SearchError, match="a 64-bit query code against the 16-bit index deepbit16-test"):
+        _index().search(np.zeros(8, np.uint8), 3)
+
+
+def test_load_index_picks_the_learned_index_and_refuses_another_code_length(tmp_path):
+    wh = Warehouse(str(tmp_path))
+    for code in ("simhash16c-s20160626", "deepbit16-20261101T000000-aaaaaaaa", "deepbit16-20261120T000000-bbbbbbbb"):
+        idx = search.build(code, 16, [("dt=2026-11-01/a.jpg", _code([1]), "cup", np.ones(4))])
+        (tmp_path / "index" / code).mkdir(parents=True)
+        (tmp_path / "index" / code / search.INDEX_FILE).write_bytes(idx.to_bytes())
+    assert search.load_index(str(tmp_path)).code == "deepbit16-20261120T000000-bbbbbbbb"
+    assert search.load_index(str(tmp_path), code="simhash16c-s20160626").code == "simhash16c-s20160626"
+    with pytest.raises(search.SearchError, match="no index of 64-bit codes under .*; it has deepbit16-"):
+        search.load_index(str(tmp_path), bits=64)
+    with pytest.raises(search.SearchError, match="no similarity index under"):
+        search.load_index(str(tmp_path / "empty"))
+    assert wh.index("x").startswith(str(tmp_path))
+
+
+# --- evaluation metrics ----------------------------------------------------------------------------
+def test_average_precision_at_k_counts_group_members_in_rank_order():
+    from imgfeat.eval import average_precision_at_k
+
+    groups = np.array(["a", "a", "a", "b", "b"])
+    # item 0's nearest: 3 (b), then 1 (a), then 2 (a): precisions at the hits 1/2 and 2/3
+    dist = np.array([[0, 2, 3, 1, 9], [2, 0, 1, 9, 9], [3, 1, 0, 9, 9], [1, 9, 9, 0, 5], [9, 9, 9, 5, 0]], float)
+    ap = average_precision_at_k(dist, groups, k=3)
+    assert ap[0] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert ap[1] == ap[2] == 1.0  # each finds the other two members of "a" first
+    assert ap[3] == 0.5  # "b": item 0 is nearer than its partner 4, which comes second
+    assert ap[4] == 1.0
+
+
+def test_recall_at_false_match_rate_stays_below_the_first_allowed_false_match():
+    from imgfeat.eval import recall_at_false_match_rate
+
+    groups = np.array(["a", "a", "b", "b", "c"])
+    d = np.full((5, 5), 10.0)
+    d[0, 1] = d[1, 0] = 2  # a pair
+    d[2, 3] = d[3, 2] = 6  # b pair
+    d[0, 4] = d[4, 0] = 4  # the nearest false match
+    recall, radius = recall_at_false_match_rate(d, groups, np.ones(5, bool), rate=0.0)
+    assert (recall, radius) == (0.5, 2.0)  # within 4 a false match would count: radius 2 keeps 1 of 2 pairs
+    recall, radius = recall_at_false_match_rate(d, groups, np.ones(5, bool), rate=0.2)  # 8 negatives: 1 allowed
+    assert (recall, radius) == (1.0, 6.0)
+
+
+def test_rotation_keeps_the_size_and_angle_zero_is_the_picture():
+    from PIL import Image
+
+    from imgfeat import augment
+
+    a = np.zeros((30, 40, 3), np.uint8)
+    a[..., 2] = 255  # blue, with a red block in the centre
+    a[10:20, 15:25] = (255, 0, 0)
+    img = Image.fromarray(a)
+    assert augment.rotate(img, 0) is img
+    out = np.asarray(augment.rotate(img, 10))
+    assert out.shape == (30, 40, 3)
+    assert out[15, 20].tolist() == [255, 0, 0]  # the centre stays
+    assert out[0, 0].tolist() == out[29, 39].tolist() == [0, 0, 255]  # corners: the edge colour, not black

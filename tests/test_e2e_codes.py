@@ -1,0 +1,143 @@
+"""End to end through Airflow: the similarity index and near-duplicates of a published partition,
+the `similar` command, and BigDL's distributed training of the DeepBit layer that the next run uses."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import E2E_DATE, jpeg
+from imgfeat import badfiles, descriptor, paths, search
+from imgfeat.local import dags_test
+from imgfeat.spark.index import default_radius
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+DATE = E2E_DATE
+
+
+def _table(path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(path)).to_pylist()
+
+
+def _copy(local_run, tmp_path_factory, name):
+    assert local_run["rc"] == 0
+    warehouse = tmp_path_factory.mktemp(name) / "warehouse"
+    shutil.copytree(local_run["warehouse"], warehouse)
+    return warehouse
+
+
+@pytest.fixture(scope="module")
+def indexed(local_run, tmp_path_factory):
+    """feature_index run for the partition (as a manual run names it) on a copy of the warehouse."""
+    warehouse = _copy(local_run, tmp_path_factory, "indexed")
+    log = warehouse.parent / "index.log"
+    rc = dags_test("feature_index", DATE, {"partition_date": DATE, "warehouse_root": str(warehouse)},
+                   local_run["env"], log_file=log)
+    assert rc == 0, log.read_text()[-3000:]
+    assert f"spark_apps/index.py --warehouse-root {warehouse} --partition-date {DATE}" in log.read_text()
+    return {**local_run, "warehouse": warehouse, "features": _table(warehouse / "features" / f"dt={DATE}")}
+
+
+def test_the_index_holds_every_published_code(indexed):
+    meta = json.loads((indexed["warehouse"] / "duplicates" / f"dt={DATE}" / "_stage.json").read_text())
+    index = search.Index.from_bytes((indexed["warehouse"] / "index" / meta["code"] / "index.npz").read_bytes())
+    codes = {f"dt={DATE}/{r['image_id']}": r["code"] for r in indexed["features"]}
+    assert meta["code"] == descriptor.code_name(64) and index.bits == 64  # no layer trained: the projection
+    assert dict(zip(index.keys, (c.tobytes() for c in index.codes))) == codes
+
+
+def test_duplicates_list_every_pair_within_the_radius(indexed):
+    rows = indexed["features"]
+    radius = default_radius(descriptor.code_name(64), 64)
+    expected = {(a["image_id"], b["image_id"], descriptor.hamming(a["code"], b["code"]))
+                for a in rows for b in rows
+                if a is not b and descriptor.hamming(a["code"], b["code"]) <= radius}
+    got = _table(indexed["warehouse"] / "duplicates" / f"dt={DATE}")
+    assert {(r["image_id"], r["match_image_id"], r["hamming"]) for r in got} == expected
+    assert {r["match_partition"] for r in got} == {DATE}
+    # the sample's copy of the coffee photo is a near-duplicate of it, in one group named by the first
+    pairs = {(r["image_id"], r["match_image_id"]) for r in got}
+    assert ("sample/photos/img_0000.jpg", "shop/coffee.jpg") in pairs
+    groups = {r["image_id"]: r["group_id"] for r in got}
+    assert groups["sample/photos/img_0000.jpg"] == groups["shop/coffee.jpg"] == min(
+        f"dt={DATE}/{i}" for i, g in groups.items() if g == groups["shop/coffee.jpg"])
+    assert "shop/chelsea.jpg" not in groups
+
+
+def _similar(indexed, *args):
+    return subprocess.run([sys.executable, "-m", "imgfeat.cli", "similar", "--warehouse", str(indexed["warehouse"]), *args],
+                          capture_output=True, text=True, cwd=paths.REPO, env=indexed["env"])
+
+
+def test_similar_by_image_id_ranks_by_hamming_distance(indexed):
+    out = _similar(indexed, "--image-id", "shop/coffee.jpg", "-k", "5", "--json")
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)["hits"]
+    codes = {r["image_id"]: r["code"] for r in indexed["features"]}
+    assert len(hits) == 5 and f"dt={DATE}/shop/coffee.jpg" not in [h["key"] for h in hits]
+    assert [h["hamming"] for h in hits] == sorted(
+        descriptor.hamming(codes["shop/coffee.jpg"], c) for i, c in codes.items() if i != "shop/coffee.jpg")[:5]
+    assert all(h["hamming"] == descriptor.hamming(codes["shop/coffee.jpg"], codes[h["key"].split("/", 1)[1]]) for h in hits)
+
+
+def test_similar_by_picture_file_finds_the_published_original(indexed, photos, tmp_path):
+    query = tmp_path / "coffee-copy.jpg"
+    query.write_bytes(jpeg(photos["coffee"], quality=70))  # a re-compressed copy
+    out = _similar(indexed, "--image", str(query), "-k", "3", "--rerank", "--json")
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)["hits"]
+    # the partition's copies of the coffee photo: the original, the sample's and the planted valid files
+    coffee = {"shop/coffee.jpg", "sample/photos/img_0000.jpg"} | {
+        f"planted/{name}" for name, reason in badfiles.EXPECTED.items() if reason is None}
+    assert {h["key"].split("/", 1)[1] for h in hits} <= coffee
+    assert f"dt={DATE}/shop/coffee.jpg" in [h["key"] for h in hits] and hits[0]["label"] == "cup"
+    assert hits[0]["cosine"] > 0.95 and [h["cosine"] for h in hits] == sorted((h["cosine"] for h in hits), reverse=True)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "/nonexistent/query.jpg"], "error: --image: cannot read /nonexistent/query.jpg: No such file or directory"),
+    (["--image", "TEXT"], "error: cannot use query.jpg as a query: undecodable"),
+    (["--image-id", "shop/unknown.jpg"], "error: image_id 'shop/unknown.jpg' is not in the index of simhash64c-s20160626"),
+    (["--image-id", "shop/coffee.jpg", "--code-bits", "32"], "error: no index of 32-bit codes under"),
+    (["--image-id", "shop/coffee.jpg", "--code-bits", "12"], "error: --code-bits: expected a multiple of 8"),
+])
+def test_similar_refuses_bad_queries_with_a_clear_error(indexed, tmp_path, args, message):
+    if "TEXT" in args:
+        (tmp_path / "query.jpg").write_text("not a picture")
+        args = ["--image", str(tmp_path / "query.jpg")]
+    out = _similar(indexed, *args)
+    assert out.returncode == 2 and out.stderr.strip().startswith(message), out.stderr
+
+
+def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local_run, tmp_path_factory):
+    warehouse = _copy(local_run, tmp_path_factory, "trained")
+    log = warehouse.parent / "train.log"
+    rc = dags_test("train_descriptor", DATE, {"warehouse_root": str(warehouse), "code_bits": 8, "rounds": 2, "epochs": 2},
+                   local_run["env"], log_file=log)
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    assert "spark_apps/train_descriptor.py" in text and "-Dbigdl.engineType=mklblas" in text
+    assert "DistriOptimizer" in text  # BigDL's distributed optimizer did the training
+    version = json.loads((warehouse / "descriptors" / "deepbit8" / "current.json").read_text())["version"]
+    model = json.loads((warehouse / "descriptors" / "deepbit8" / f"{version}.json").read_text())
+    published = {r["sha256"] for r in _table(warehouse / "features" / f"dt={DATE}")}
+    assert model["bits"] == 8 and model["crops"] == len(published)
+    assert model["trained_on"] == [f"{warehouse}/features/dt={DATE}"]
+    assert model["bit_balance_max_deviation"] <= 0.5 and 0 <= model["rotation_bit_flip_rate"] <= 1
+
+    conf = {**local_run["conf"], "warehouse_root": str(warehouse), "code_bits": 8, "force": True}
+    log = warehouse.parent / "run.log"
+    assert dags_test("image_features", DATE, conf, local_run["env"], log_file=log) == 0, log.read_text()[-3000:]
+    coder = descriptor.learned_coder(model)
+    before = {r["image_id"]: r for r in _table(local_run["warehouse"] / "features" / f"dt={DATE}")}
+    after = _table(warehouse / "features" / f"dt={DATE}")
+    assert {r["image_id"] for r in after} == set(before)
+    for r in after:
+        assert r["model"].endswith(f";code={version}") and r["code_bits"] == 8
+        assert r["code"] == coder.codes(np.asarray([r["embedding"]], np.float32))[0].tobytes()
+        assert r["label"] == before[r["image_id"]]["label"]
