@@ -3,14 +3,12 @@ the `similar` command, and BigDL's distributed training of the DeepBit layer tha
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from conftest import E2E_DATE, jpeg
-from imgfeat import badfiles, descriptor, paths, search
+from imgfeat import badfiles, descriptor, search
 from imgfeat.local import dags_test
 from imgfeat.spark.index import default_radius
 
@@ -70,8 +68,17 @@ def test_duplicates_list_every_pair_within_the_radius(indexed):
 
 
 def _similar(indexed, *args):
-    return subprocess.run([sys.executable, "-m", "imgfeat.cli", "similar", "--warehouse", str(indexed["warehouse"]), *args],
-                          capture_output=True, text=True, cwd=paths.REPO, env=indexed["env"])
+    """`python -m imgfeat.cli similar ...`, in this process (the command is its `main`)."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from imgfeat import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(["similar", "--warehouse", str(indexed["warehouse"]), *args])
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_similar_by_image_id_ranks_by_hamming_distance(indexed):
