@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,12 @@ def binary_codes(embeddings: np.ndarray, bits: int) -> np.ndarray:
 def code_name(bits: int) -> str:
     """The fixed projection's code name."""
     return f"simhash{bits}c-s{PROJECTION_SEED}"
+
+
+def code_bits_of(name: str) -> int | None:
+    """K of a code name (`deepbit<K>-...` or the projection's `simhash<K>c-...`), None if neither."""
+    m = re.match(r"(?:deepbit|simhash)(\d+)", name)
+    return int(m.group(1)) if m else None
 
 
 @dataclass(frozen=True)

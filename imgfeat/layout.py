@@ -84,8 +84,11 @@ class Warehouse:
     def current_descriptor(self, bits: int) -> str:
         return _join(self.root, "descriptors", f"deepbit{bits}", "current.json")
 
+    def index_root(self) -> str:
+        return _join(self.root, "index")
+
     def index(self, code: str) -> str:
-        return _join(self.root, "index", code)
+        return _join(self.index_root(), code)
 
     def staging_root(self, name: str, date: str) -> str:
         return _join(self.root, "_staging", name, f"dt={date}")

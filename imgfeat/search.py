@@ -130,29 +130,22 @@ def duplicates(index: Index, date: str, radius: int) -> list[dict]:
             for i, j, d in sorted(pairs)]
 
 
-def _code_bits(code: str) -> int | None:
-    import re
-
-    m = re.match(r"(?:deepbit|simhash)(\d+)", code)
-    return int(m.group(1)) if m else None
-
-
 def load_index(warehouse: str, bits: int | None = None, code: str | None = None) -> Index:
     """The index of `code`; else of the learned code (latest version) or, failing that, the
     projection, of `bits` bits (or of any length when there is one)."""
     from imgfeat import checkpoints
+    from imgfeat.descriptor import code_bits_of
     from imgfeat.layout import Warehouse
 
-    wh = Warehouse(warehouse)
-    root = wh.index("x").rsplit("/", 1)[0]
+    root = Warehouse(warehouse).index_root()
     codes = [c for c in checkpoints.list_names(root) if checkpoints.exists(f"{root}/{c}/{INDEX_FILE}")]
     if not codes:
         raise SearchError(f"no similarity index under {root}: the feature_index DAG builds one after each publish")
     if code is None:
-        fitting = [c for c in codes if bits is None or _code_bits(c) == bits]
+        fitting = [c for c in codes if bits is None or code_bits_of(c) == bits]
         if not fitting:
             raise SearchError(f"no index of {bits}-bit codes under {root}; it has {', '.join(codes)}")
-        lengths = {_code_bits(c) for c in fitting}
+        lengths = {code_bits_of(c) for c in fitting}
         if len(lengths) > 1:
             raise SearchError(f"indexes of several code lengths under {root} ({', '.join(codes)}): choose one with --code-bits")
         learned = sorted(c for c in fitting if c.startswith("deepbit"))

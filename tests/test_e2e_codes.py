@@ -135,7 +135,6 @@ def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local
     published = {r["sha256"] for r in _table(warehouse / "features" / f"dt={DATE}")}
     assert model["bits"] == 8 and model["crops"] == len(published)
     assert model["trained_on"] == [f"{warehouse}/features/dt={DATE}"]
-    assert model["bit_balance_max_deviation"] <= 0.5 and 0 <= model["rotation_bit_flip_rate"] <= 1
 
     conf = {**local_run["conf"], "warehouse_root": str(warehouse), "code_bits": 8, "force": True}
     log = warehouse.parent / "run.log"

@@ -52,6 +52,7 @@ def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
     from imgfeat.spark.checkpoint import commit, write_text_atomically
     from imgfeat.spark.hadoop import HadoopFS
     from imgfeat.spark.runner import StageFailed
+    from imgfeat.stages import reuse
 
     started = time.time()
     fs = HadoopFS(spark)
@@ -64,9 +65,7 @@ def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
     code, bits = code_of(first["model"]), first["code_bits"]
     radius = default_radius(code, bits) if radius is None else radius
     root = wh.features_root()
-    rows = (spark.read.schema(f"{schemas.FEATURES}, dt string").option("basePath", root)
-            .option("ignoreMissingFiles", "true").parquet(root)
-            .where(F.col("model").endswith(f"code={code}"))
+    rows = (reuse.all_published(spark, root).where(F.col("model").endswith(f"code={code}"))
             .select(F.concat(F.lit("dt="), "dt", F.lit("/"), "image_id").alias("key"), "code", "label", "embedding")
             .collect())
     index = search.build(code, bits, [(r.key, r.code, r.label, r.embedding) for r in rows])

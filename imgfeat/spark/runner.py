@@ -99,7 +99,7 @@ def _coder(spark, wh: Warehouse, bits: int, name: str | None = None):
     from imgfeat.spark.hadoop import HadoopFS
 
     fs = HadoopFS(spark)
-    if name is not None and not name.startswith((f"deepbit{bits}-", descriptor.code_name(bits))):
+    if name is not None and descriptor.code_bits_of(name) != bits:
         name = None  # the run's code length changed since detect: the current one for this length
     try:
         return descriptor.load_coder(lambda p: fs.read_text(p) if fs.exists(p) else None, wh, bits, name)

@@ -54,9 +54,9 @@ def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
     checkpoint has no crop for rows an incremental run copied, so it cannot be the source.)"""
     from pyspark.sql import functions as F
 
-    from imgfeat import schemas
     from imgfeat.spark.checkpoint import is_committed
     from imgfeat.spark.hadoop import HadoopFS
+    from imgfeat.stages import reuse
 
     fs = HadoopFS(spark)
     root = wh.features_root()
@@ -65,8 +65,7 @@ def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
     dates = [d for d in dates if is_committed(fs, wh.checkpoint("ingest", d))][:partitions]
     if not dates:
         raise ValueError(f"no published partition under {root}: run image_features first")
-    published = spark.read.schema(schemas.FEATURES).parquet(*[wh.table("features", d) for d in dates])
-    published = published.withColumn("dt", F.regexp_extract(F.input_file_name(), r"/dt=([0-9-]+)/", 1))
+    published = reuse.all_published(spark, root).where(F.col("dt").isin(dates))
     ingested = None
     for d in dates:
         part = (spark.read.parquet(wh.checkpoint("ingest", d)).where(F.col("content").isNotNull())

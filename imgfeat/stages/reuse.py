@@ -24,11 +24,15 @@ def published(spark, features_root: str, model: str) -> DataFrame | None:
 
     if not HadoopFS(spark).is_dir(features_root):
         return None
+    return all_published(spark, features_root).where(F.col("model") == model)
+
+
+def all_published(spark, features_root: str) -> DataFrame:
+    """Every published row, with its partition `dt`."""
     # An explicit schema: partitions published before a column existed read it as null, and no
     # schema inference touches every file. A partition replaced meanwhile by a concurrent run is skipped.
     return (spark.read.schema(f"{schemas.FEATURES}, dt string").option("basePath", features_root)
-            .option("ignoreMissingFiles", "true").parquet(features_root)
-            .where(F.col("model") == model))
+            .option("ignoreMissingFiles", "true").parquet(features_root))
 
 
 def mark(ingested: DataFrame, index: DataFrame | None, date: str) -> DataFrame:
