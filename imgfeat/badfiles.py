@@ -82,3 +82,67 @@ def write(directory: Path, photo: np.ndarray, prefix: str = "") -> dict[str, str
         (directory / name).write_bytes(data)
         expected[prefix + name] = EXPECTED[name]
     return expected
+
+
+# --- names, links and special files (a local file system only) -------------------------------
+# image_id (bytes of the relative path, as on disk) -> expected reason code, None: published.
+# Names that URL decoding would change or merge, names with shell/glob characters, non-UTF-8
+# bytes; links inside and out of the partition; a FIFO; files too large to read at all.
+NAMES_AND_LINKS = {
+    b"names/p#1.jpg": None,
+    b"names/photo%20one.jpg": None,
+    b"names/photo one.jpg": None,
+    b"names/cat.jpg": None,
+    b"names/cat%2Ejpg": "unsupported_extension",
+    b"names/x.jpg?y": "unsupported_extension",
+    b"names/tab\there.jpg": None,
+    b"names/new\nline.jpg": None,
+    b"names/12:30:00.jpg": None,
+    "names/café-日本.jpg".encode(): None,
+    b"names/[x]{a,b}*.jpg": None,
+    b"names/back\\slash.jpg": None,
+    b"names/caf\xe9-latin1.jpg": "invalid_name",
+    b"links/inside.jpg": None,
+    b"links/outside.jpg": "link_outside_partition",
+    b"links/broken.jpg": "broken_link",
+    b"links/outside-dir": "directory_link",
+    b"special/fifo.jpg": "not_a_regular_file",
+    b"big/holiday.mp4": "unsupported_extension",
+    b"big/huge.jpg": "too_large",
+}
+
+
+def escaped_id(rel: bytes) -> str:
+    """The image_id of a relative path: itself, or a lossless escape when it is not UTF-8."""
+    return rel.decode("utf-8", "backslashreplace")
+
+
+def write_names_and_links(directory: Path, photo: np.ndarray, outside: Path, prefix: str = "") -> dict[str, str | None]:
+    """Write NAMES_AND_LINKS into `directory` (links point into `outside`, a directory that is
+    not part of the partition); returns image_id -> expected reason code."""
+    import os
+
+    from imgfeat.inputs import MAX_FILE_BYTES
+
+    jpeg = _save(Image.fromarray(photo), "JPEG", quality=90)
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "elsewhere.jpg").write_bytes(jpeg)
+    root = os.fsencode(directory)
+    for rel, code in NAMES_AND_LINKS.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if rel.startswith(b"links/"):
+            target = {b"links/inside.jpg": os.path.join(root, b"names/p#1.jpg"),
+                      b"links/outside.jpg": os.fsencode(outside / "elsewhere.jpg"),
+                      b"links/broken.jpg": os.fsencode(outside / "missing.jpg"),
+                      b"links/outside-dir": os.fsencode(outside)}[rel]
+            os.symlink(target, path)
+        elif rel.startswith(b"special/"):
+            os.mkfifo(path)
+        elif rel.startswith(b"big/"):
+            with open(path, "wb") as f:  # sparse: takes no disk space
+                f.truncate(3 * 2**30 if rel.endswith(b".mp4") else MAX_FILE_BYTES + 1)
+        else:
+            with open(path, "wb") as f:
+                f.write(jpeg)
+    return {prefix + escaped_id(rel): code for rel, code in NAMES_AND_LINKS.items()}

@@ -16,7 +16,7 @@ import os
 import uuid
 
 from imgfeat import params
-from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, is_listed, listing_digest, previous_stage
+from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, is_listed, previous_stage
 
 
 class StorageError(RuntimeError):
@@ -26,13 +26,6 @@ class StorageError(RuntimeError):
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
         self.transient = transient
-
-
-def _local(path: str) -> str | None:
-    """The local path of `path`, or None when it lives on a remote file system."""
-    if path.startswith("file:"):
-        return "/" + path.removeprefix("file:").lstrip("/")
-    return None if params.is_uri(path) else path
 
 
 def _hdfs(path: str):
@@ -56,7 +49,7 @@ def _call(path: str, fn):
 
 
 def exists(path: str) -> bool:
-    local = _local(path)
+    local = params.local_path(path)
     if local is not None:
         return os.path.exists(local)
     client, p = _hdfs(path)
@@ -64,7 +57,7 @@ def exists(path: str) -> bool:
 
 
 def is_dir(path: str) -> bool:
-    local = _local(path)
+    local = params.local_path(path)
     if local is not None:
         return os.path.isdir(local)
     client, p = _hdfs(path)
@@ -74,7 +67,7 @@ def is_dir(path: str) -> bool:
 
 def read_bytes(path: str) -> bytes | None:
     """The file's bytes, or None when it does not exist."""
-    local = _local(path)
+    local = params.local_path(path)
     if local is not None:
         if not os.path.exists(local):
             return None
@@ -97,7 +90,7 @@ def read_json(path: str) -> dict | None:
 
 def list_names(path: str) -> list[str]:
     """Names under the directory `path` ([] when it does not exist)."""
-    local = _local(path)
+    local = params.local_path(path)
     if local is not None:
         return sorted(os.listdir(local)) if os.path.isdir(local) else []
     client, p = _hdfs(path)
@@ -107,7 +100,7 @@ def list_names(path: str) -> list[str]:
 def write_json(path: str, obj: dict) -> None:
     """Replace `path` with `obj` as JSON (locally: write a temporary file, then rename)."""
     text = json.dumps(obj, indent=2, sort_keys=True)
-    local = _local(path)
+    local = params.local_path(path)
     if local is not None:
         os.makedirs(os.path.dirname(local), exist_ok=True)
         tmp = f"{local}.{uuid.uuid4().hex}.tmp"
@@ -122,7 +115,7 @@ def write_json(path: str, obj: dict) -> None:
 def check_writable(root: str) -> None:
     """Create and remove a probe directory under `root`; raise StorageError in one line if refused."""
     probe = f"{root.rstrip('/')}/_staging/.probe-{uuid.uuid4().hex}"
-    local = _local(probe)
+    local = params.local_path(probe)
     try:
         if local is not None:
             os.makedirs(local)
@@ -171,28 +164,24 @@ def current(warehouse_root: str, stage: str, date: str, input_root: str | None =
 
 
 def input_listing(input_root: str, date: str) -> str | None:
-    """`layout.listing_digest` of the input partition as Spark's file scan lists it; None if it is missing."""
+    """`inputs.digest` of the input partition's listing, as ingest lists it; None if it is missing."""
+    from imgfeat import inputs
+
     part = input_partition(input_root, date)
-    local = _local(part)
-    entries = []
+    local = params.local_path(part)
     if local is not None:
-        if not os.path.isdir(local):
-            return None
-        for dirpath, dirs, files in os.walk(local):
-            dirs[:] = [d for d in dirs if is_listed(d)]
-            rel = os.path.relpath(dirpath, local)
-            entries += [(f if rel == "." else f"{rel}/{f}", os.path.getsize(os.path.join(dirpath, f)))
-                        for f in files if is_listed(f)]
-        return listing_digest(entries)
+        entries = inputs.list_local(local)
+        return None if entries is None else inputs.digest(entries)
     client, p = _hdfs(part)
     if not is_dir(part):
         return None
+    found = []
     for (dirpath, _), _, files in _call(part, lambda: list(client.walk(p, status=True))):
         rel = dirpath[len(p.rstrip("/")):].strip("/")
         if rel and not all(is_listed(c) for c in rel.split("/")):
             continue
-        entries += [(f"{rel}/{f}" if rel else f, st["length"]) for f, st in files if is_listed(f)]
-    return listing_digest(entries)
+        found += [(f"{rel}/{f}" if rel else f, st["length"]) for f, st in files if is_listed(f)]
+    return inputs.digest(inputs.list_files(found))
 
 
 def input_exists(input_root: str, date: str) -> bool:

@@ -43,6 +43,13 @@ def is_uri(root: str) -> bool:
     return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", root))
 
 
+def local_path(path: str) -> str | None:
+    """The local path of `path` (a plain path or a file: URI), or None when it is on a remote file system."""
+    if path.startswith("file:"):
+        return "/" + path.removeprefix("file:").lstrip("/")
+    return None if is_uri(path) else path
+
+
 def allowed_roots(environ=os.environ) -> list[str]:
     """IMGFEAT_ALLOWED_ROOTS: comma-separated prefixes (paths or URIs) that every input and
     warehouse root must live under; unset: any root. Platform teams set it so that a UI trigger

@@ -16,7 +16,8 @@ REUSED = "reused_from string"
 
 DETECTION = "struct<label_id:int, label:string, score:double, x1:int, y1:int, x2:int, y2:int>"
 
-INGEST = f"{BASE}, format string, size_bytes long, content binary, {QUARANTINE_COLS}"
+# orientation_ok: false when the EXIF could not be read and the picture was taken as stored
+INGEST = f"{BASE}, format string, size_bytes long, orientation_ok boolean, content binary, {QUARANTINE_COLS}"
 DETECT = f"{BASE}, content binary, detections array<{DETECTION}>, {REUSED}, {QUARANTINE_COLS}"
 CROP = f"{BASE}, {BOX}, crop binary, {REUSED}, {QUARANTINE_COLS}"
 EMBED = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, {REUSED}, {QUARANTINE_COLS}"

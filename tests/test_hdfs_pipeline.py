@@ -260,3 +260,28 @@ def test_an_unwritable_warehouse_fails_the_task_in_one_line(hdfs, client, hdfs_i
             "user=alice, access=WRITE") in log
     assert "spark-submit --master" not in log
     assert client.list("/locked") == []
+
+
+def test_odd_names_on_hdfs_keep_their_exact_image_id(spark, hdfs, photos, tmp_path, monkeypatch):
+    """Spark's scan of a remote partition: names are cut from the `path` column, never URL-decoded;
+    empty and non-image files are quarantined from the listing; Airflow lists the same files."""
+    from conftest import jpeg
+    from imgfeat import checkpoints
+    from imgfeat.spark.hadoop import HadoopFS
+    from imgfeat.spark.runner import parse, run
+
+    monkeypatch.setenv("IMGFEAT_WEBHDFS_URL", hdfs.webhdfs_url)
+    data = jpeg(photos["chelsea"])
+    names = {"p#1.jpg": None, "photo%20one.jpg": None, "photo one.jpg": None, "café.jpg": None,
+             "d/[x]{a}*.JPG": None, "x.jpg?y": "unsupported_extension", "empty.png": "empty_file",
+             "notes.txt": "unsupported_extension"}
+    fs = HadoopFS(spark)  # not WebHDFS: the `hdfs` package URL-decodes '%20' in names
+    for name, code in names.items():
+        fs.write_bytes(f"{hdfs.uri}/odd/dt={DATE}/{name}", b"" if code == "empty_file" else data)
+    args = parse("ingest", ["--partition-date", DATE, "--input-root", f"{hdfs.uri}/odd",
+                            "--warehouse-root", str(tmp_path / "wh")])
+    meta = run(spark, "ingest", args)
+    rows = {r.image_id: r for r in spark.read.parquet(str(tmp_path / "wh" / "ingest" / f"dt={DATE}")).collect()}
+    assert {k: (r.quarantine_reason or "").split(":")[0] or None for k, r in rows.items()} == names
+    assert all(bytes(rows[k].content) == data for k, code in names.items() if code is None)
+    assert meta["input_listing"] == checkpoints.input_listing(f"{hdfs.uri}/odd", DATE)

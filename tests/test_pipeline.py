@@ -104,7 +104,7 @@ def test_the_recorded_input_listing_is_the_one_airflow_computes(partition, wareh
 
     root, _ = partition
     _, _, metas = warehouse
-    # 15 files, the zero-byte one included (Spark's scan drops it; ingest adds it back)
+    # 15 files, the zero-byte one included
     assert metas["ingest"]["input_listing"] == checkpoints.input_listing(str(root), DATE)
     assert metas["ingest"]["input_listing"].startswith("15:")
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import jpeg
-from imgfeat import badfiles, decode, descriptor
+from imgfeat import badfiles, decode, descriptor, schemas
 from imgfeat.stages import crop, detect, embed, ingest
 
 # Hand-labelled boxes (x1, y1, x2, y2) of each photo's main object, drawn by looking at it.
@@ -31,11 +31,17 @@ def ingested(photos, names):
     return pd.DataFrame(rows)
 
 
-def test_image_id_is_relative_to_the_partition():
-    root = "hdfs://nn:9000/images/dt=2026-11-01"
-    assert ingest.image_id(f"{root}/a/b%20c.jpg", root) == "a/b c.jpg"
-    with pytest.raises(ValueError):
-        ingest.image_id("hdfs://nn:9000/other/x.jpg", root)
+def test_ingest_reads_a_local_partition_under_exact_relative_paths(tmp_path, photos):
+    data = jpeg(photos["coffee"])
+    for name in ("a/b%20c.jpg", "p#1.jpg", "gone.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "gone.jpg").unlink()  # listed, then deleted before it was read
+    out = ingest.read_and_ingest_batch(pd.DataFrame({"image_id": ["a/b%20c.jpg", "p#1.jpg", "gone.jpg"]}),
+                                       str(tmp_path)).set_index("image_id")
+    assert list(out.columns) == schemas.columns(schemas.INGEST)[1:]
+    assert out.loc["a/b%20c.jpg", "content"] == data and out.loc["p#1.jpg", "content"] == data
+    assert out.loc["gone.jpg", "quarantine_reason"] == "unreadable: No such file or directory"
 
 
 def test_ingest_fingerprints_and_measures(photos):
@@ -49,9 +55,8 @@ def test_ingest_fingerprints_and_measures(photos):
 
 def test_ingest_quarantines_every_bad_file_with_its_reason(photos):
     files = badfiles.build(photos["chelsea"])
-    batch = pd.DataFrame({"path": [f"file:/in/dt=2026-11-01/x/{n}" for n in files],
-                          "content": list(files.values())})
-    out = ingest.ingest_batch(batch, "file:/in/dt=2026-11-01").set_index("image_id")
+    batch = pd.DataFrame({"image_id": [f"x/{n}" for n in files], "content": list(files.values())})
+    out = ingest.ingest_batch(batch).set_index("image_id")
     assert len(out) == len(files)
     for name, code in badfiles.EXPECTED.items():
         row = out.loc[f"x/{name}"]

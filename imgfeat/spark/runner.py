@@ -115,9 +115,12 @@ def _counts(df) -> dict:
     from pyspark.sql import functions as F
 
     reused = F.count("reused_from") if "reused_from" in df.columns else F.lit(0)
+    # pictures whose EXIF could not be read: published as stored, without the orientation step
+    unoriented = (F.count(F.when(~F.col("orientation_ok"), 1)) if "orientation_ok" in df.columns else F.lit(None))
     r = df.agg(F.count("*").alias("rows"), F.count("quarantine_stage").alias("quarantined"),
-               reused.alias("reused")).first()
-    return {"rows": r["rows"], "quarantined": r["quarantined"], "reused": r["reused"]}
+               reused.alias("reused"), unoriented.alias("unoriented")).first()
+    out = {"rows": r["rows"], "quarantined": r["quarantined"], "reused": r["reused"]}
+    return out if r["unoriented"] is None else {**out, "orientation_unread": r["unoriented"]}
 
 
 class StageFailed(RuntimeError):
@@ -136,33 +139,20 @@ def _read_previous(spark, wh: Warehouse, stage: str, date: str):
 
 
 def run_ingest(spark, args, wh):
-    from imgfeat.schemas import INGEST
+    from imgfeat import inputs
+    from imgfeat.spark import reader
     from imgfeat.spark.hadoop import HadoopFS
-    from imgfeat.layout import listing_digest
-    from imgfeat.stages.ingest import file_path, image_id, ingest_batch
 
     fs = HadoopFS(spark)
     part = input_partition(args.input_root, args.partition_date)
     if not fs.is_dir(part):
         raise StageFailed(f"input partition {part} does not exist")
     part_uri = fs.qualify(part)
-    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(part)
-             .select("path", "length", "content"))
-    # Spark's file scan silently drops zero-byte files; they are input files too and must reach
-    # the quarantine, so add back every listed file that the scan did not return.
-    listed = {file_path(p): p for p in files.inputFiles()}
-    sizes = {file_path(r.path): r.length for r in files.select("path", "length").collect()}
-    dropped = sorted(uri for path, uri in listed.items() if path not in sizes)
-    if dropped:
-        files = files.unionByName(spark.createDataFrame([(p, 0, bytearray()) for p in dropped],
-                                                        "path string, length long, content binary"))
-    n = len(listed)
-    # What was read, so Airflow can tell when the partition has changed since (checkpoints.current).
-    listing = listing_digest((image_id(uri, part_uri), sizes.get(path, 0)) for path, uri in listed.items())
-    fn = lambda it: (ingest_batch(b, part_uri) for b in it)  # noqa: E731
-    out = files.select("path", "content").repartition(_partitions(spark, n, args.images_per_task))
-    return out.mapInPandas(fn, INGEST), {"input": part_uri, "files": n, "input_listing": listing,
-                                         "upstream_commit": None}
+    entries = reader.list_partition(spark, part_uri)
+    n = len(entries)
+    rows = reader.read_partition(spark, part_uri, entries, _partitions(spark, n, args.images_per_task))
+    # What was listed, so Airflow can tell when the partition has changed since (checkpoints.current).
+    return rows, {"input": part_uri, "files": n, "input_listing": inputs.digest(entries), "upstream_commit": None}
 
 
 def _inference_stage(batch_fn, schema, engine_args, extra):
@@ -194,6 +184,7 @@ def run_detect(spark, args, wh):
     from imgfeat.stages import reuse
 
     df, meta = _read_previous(spark, wh, "detect", args.partition_date)
+    df = df.drop("format", "size_bytes", "orientation_ok")  # ingest's own columns
     # The run's code is settled here, so the reuse lookup and embed agree on it even if a new
     # layer is trained meanwhile: embed uses the code that detect recorded.
     code = _coder(spark, wh, args.code_bits).name
@@ -283,6 +274,7 @@ def run_publish(spark, args, wh):
         "model": embed_meta["model"],
         "code_bits": embed_meta["code_bits"],
         "score_threshold": metas["detect"]["score_threshold"],
+        "orientation_unread": metas["ingest"].get("orientation_unread", 0),
         "stages": {s: {k: metas[s][k] for k in ("rows", "quarantined", "duration_s", "finished_at")}
                    for s in metas},
         "outputs": {"features": wh.table("features", date), "quarantine": wh.table("quarantine", date)},
