@@ -147,14 +147,20 @@ def stage_meta(warehouse_root: str, stage: str, date: str) -> dict | None:
     return read_json(f"{path}/{STAGE_META}")
 
 
-def current(warehouse_root: str, stage: str, date: str, input_root: str | None = None) -> tuple[bool, str]:
+def current(warehouse_root: str, stage: str, date: str, input_root: str | None = None,
+            shaping: dict | None = None) -> tuple[bool, str]:
     """Whether `stage`'s checkpoint for `date` is committed and computed from the current upstream
-    (for ingest with `input_root`: from the input partition's current listing)."""
+    (for ingest with `input_root`: from the input partition's current listing) and, given
+    `shaping` (params.shaping), with the same values of the parameters that shape it."""
     meta = stage_meta(warehouse_root, stage, date)
     if meta is None:
         return False, f"{stage} dt={date}: no committed checkpoint"
     if stage == "ingest" and input_root is not None and meta.get("input_listing") != input_listing(input_root, date):
         return False, f"ingest dt={date}: the input partition has changed since it was ingested"
+    for name, value in (shaping or {}).items():
+        made = (meta.get("params") or {}).get(name, "(not recorded)")
+        if made != value:
+            return False, f"{stage} dt={date}: checkpoint was made with {name}={made}, this run asks {name}={value}"
     prev = previous_stage(stage)
     if prev is not None:
         upstream = stage_meta(warehouse_root, prev, date)

@@ -16,10 +16,28 @@ DEFAULTS = {
     "code_bits": 64,
     "engine": "openvino",
     "batch_size": 16,
+    # A stage fails when more than this share of the images it infers fail inference (and more than
+    # one): a broken engine must fail the run, not quarantine the whole partition.
+    "max_inference_failures": 0.05,
+}
+# The run parameters that shape each stage's checkpoint (recorded in its `_stage.json`): a checkpoint
+# made with other values is recomputed, and every later stage with it (through upstream_commit).
+# `weights` is a digest of the model weights; publish follows embed.
+SHAPING = {
+    "ingest": (),
+    "detect": ("engine", "score_threshold", "reuse", "weights"),
+    "crop": (),
+    "embed": ("engine", "code_bits", "weights"),
+    "publish": (),
 }
 URI_SCHEMES = ("hdfs", "file", "webhdfs", "viewfs", "s3a", "abfs", "abfss", "gs")
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 MIN_CODE_BITS, MAX_CODE_BITS = 8, 1024
+
+
+def shaping(stage: str, values) -> dict:
+    """The values of `stage`'s shaping parameters in `values` (parsed stage arguments)."""
+    return {k: getattr(values, k) for k in SHAPING[stage]}
 
 
 class ParamError(ValueError):
@@ -110,6 +128,16 @@ def score_threshold(value, name: str = "score_threshold") -> float:
         raise ParamError(name, f"expected a number in (0, 1), got {value!r}") from None
     if not 0.0 < x < 1.0:
         raise ParamError(name, f"expected a number in (0, 1), got {x}")
+    return x
+
+
+def share(value, name: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ParamError(name, f"expected a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise ParamError(name, f"expected a number in [0, 1], got {x}")
     return x
 
 

@@ -55,6 +55,9 @@ PARAMS = {
                        maximum=p.MAX_CODE_BITS, multipleOf=8, description="Binary code length K"),
     "engine": Param(p.DEFAULTS["engine"], type="string", enum=["openvino", "bigdl"],
                     description="Inference engine of detect and embed"),
+    "max_inference_failures": Param(p.DEFAULTS["max_inference_failures"], type="number", minimum=0, maximum=1,
+                                    description="detect/embed fail when more than this share of the images they "
+                                                "infer (and more than one) fail inference: a broken engine"),
     "force": Param(False, type="boolean",
                    description="Recompute stages whose checkpoint is committed and current"),
     "reuse": Param(True, type="boolean",
@@ -74,6 +77,8 @@ STAGE_ARGS = [
     "--code-bits", "{{ params.code_bits }}",
     "--engine", "{{ params.engine }}",
     "--reuse", "{{ params.reuse | lower }}",
+    "--force", "{{ params.force | lower }}",
+    "--max-inference-failures", "{{ params.max_inference_failures }}",
     "--model-dir", os.environ.get("IMGFEAT_MODEL_DIR", str(paths.model_dir())),
 ]
 
@@ -213,7 +218,7 @@ class StageSubmitOperator(AppSubmitOperator):
         if self.stage == "publish" and context.get("outlet_events") is not None:
             context["outlet_events"][FEATURES].extra = {"partition_date": date, "warehouse_root": warehouse}
         try:
-            ok, why = checkpoints.current(warehouse, self.stage, date, args.input_root)
+            ok, why = checkpoints.current(warehouse, self.stage, date, args.input_root, p.shaping(self.stage, args))
             if ok and not force:
                 self.log.info("%s; skipping spark-submit (trigger with force=true to recompute)", why)
                 return None

@@ -92,3 +92,30 @@ def test_an_unreachable_namenode_is_one_line(monkeypatch):
         checkpoints.current("hdfs://127.0.0.1:8020/warehouse", "ingest", DATE)
     assert str(e.value) == ("NameNode of hdfs://127.0.0.1:8020/warehouse/ingest/dt=2026-11-07/_SUCCESS is "
                             "unreachable (WebHDFS http://127.0.0.1:9 refused the connection)")
+
+
+def test_a_checkpoint_made_with_other_shaping_params_is_not_current(tmp_path):
+    from argparse import Namespace
+
+    from imgfeat import params
+
+    commit(tmp_path, "ingest", "c-ingest", None)
+    d = tmp_path / "detect" / f"dt={DATE}"
+    d.mkdir(parents=True)
+    (d / "_SUCCESS").write_text("")
+    made = Namespace(engine="openvino", score_threshold=0.3, reuse=True, weights="2a8d8a89d695", code_bits=64)
+    (d / "_stage.json").write_text(json.dumps({"commit_id": "c-detect", "upstream_commit": "c-ingest",
+                                               "params": params.shaping("detect", made)}))
+    assert checkpoints.current(str(tmp_path), "detect", DATE, shaping=params.shaping("detect", made))[0]
+    # code_bits does not shape detect
+    assert checkpoints.current(str(tmp_path), "detect", DATE,
+                               shaping=params.shaping("detect", Namespace(**{**vars(made), "code_bits": 128})))[0]
+    for name, value in (("score_threshold", 0.5), ("engine", "bigdl"), ("reuse", False), ("weights", "0123")):
+        asked = params.shaping("detect", Namespace(**{**vars(made), name: value}))
+        ok, why = checkpoints.current(str(tmp_path), "detect", DATE, shaping=asked)
+        old = vars(made)[name]
+        assert not ok and why == f"detect dt={DATE}: checkpoint was made with {name}={old}, this run asks {name}={value}"
+    # a checkpoint of an older version, without recorded params, is recomputed
+    assert checkpoints.current(str(tmp_path), "ingest", DATE, shaping={})[0]
+    (d / "_stage.json").write_text(json.dumps({"commit_id": "c-detect", "upstream_commit": "c-ingest"}))
+    assert not checkpoints.current(str(tmp_path), "detect", DATE, shaping=params.shaping("detect", made))[0]

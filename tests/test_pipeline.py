@@ -59,7 +59,8 @@ def test_published_rows_carry_labels_boxes_codes(spark, warehouse):
         assert r.label == label, image_id
         assert 0 <= r.x1 < r.x2 <= r.width and 0 <= r.y1 < r.y2 <= r.height
         assert len(r.code) == 8 and r.code_bits == 64 and len(r.embedding) == 1280
-        assert r.model.startswith("ssd_mobilenet_v2_coco_2018_03_29+mobilenet_v2_gap1280;engine=openvino-")
+        assert r.model.startswith("ssd_mobilenet_v2_coco_2018_03_29+mobilenet_v2_gap1280@2a8d8a89d695;engine=openvino-")
+        assert ";min_score=0.3;code=simhash64c-" in r.model
     assert rows["photos/rocket.jpg"].score == 0.0
     assert (rows["photos/rocket.jpg"].x2, rows["photos/rocket.jpg"].y2) == (640, 427)
     # Valid-but-awkward files (CMYK, 16-bit, alpha, gray, GIF) of the cat photo are all cats.
@@ -107,6 +108,47 @@ def test_the_recorded_input_listing_is_the_one_airflow_computes(partition, wareh
     # 15 files, the zero-byte one included
     assert metas["ingest"]["input_listing"] == checkpoints.input_listing(str(root), DATE)
     assert metas["ingest"]["input_listing"].startswith("15:")
+
+
+def test_a_broken_engine_fails_detect_in_one_line_and_commits_nothing(spark, warehouse, tmp_path):
+    """The detector's files replaced by another network's (a real model, the wrong one): every image
+    fails inference, so the stage fails instead of quarantining the partition."""
+    import hashlib
+    import shutil
+    from argparse import Namespace
+
+    wh, args, _ = warehouse
+    broken = tmp_path / "models"
+    shutil.copytree(args.model_dir, broken)
+    manifest = json.loads((broken / "model.json").read_text())
+    for ext in ("xml", "bin"):
+        shutil.copy(broken / f"backbone.{ext}", broken / f"detector.{ext}")
+        manifest["files"][f"detector.{ext}"] = hashlib.sha256((broken / f"detector.{ext}").read_bytes()).hexdigest()
+    (broken / "model.json").write_text(json.dumps(manifest))
+    other = tmp_path / "warehouse"
+    shutil.copytree(wh / "ingest", other / "ingest")
+    bad = Namespace(**{**vars(args), "model_dir": str(broken), "warehouse_root": str(other), "reuse": False})
+    with pytest.raises(StageFailed) as e:
+        run(spark, "detect", bad)
+    assert str(e.value) == ("9 of 9 images failed inference (more than max_inference_failures=0.05); "
+                            "first: inference_error: the detector model has no output "
+                            "detection_boxes, detection_classes, detection_scores, num_detections")
+    assert not (other / "detect" / f"dt={DATE}").exists()
+
+
+@pytest.mark.parametrize("failed,tried,fails", [(1, 1, False), (2, 100, False), (5, 100, False),
+                                                (6, 100, True), (2, 2, True)])
+def test_inference_failures_fail_the_stage_above_the_share(spark, failed, tried, fails):
+    from imgfeat.spark.runner import _check_inference
+
+    rows = [("detect", "inference_error: boom", None)] * failed + [(None, None, None)] * (tried - failed)
+    rows += [("ingest", "truncated: x", None), (None, None, "dt=2026-01-01/a.jpg")]  # neither is inferred
+    df = spark.createDataFrame(rows, "quarantine_stage string, quarantine_reason string, reused_from string")
+    if fails:
+        with pytest.raises(StageFailed, match=f"^{failed} of {tried} images failed inference"):
+            _check_inference(df, "detect", 0.05)
+    else:
+        _check_inference(df, "detect", 0.05)
 
 
 def _features(spark, wh, date):

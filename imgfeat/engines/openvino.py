@@ -42,17 +42,24 @@ class OpenVinoEngine:
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
         self._detector = self._backbone = None  # compiled on first use: embed never needs the detector
+        self._broken = None
         self.version = engine_version("openvino", precision)
 
     def _compile(self, name: str):
         return self._core.compile_model(str(self.model_dir / f"{name}.xml"), "CPU", self._config)
 
     def detect(self, batch: np.ndarray) -> list[Detections]:
+        if self._broken is not None:  # compiled once, found unusable: fail every call the same way
+            raise self._broken
         if self._detector is None:
-            self._detector = self._compile("detector")
-            outputs = {n.split(":")[0]: o for o in self._detector.outputs for n in o.get_names()}
-            self._out = [outputs[k] for k in ("detection_boxes", "detection_classes", "detection_scores",
-                                              "num_detections")]
+            detector = self._compile("detector")
+            outputs = {n.split(":")[0]: o for o in detector.outputs for n in o.get_names()}
+            wanted = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+            if missing := [k for k in wanted if k not in outputs]:
+                self._broken = RuntimeError(f"the detector model has no output {', '.join(missing)}")
+                raise self._broken
+            self._out = [outputs[k] for k in wanted]
+            self._detector = detector
         result = self._detector(batch)
         boxes, classes, scores, counts = (result[o] for o in self._out)
         return [

@@ -58,6 +58,11 @@ def _to_frame(spark, rdd, schema: str):
     return spark.createDataFrame(rdd.map(lambda row: tuple(row.get(c) for c in cols)), schema)
 
 
+def _missing() -> Exception:
+    # An image sent to predict without an output is the engine's failure, never "nothing found".
+    return RuntimeError("BigDL's predict returned no output for this image")
+
+
 def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
     from imgfeat.engines import bigdl
     from imgfeat.stages import detect as stage
@@ -76,23 +81,27 @@ def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
     def finish(kv):
         row, det = kv[1]
         row = row.asDict()
-        row.pop("pixels")
-        return row if det is None else stage.finish(row, det, threshold)
+        if row.pop("pixels") is None:  # quarantined or reused: nothing was inferred
+            return row
+        return stage.finish(row, _missing() if det is None else det, threshold)
 
     return _to_frame(spark, rows.leftOuterJoin(outputs.mapPartitions(postprocess)).map(finish), schemas.DETECT)
 
 
 def embed(spark, df, model_dir: str, coder, batch_size: int):
     from imgfeat.stages import embed as stage
+    from imgfeat.stages._rows import quarantine
 
     rows, outputs = _rows_and_outputs(spark, df, stage, (), schemas.EMBED, model_dir, "backbone", batch_size)
 
     def finish(kv):
         row, feature = kv[1]
         row = row.asDict()
-        row.pop("pixels")
-        if feature is not None:
-            stage.finish([row], np.asarray(feature, np.float32).reshape(1, -1), coder)
+        if row.pop("pixels") is None:
+            return row
+        if feature is None:
+            return quarantine(row, stage.STAGE, f"inference_error: {_missing()}", stage.PAYLOAD)
+        stage.finish([row], np.asarray(feature, np.float32).reshape(1, -1), coder)
         return row
 
     return _to_frame(spark, rows.leftOuterJoin(outputs).map(finish), schemas.EMBED)

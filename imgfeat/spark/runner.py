@@ -60,6 +60,13 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     p.add_argument("--reuse", type=_typed(params.boolean), default=True, metavar="{true,false}",
                    help="reuse published results of images whose content (sha256) was already published "
                         "with the same model, instead of inferring again (default: true)")
+    p.add_argument("--max-inference-failures", default=params.DEFAULTS["max_inference_failures"],
+                   type=_typed(lambda v: params.share(v, "max_inference_failures")),
+                   help="detect and embed fail when more than this share of the images they infer (and more "
+                        "than one) fail inference; fewer are quarantined one by one (default: %(default)s)")
+    p.add_argument("--force", type=_typed(lambda v: params.boolean(v, "force")), default=False,
+                   metavar="{true,false}", help="the run recomputes current checkpoints: the partition's own "
+                                                "earlier rows are not reused (default: false)")
     p.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
     p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")),
                    default=params.DEFAULTS["batch_size"], help="images per inference batch")
@@ -75,6 +82,7 @@ def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.N
     parser = build_parser(stage)
     parser.raise_errors = raise_errors
     args = parser.parse_args(argv)
+    args.weights = None
     if stage in ("detect", "embed"):
         from imgfeat.models import ModelError, load_manifest
 
@@ -82,15 +90,23 @@ def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.N
             args.model_manifest = load_manifest(args.model_dir, verify=True)
         except ModelError as e:
             parser.error(f"argument --model-dir: {e}")
+        args.weights = weights_digest(args.model_manifest)
     return args
 
 
-def model_name(args, code: str) -> str:
-    """The published `model` column: detector, embedding network, engine, code (its name or version)."""
+def weights_digest(manifest: dict) -> str:
+    """Names the weights the models were converted from: changed weights never pass for old ones."""
+    return manifest["graph_sha256"][:12]
+
+
+def model_name(args, code: str, score_threshold: float) -> str:
+    """The published `model` column: what shaped a row's values (reuse copies only rows of the same
+    model): detector and embedding network @ their weights, engine, score threshold, code."""
     from imgfeat.engines import engine_version
 
     m = args.model_manifest
-    return f"{m['detector']}+{m['backbone']};engine={engine_version(args.engine)};code={code}"
+    return (f"{m['detector']}+{m['backbone']}@{weights_digest(m)};engine={engine_version(args.engine)};"
+            f"min_score={score_threshold:g};code={code}")
 
 
 def _coder(spark, wh: Warehouse, bits: int, name: str | None = None):
@@ -105,6 +121,21 @@ def _coder(spark, wh: Warehouse, bits: int, name: str | None = None):
         return descriptor.load_coder(lambda p: fs.read_text(p) if fs.exists(p) else None, wh, bits, name)
     except (FileNotFoundError, ValueError) as e:
         raise StageFailed(str(e)) from None
+
+
+def _check_inference(written, stage: str, share: float) -> None:
+    """Raise StageFailed when more than `share` of the images `stage` inferred (and more than one)
+    failed inference: that is a broken engine, not bad pictures."""
+    from pyspark.sql import functions as F
+
+    failed = (F.col("quarantine_stage") == stage) & F.col("quarantine_reason").startswith("inference_error")
+    tried = (F.col("quarantine_stage").isNull() | failed) & F.col("reused_from").isNull()
+    r = written.agg(F.count(F.when(failed, 1)).alias("failed"), F.count(F.when(tried, 1)).alias("tried"),
+                    F.first(F.when(failed, F.col("quarantine_reason")), ignorenulls=True).alias("first")).first()
+    if r["failed"] > 1 and r["failed"] > share * r["tried"]:
+        first = " ".join(str(r["first"]).split())[:300]
+        raise StageFailed(f"{r['failed']} of {r['tried']} images failed inference (more than "
+                          f"max_inference_failures={share:g}); first: {first}")
 
 
 def _partitions(spark, rows: int, per_task: int) -> int:
@@ -188,11 +219,13 @@ def run_detect(spark, args, wh):
     # The run's code is settled here, so the reuse lookup and embed agree on it even if a new
     # layer is trained meanwhile: embed uses the code that detect recorded.
     code = _coder(spark, wh, args.code_bits).name
-    index = reuse.published(spark, wh.features_root(), model_name(args, code)) if args.reuse else None
-    df = reuse.mark(df, index, args.partition_date)
+    model = model_name(args, code, args.score_threshold)
+    index = reuse.published(spark, wh.features_root(), model) if args.reuse else None
+    # force: the partition's own earlier rows are what is being recomputed, never copied back
+    df = reuse.mark(df, index, args.partition_date, own=not args.force)
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
     return _infer(spark, args, df, "detect", args.score_threshold), {
-        "model": model_name(args, code), "code": code, "score_threshold": args.score_threshold,
+        "model": model, "code": code, "score_threshold": args.score_threshold,
         "upstream_commit": meta["commit_id"]}
 
 
@@ -213,7 +246,7 @@ def run_embed(spark, args, wh):
     coder = _coder(spark, wh, args.code_bits, detected.get("code"))
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
     return _infer(spark, args, df, "embed", coder), {
-        "model": model_name(args, coder.name), "code": coder.name, "code_bits": args.code_bits,
+        "model": model_name(args, coder.name, detected["score_threshold"]), "code": coder.name, "code_bits": args.code_bits,
         "upstream_commit": meta["commit_id"]}
 
 
@@ -307,8 +340,11 @@ def run(spark, stage: str, args) -> dict:
     staging = wh.new_staging(stage, date)
 
     def meta(written):
+        if stage in ("detect", "embed"):
+            _check_inference(written, stage, args.max_inference_failures)
         # commit_id/upstream_commit let Airflow tell a current checkpoint from a stale one.
         return {"stage": stage, "partition_date": date, **_counts(written), **extra,
+                "params": params.shaping(stage, args),
                 "commit_id": staging.rsplit("/", 1)[1],
                 "duration_s": round(time.time() - started, 3), "finished_at": _now()}
 

@@ -43,5 +43,12 @@ def finish(rows: list[dict], features: np.ndarray, coder: descriptor.Coder | int
 def embed_batch(batch: pd.DataFrame, engine, coder: descriptor.Coder | int) -> pd.DataFrame:
     rows, pending, pixels = prepare(records(batch))
     if pending:
-        finish([rows[i] for i in pending], engine.features(np.stack(pixels)), coder)
+        try:
+            finish([rows[i] for i in pending], engine.features(np.stack(pixels)), coder)
+        except Exception:  # one bad crop must not fail its neighbours: retry one by one
+            for i, x in zip(pending, pixels):
+                try:
+                    finish([rows[i]], engine.features(x[None]), coder)
+                except Exception as e:  # recorded in quarantine; the stage fails if too many
+                    rows[i] = quarantine(rows[i], STAGE, f"inference_error: {e}", PAYLOAD)
     return pd.DataFrame(rows)

@@ -35,8 +35,11 @@ def all_published(spark, features_root: str) -> DataFrame:
             .option("ignoreMissingFiles", "true").parquet(features_root))
 
 
-def mark(ingested: DataFrame, index: DataFrame | None, date: str) -> DataFrame:
-    """`ingested` plus `reused_from` (null: to infer); quarantined rows are never reused."""
+def mark(ingested: DataFrame, index: DataFrame | None, date: str, own: bool = True) -> DataFrame:
+    """`ingested` plus `reused_from` (null: to infer); quarantined rows are never reused.
+    `own=False`: the partition's own published rows are not sources (a forced re-run)."""
+    if index is not None and not own:
+        index = index.where(F.col("dt") != date)
     if index is None:
         return ingested.withColumn("reused_from", F.lit(None).cast("string"))
     own = (index.where(F.col("dt") == date).select("image_id", "sha256")
