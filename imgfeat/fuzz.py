@@ -5,6 +5,13 @@ on it and returns the outcome: "ok", a BadImage reason code, or "FAIL <Exception
 anything else escaped (or the pixels are not H x W x 3 uint8). Deterministic for a given seed.
 
     python -m imgfeat.fuzz --cases 20000 --seed 1    # a campaign; prints the figures
+
+Campaign of 2026-12-01 (64 seed files, max_pixels 4 MP): seed 2, 200,000 cases in 633 s on a
+shared core: 0 failures, no case over 1 s (79,227 ok, 90,854 undecodable, 29,048 truncated,
+838 too_many_pixels, 31 too_small, 2 empty_file). The decode.py before it, on the first 60,000 of
+those cases: 66 files whose exception escaped (ImageOps.exif_transpose outside the try):
+SyntaxError 51 (WebP/JPEG EXIF without a valid TIFF header), struct.error 15 (JPEG/WebP EXIF
+tags Pillow cannot write back); seed 1, first 20,000: 17 (SyntaxError 9, struct.error 8).
 """
 
 from __future__ import annotations
