@@ -7,6 +7,7 @@ the file is a valid image that must be published.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -27,6 +28,11 @@ EXPECTED = {
     "alpha.png": None,
     "grayscale.JPG": None,
     "animated.gif": None,
+    "exif-garbage.png": None,  # EXIF chunk without a TIFF header: decoded as stored
+    "exif-flipped.jpg": None,  # a corrupted EXIF tag: ImageOps.exif_transpose raises, we do not
+    "icon.png": "undecodable",  # an ICO behind .png: not one of the README's formats
+    "drawing.jpg": "undecodable",  # an EPS behind .jpg: not one of the README's formats
+    "gray16-large.png": None,  # 12 MP of 16-bit gray in 0.5 MB: decoded without float64 copies
 }
 
 
@@ -39,6 +45,34 @@ def declared_huge_png(width: int = 60000, height: int = 60000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + _png_chunk(b"IEND", b""))
+
+
+def exif_flipped_jpeg(img: Image.Image) -> bytes:
+    """A JPEG rotated by EXIF (orientation 6) whose Model tag (0x0110) was turned into
+    StripOffsets (0x0111) by one flipped bit: the orientation still reads, but
+    ImageOps.exif_transpose raises struct.error when it writes the EXIF back."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera"
+    exif[0x0110] = "Model X"
+    raw = exif.tobytes()  # b"Exif\0\0" + TIFF header ("MM" or "II") + IFD
+    big_endian = raw.removeprefix(b"Exif\0\0")[:2] == b"MM"
+    entry = b"\x01\x10\x00\x02" if big_endian else b"\x10\x01\x02\x00"  # tag 0x0110, type ASCII
+    flipped = b"\x01\x11\x00\x02" if big_endian else b"\x11\x01\x02\x00"
+    assert raw.count(entry) == 1
+    return _save(img, "JPEG", quality=90, exif=raw.replace(entry, flipped))
+
+
+def gray16_gradient(width: int = 4000, height: int = 3000) -> np.ndarray:
+    """A smooth 16-bit ramp (0 at the top left, 65534 at the bottom right): large, compresses well."""
+    x = (np.arange(width) * 65535 // (width - 1) // 2).astype(np.uint16)
+    y = (np.arange(height) * 65535 // (height - 1) // 2).astype(np.uint16)
+    return x[None, :] + y[:, None]  # at most 2 * 32767: no overflow
+
+
+@functools.lru_cache(maxsize=1)
+def _gray16_large_png() -> bytes:
+    return _save(Image.fromarray(gray16_gradient()), "PNG")
 
 
 def _save(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -69,6 +103,11 @@ def build(photo: np.ndarray) -> dict[str, bytes]:
         "alpha.png": _save(alpha, "PNG"),
         "grayscale.JPG": _save(rgb.convert("L"), "JPEG", quality=90),
         "animated.gif": gif.getvalue(),
+        "exif-garbage.png": _save(rgb, "PNG", exif=b"Exif\0\0garbage"),
+        "exif-flipped.jpg": exif_flipped_jpeg(rgb),
+        "icon.png": _save(rgb.resize((64, 64)), "ICO", sizes=[(64, 64)]),
+        "drawing.jpg": _save(rgb.resize((32, 24)), "EPS"),
+        "gray16-large.png": _gray16_large_png(),
     }
     assert set(files) == set(EXPECTED)
     return files

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import jpeg
 from imgfeat import badfiles, decode, descriptor, schemas
+from imgfeat.engines import INPUT_SIZE
 from imgfeat.stages import crop, detect, embed, ingest
 
 # Hand-labelled boxes (x1, y1, x2, y2) of each photo's main object, drawn by looking at it.
@@ -79,6 +80,24 @@ def test_detect_finds_each_photos_main_object(photos, engine):
         got = (best["x1"], best["y1"], best["x2"], best["y2"])
         assert iou(got, box) > 0.7, (name, got, box)
         assert all(d["score"] >= 0.3 for d in row["detections"])
+
+
+def test_detect_on_a_large_picture_decoded_small_keeps_original_pixel_boxes(photos, engine):
+    from PIL import Image
+
+    # Chelsea at 4x (1804 x 1200): detect decodes it at 1/4 scale; boxes are in the 4x pixels.
+    big = np.asarray(Image.fromarray(photos["chelsea"]).resize((1804, 1200), Image.BICUBIC))
+    row = ingest.ingest_file("big.jpg", jpeg(big))
+    assert (row["width"], row["height"]) == (1804, 1200)
+    out = detect.detect_batch(pd.DataFrame([row]), engine, threshold=0.3).iloc[0]
+    best = out["detections"][0]
+    got = (best["x1"], best["y1"], best["x2"], best["y2"])
+    label, box = MAIN_OBJECT["chelsea"]
+    assert best["label"] == label and iou(got, tuple(4 * v for v in box)) > 0.7, got
+    # The same as detecting on the full-size decode.
+    full = engine.detect(decode.resize(decode.decode_rgb(jpeg(big)), INPUT_SIZE)[None])[0]
+    ref = detect.to_pixels(full, 1804, 1200, 0.3)[0]
+    assert ref["label"] == label and iou(got, (ref["x1"], ref["y1"], ref["x2"], ref["y2"])) > 0.95
 
 
 def test_detect_threshold_and_pixel_boxes(photos, engine):

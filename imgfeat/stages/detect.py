@@ -37,7 +37,9 @@ def prepare(rows: list[dict]) -> tuple[list[dict], list[int], list[np.ndarray]]:
             row["content"] = None
             continue
         try:
-            pixels.append(decode.resize(decode.decode_rgb(row["content"]), INPUT_SIZE))
+            # Decoded no larger than needed (boxes are normalized, so they map back to width/height).
+            rgb = decode.decode_rgb(row["content"], min_size=INPUT_SIZE)
+            pixels.append(decode.resize(rgb, INPUT_SIZE))
             pending.append(i)
         except decode.BadImage as e:
             rows[i] = quarantine(row, STAGE, e.reason, PAYLOAD)
