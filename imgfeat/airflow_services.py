@@ -20,8 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from imgfeat.devhdfs import _alive, _terminate
 from imgfeat import credentials
+from imgfeat.devhdfs import _alive, _terminate
 from imgfeat.local import airflow_env, ensure_airflow_db
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
