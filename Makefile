@@ -17,7 +17,7 @@ WAREHOUSE ?=
 ENGINE ?= openvino
 RUN_ARGS := $(if $(DATE),--date $(DATE)) $(if $(INPUT),--input $(INPUT)) $(if $(WAREHOUSE),--warehouse $(WAREHOUSE)) --engine $(ENGINE)
 
-.PHONY: setup run test bench eval pack airflow airflow-stop java clean help
+.PHONY: setup run test bench eval pack airflow airflow-stop compose-secrets java clean help
 
 help:
 	@echo "make run    set up, then run the image_features DAG on the sample partition"
@@ -26,7 +26,9 @@ help:
 	@echo "make bench  set up, then benchmark stages and end-to-end against the bare models"
 	@echo "make eval   set up, then train DeepBit codes and print their quality against projection and ITQ"
 	@echo "make setup  venv from requirements.txt, models fetched and converted (cached)"
-	@echo "make airflow       start a local Airflow (UI http://127.0.0.1:8080, admin/admin); make airflow-stop"
+	@echo "make airflow       start a local Airflow (UI http://127.0.0.1:8080, login admin, password in"
+	@echo "                   var/airflow/secrets.json, generated at first start); make airflow-stop"
+	@echo "make compose-secrets  generate var/compose/ (docker-compose.yml's secrets) if absent"
 	@echo "make pack   build/ archives for cluster mode: Python env (venv-pack), models, library zip"
 
 java:
@@ -61,6 +63,11 @@ airflow: setup
 
 airflow-stop:
 	$(PY) -m imgfeat.airflow_services stop
+
+# docker-compose.yml reads its JWT secret, Fernet key and admin password from these files
+# (git-ignored, mode 0600). Standard library only: no venv needed. Never overwrites them.
+compose-secrets:
+	$(PYTHON) -m imgfeat.credentials compose
 
 # For YARN cluster mode: upload these to HDFS and point IMGFEAT_PYTHON_ARCHIVE / IMGFEAT_MODEL_ARCHIVE
 # at them (README, "Pointing it at YARN and HDFS"). The archive links to a Python 3.11 at this

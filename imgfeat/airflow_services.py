@@ -6,7 +6,8 @@
 Same home, DAGs and connections as `make run` (imgfeat.local.airflow_env), LocalExecutor on the
 SQLite DB. Each component runs in its own process group, recorded in AIRFLOW_HOME/services.json,
 so `stop` signals exactly what `start` started (`airflow standalone` leaves orphans on SIGTERM).
-Login: admin / admin (Airflow's simple auth manager; local use only).
+Login: admin, with the password generated at first start into AIRFLOW_HOME/secrets.json
+(mode 0600; `start` prints where), as is the JWT secret (imgfeat.credentials). Local use only.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from imgfeat import credentials
 from imgfeat.devhdfs import _alive, _terminate
 from imgfeat.local import airflow_env, ensure_airflow_db
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-USER, PASSWORD = "admin", "admin"
+USER = credentials.USER
 
 
 def service_env(home: Path | None = None, port: int = 8080) -> dict:
@@ -34,7 +36,6 @@ def service_env(home: Path | None = None, port: int = 8080) -> dict:
         "AIRFLOW__CORE__PARALLELISM": "2",  # 2 cores: one spark-submit per partition at a time, two runs
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API_AUTH__JWT_SECRET": env.get("AIRFLOW__API_AUTH__JWT_SECRET", "imgfeat-local-only"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",  # new DAG files show up within 30 s
@@ -52,6 +53,14 @@ class LocalAirflow:
         self.home = Path(self.env["AIRFLOW_HOME"])
         self.port = port
         self.state_file = self.home / "services.json"
+
+    @property
+    def secrets_file(self) -> Path:
+        return credentials.local_file(self.home)
+
+    @property
+    def password(self) -> str:
+        return credentials.local(self.home)["admin_password"]
 
     @property
     def url(self) -> str:
@@ -74,7 +83,7 @@ class LocalAirflow:
         if running := self.pids():
             return running
         ensure_airflow_db(self.env)
-        (self.home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
+        credentials.write_private(self.home / "passwords.json", credentials.passwords_json(self.password))
         logs = self.home / "services"
         logs.mkdir(parents=True, exist_ok=True)
         pids = {}
@@ -104,7 +113,7 @@ class LocalAirflow:
 
     def token(self) -> str:
         req = urllib.request.Request(f"{self.url}/auth/token", method="POST",
-                                     data=json.dumps({"username": USER, "password": PASSWORD}).encode(),
+                                     data=json.dumps({"username": USER, "password": self.password}).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)["access_token"]
@@ -123,7 +132,7 @@ def main(argv=None) -> int:
         return subprocess.run([_airflow(), *rest], env=af.env).returncode
     if a.action == "start":
         pids = af.start()
-        print(f"Airflow is up at {af.url} (login {USER} / {PASSWORD}); pids {pids}; logs in {af.home / 'services'}")
+        print(f"Airflow is up at {af.url} (login {USER}, password in {af.secrets_file}); pids {pids}; logs in {af.home / 'services'}")
     elif a.action == "stop":
         pids = af.stop()
         print(f"stopped {pids}" if pids else "not running")

@@ -1,7 +1,8 @@
 """The embedded local setup: SQLite Airflow home under var/, local Spark, this repo's DAGs.
 
 `airflow_env()` is the one definition of that environment, used by `make run`, `make airflow`
-and the tests, so they all run the same Airflow against the same DAG folder.
+and the tests, so they all run the same Airflow against the same DAG folder. Its JWT secret comes
+from the home's generated AIRFLOW_HOME/secrets.json (imgfeat.credentials), never from the code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imgfeat import paths
+from imgfeat import credentials, paths
 
 
 SQLITE_CONNECT_ARGS = {"timeout": 60}
@@ -27,6 +28,8 @@ def airflow_env(home: Path | None = None, extra: dict | None = None) -> dict:
         "AIRFLOW__CORE__DAGS_FOLDER": str(paths.REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Signs the tokens of the api-server and the execution API: per install, generated at first use.
+        "AIRFLOW__API_AUTH__JWT_SECRET": credentials.local(home)["jwt_secret"],
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         # SQLite allows one writer: wait for the lock instead of failing after sqlite3's 5 s
         # (a CLI backfill next to a busy scheduler hit "database is locked").

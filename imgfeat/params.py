@@ -121,6 +121,33 @@ def warehouse_root(value: str, name: str = "warehouse_root") -> str:
     return value
 
 
+EVENT_KEYS = ("partition_date", "warehouse_root")  # the `extra` of the features Asset's events
+
+
+def asset_event_partitions(extras) -> list[tuple[str, str]]:
+    """(warehouse_root, partition_date) named by Asset events' `extra` dicts, validated, sorted by
+    date, without repeats.
+
+    publish emits {"partition_date": "YYYY-MM-DD", "warehouse_root": <absolute root>}; an event
+    lacking either (an event posted by hand, say) or carrying a bad value raises ParamError naming
+    the key, so a consumer refuses the run before it reads or writes anything."""
+    found = set()
+    for extra in extras:
+        extra = extra if isinstance(extra, dict) else {}
+        for name in EVENT_KEYS:
+            value = extra.get(name)
+            if value is None:
+                raise ParamError(name, f"missing from the Asset event's extra (keys: {sorted(map(str, extra))!r})")
+            if not isinstance(value, str):
+                raise ParamError(name, f"expected a string in the Asset event's extra, got {type(value).__name__}")
+        date = partition_date(extra["partition_date"])
+        root_value = extra["warehouse_root"].strip()
+        if not is_uri(root_value) and not root_value.startswith("/"):
+            raise ParamError("warehouse_root", f"{root_value!r} in the Asset event's extra is not an absolute path or URI")
+        found.add((warehouse_root(root_value), date))
+    return sorted(found, key=lambda wd: (wd[1], wd[0]))
+
+
 def score_threshold(value, name: str = "score_threshold") -> float:
     try:
         x = float(value)

@@ -130,6 +130,15 @@ def _connection(conn_id: str) -> tuple[str, str | None]:
     return master, conn.extra_dejson.get("deploy-mode")
 
 
+def event_partitions(triggering_asset_events) -> list[tuple[str, str]]:
+    """(warehouse_root, partition_date) pairs named by a run's triggering Asset events (the
+    `triggering_asset_events` of its context: asset -> events), validated by
+    imgfeat.params.asset_event_partitions (ParamError naming the bad key), sorted, without repeats.
+    The one reading of publish's events: feature_index and feature_catalog both use it."""
+    events = triggering_asset_events or {}
+    return p.asset_event_partitions(getattr(e, "extra", None) for evs in events.values() for e in evs)
+
+
 class AppSubmitOperator(SparkSubmitOperator):
     """Submits one of spark_apps/ with what every imgfeat app needs: the library zip, the
     executors' Python and models for the connection's deploy mode, and BigDL's jars when asked."""
@@ -299,10 +308,9 @@ class IndexSubmitOperator(AppSubmitOperator):
 
     @staticmethod
     def partitions(context) -> list[tuple[str, str]]:
-        """(warehouse_root, partition_date) pairs to index, in order, without repeats."""
-        events = context.get("triggering_asset_events") or {}
-        found = [(e.extra["warehouse_root"], e.extra["partition_date"])
-                 for evs in events.values() for e in evs if e.extra and "partition_date" in e.extra]
+        """(warehouse_root, partition_date) pairs to index, in order, without repeats: those of the
+        triggering Asset events (validated; a bad or missing `extra` raises ParamError), else the params'."""
+        found = event_partitions(context.get("triggering_asset_events"))
         params = context.get("params") or {}
         if not found and params.get("partition_date"):
             found = [(params["warehouse_root"], params["partition_date"])]
@@ -314,7 +322,10 @@ class IndexSubmitOperator(AppSubmitOperator):
         from imgfeat.spark import index
         from imgfeat.spark.runner import InvalidArguments
 
-        todo = self.partitions(context)
+        try:
+            todo = self.partitions(context)
+        except p.ParamError as e:
+            raise AirflowFailException(f"index: invalid parameter: {e}") from None
         if not todo:
             raise AirflowFailException("index: invalid parameter: partition_date is required when no Asset event "
                                        "names a partition")

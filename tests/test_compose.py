@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 from urllib.parse import urlparse
 
 import pytest
 import yaml
 
-from imgfeat import paths
+from imgfeat import credentials, paths
 
 AIRFLOW = ("api-server", "scheduler", "dag-processor", "triggerer")
 HADOOP = ("namenode", "datanode", "resourcemanager", "nodemanager")
@@ -69,7 +70,8 @@ def test_every_referenced_file_exists(services):
 
 def test_published_ports_are_distinct_and_on_loopback(services):
     published = [p for svc in services.values() for p in svc.get("ports", [])]
-    assert published and all(p.startswith("127.0.0.1:") for p in published)
+    assert published and all(isinstance(p, str) and p.startswith("127.0.0.1:") for p in published)
+    assert not any(svc.get("network_mode") == "host" for svc in services.values())
     host_ports = [p.split(":")[1] for p in published]
     assert len(host_ports) == len(set(host_ports))
 
@@ -95,8 +97,10 @@ def test_airflow_uses_local_executor_and_the_postgres_service(services):
     assert services["api-server"]["ports"] == [f"127.0.0.1:{api_port}:{api_port}"]
     assert urlparse(services["scheduler"]["environment"]["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]).port == int(api_port)
     users = services["api-server"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
-    passwords = json.loads((paths.REPO / "docker" / "airflow-passwords.json").read_text())
+    passwords = json.loads(credentials.passwords_json("x"))  # the file `make compose-secrets` writes
     assert {u.split(":")[0] for u in users.split(",")} == set(passwords)
+    assert services["api-server"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == \
+        f"/opt/imgfeat/{credentials.COMPOSE_DIR / credentials.COMPOSE_PASSWORDS}"  # under the project mount
 
 
 def test_hdfs_and_yarn_addresses_agree_with_the_services(services):
@@ -143,3 +147,47 @@ def test_the_default_roots_are_allowed_roots(services):
     allowed = env["IMGFEAT_ALLOWED_ROOTS"].split(",")
     for root in ("IMGFEAT_INPUT_ROOT", "IMGFEAT_WAREHOUSE_ROOT"):
         assert any(env[root] == a or env[root].startswith(a + "/") for a in allowed)
+
+
+def test_no_secret_is_in_the_compose_file(services, tmp_path):
+    text = (paths.REPO / "docker-compose.yml").read_text()
+    assert "imgfeat-local-only" not in text and "airflow-passwords.json" not in text
+    assert not (paths.REPO / "docker" / "airflow-passwords.json").exists()
+    env_file = str(credentials.COMPOSE_DIR / credentials.COMPOSE_ENV)
+    generated = credentials.read_env_file(credentials.compose(tmp_path)["env_file"])
+    assert set(generated) == set(credentials.COMPOSE_KEYS)
+    for name in AIRFLOW + ("airflow-init",):
+        svc = services[name]
+        assert svc["env_file"] == [env_file], name  # the generated file, the same for every component
+        for key in credentials.COMPOSE_KEYS:  # `environment` would override the generated value
+            assert key not in svc["environment"], f"{name}: {key}"
+        assert not any(k.endswith(("SECRET", "SECRET_KEY", "FERNET_KEY")) for k in svc["environment"]), name
+        assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS" not in svc["environment"]
+    for path in (env_file, str(credentials.COMPOSE_DIR / credentials.COMPOSE_PASSWORDS)):
+        assert subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=paths.REPO).returncode == 0, path
+    makefile = (paths.REPO / "Makefile").read_text()
+    assert re.search(r"^compose-secrets:\n\t\$\(PYTHON\) -m imgfeat.credentials compose$", makefile, re.M)
+
+
+def test_hdfs_enforces_permissions_and_airflow_is_not_its_superuser(services):
+    assert _site("hdfs-site.xml")["dfs.permissions.enabled"] == "true"
+    assert _site("core-site.xml")["hadoop.http.staticuser.user"] != "hadoop"  # anonymous web user
+    user = services["scheduler"]["environment"]["HADOOP_USER_NAME"]
+    assert user == "airflow"
+    for name in AIRFLOW + ("airflow-init",):
+        assert services[name]["environment"]["HADOOP_USER_NAME"] == user
+    init = services["hdfs-init"]
+    assert init["image"] == services["namenode"]["image"] and init["environment"]["HADOOP_USER_NAME"] == "hadoop"
+    assert init["restart"] == "no" and set(init["depends_on"]) == {"namenode", "datanode"}
+    script = init["command"][-1]
+    chown = re.search(rf"hdfs dfs -chown {user}:{user} ([^&]+)&&", script).group(1).split()
+    env = services["scheduler"]["environment"]
+    fs = _site("core-site.xml")["fs.defaultFS"]
+    for root in ("IMGFEAT_INPUT_ROOT", "IMGFEAT_WAREHOUSE_ROOT"):
+        assert env[root].removeprefix(fs) in chown  # the pipeline's roots belong to its user
+    assert f"/user/{user}" in chown  # Spark's staging directory on YARN
+    assert script.index("-safemode wait") < script.index("-mkdir") < script.index("-chown")
+    # Airflow starts after the directories exist: airflow-init waits for hdfs-init, the rest for airflow-init.
+    assert services["airflow-init"]["depends_on"]["hdfs-init"] == {"condition": "service_completed_successfully"}
+    for name in AIRFLOW:
+        assert services[name]["depends_on"] == {"airflow-init": {"condition": "service_completed_successfully"}}

@@ -299,17 +299,18 @@ def test_train_descriptor_refuses_a_bad_param_before_spark_submit(bag, param, va
     assert task._hook is None
 
 
-def test_feature_index_runs_on_the_features_asset_for_each_partition_named(bag):
+def test_feature_index_runs_on_the_features_asset_for_each_partition_named(bag, tmp_path):
     from types import SimpleNamespace
 
     from imgfeat_airflow import FEATURES, IndexSubmitOperator
 
     dag = bag.dags["feature_index"]
     assert dag.timetable.asset_condition.objects == (FEATURES,)
+    wh = str(tmp_path / "wh")  # event roots are validated: a writable place, whoever runs the tests
     event = lambda w, d: SimpleNamespace(extra={"warehouse_root": w, "partition_date": d})  # noqa: E731
-    context = {"triggering_asset_events": {FEATURES: [event("/wh", "2026-11-02"), event("/wh", "2026-11-01"),
-                                                      event("/wh", "2026-11-02")]}, "params": {}}
-    assert IndexSubmitOperator.partitions(context) == [("/wh", "2026-11-01"), ("/wh", "2026-11-02")]
+    context = {"triggering_asset_events": {FEATURES: [event(wh, "2026-11-02"), event(wh, "2026-11-01"),
+                                                      event(wh, "2026-11-02")]}, "params": {}}
+    assert IndexSubmitOperator.partitions(context) == [(wh, "2026-11-01"), (wh, "2026-11-02")]
     manual = {"params": {"partition_date": "2026-11-05", "warehouse_root": "/wh2"}}
     assert IndexSubmitOperator.partitions(manual) == [("/wh2", "2026-11-05")]
 
@@ -322,3 +323,89 @@ def test_feature_index_without_a_partition_fails_before_spark_submit(bag):
         task.execute(context={"params": {"partition_date": None, "warehouse_root": "/tmp/wh"}})
     with pytest.raises(AirflowFailException, match="argument --partition-date: '2026-02-30' is not a calendar date"):
         task.execute(context={"params": {"partition_date": "2026-02-30", "warehouse_root": "/tmp/wh"}})
+
+
+# --- the features Asset's events: validated by feature_index and feature_catalog alike -----------------
+def _events(*extras):
+    from types import SimpleNamespace
+
+    from imgfeat_airflow import FEATURES
+
+    return {FEATURES: [SimpleNamespace(extra=x) for x in extras]}
+
+
+BAD_EXTRAS = [
+    (None, "partition_date: missing from the Asset event's extra"),
+    ({}, "partition_date: missing from the Asset event's extra"),
+    ({"partition_date": "2026-11-01"}, "warehouse_root: missing from the Asset event's extra"),
+    ({"partition_date": 20261101, "warehouse_root": "{wh}"}, "partition_date: expected a string"),
+    ({"partition_date": "2026-02-30", "warehouse_root": "{wh}"}, "partition_date: '2026-02-30' is not a calendar date"),
+    ({"partition_date": "2026-11-01", "warehouse_root": "/tmp/../etc"}, "warehouse_root: '/tmp/../etc' contains '..'"),
+    ({"partition_date": "2026-11-01", "warehouse_root": "wh"}, "warehouse_root: 'wh' in the Asset event's extra is not"),
+    ({"partition_date": "2026-11-01", "warehouse_root": "ftp://h/wh"}, "warehouse_root: unsupported scheme 'ftp'"),
+    ({"partition_date": "2026-11-01", "warehouse_root": "/srv/other"}, "warehouse_root: '/srv/other' is outside the allowed"),
+]
+
+
+def _fill(extra, wh):
+    return extra if not isinstance(extra, dict) else {k: v.format(wh=wh) if isinstance(v, str) else v
+                                                      for k, v in extra.items()}
+
+
+@pytest.mark.parametrize("extra,message", BAD_EXTRAS)
+def test_feature_catalog_refuses_a_bad_event_naming_the_parameter_and_writes_nothing(
+        bag, tmp_path, monkeypatch, extra, message):
+    import re
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    wh = tmp_path / "wh"
+    monkeypatch.setenv("IMGFEAT_ALLOWED_ROOTS", f"{tmp_path},/tmp")
+    good = {"partition_date": "2026-11-01", "warehouse_root": str(wh)}
+    record = bag.dags["feature_catalog"].get_task("record_partitions").python_callable
+    with pytest.raises(AirflowFailException, match="^feature_catalog: invalid parameter: " + re.escape(message)) as e:
+        record(triggering_asset_events=_events(good, _fill(extra, str(wh))))
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # the good event's partition was not recorded either
+
+
+def test_feature_catalog_without_an_event_is_refused(bag):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    record = bag.dags["feature_catalog"].get_task("record_partitions").python_callable
+    for events in (None, {}, _events()):
+        with pytest.raises(AirflowFailException, match="^feature_catalog: invalid parameter: partition_date: no Asset"):
+            record(triggering_asset_events=events)
+
+
+def test_feature_catalog_records_each_partition_once(bag, tmp_path):
+    import json
+
+    from imgfeat.layout import Warehouse
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    for date, published in (("2026-11-01", 3), ("2026-11-02", 5)):
+        manifest = tmp_path / "wh" / "runs" / f"dt={date}" / "manifest.json"
+        manifest.parent.mkdir(parents=True)
+        manifest.write_text(json.dumps({"partition_date": date, "published": published, "commit_id": "c" + date}))
+    event = lambda d: {"partition_date": d, "warehouse_root": wh.root + "/"}  # noqa: E731
+    record = bag.dags["feature_catalog"].get_task("record_partitions").python_callable
+    entries = record(triggering_asset_events=_events(event("2026-11-02"), event("2026-11-01"), event("2026-11-02")))
+    assert [(e["partition_date"], e["published"]) for e in entries] == [("2026-11-01", 3), ("2026-11-02", 5)]
+    assert sorted(p.name for p in (tmp_path / "wh" / "catalog").iterdir()) == ["dt=2026-11-01.json", "dt=2026-11-02.json"]
+    assert json.loads((tmp_path / "wh" / "catalog" / "dt=2026-11-02.json").read_text())["commit_id"] == "c2026-11-02"
+
+
+@pytest.mark.parametrize("extra,message", BAD_EXTRAS[:3] + BAD_EXTRAS[-1:])
+def test_feature_index_refuses_a_bad_event_before_spark_submit(bag, tmp_path, monkeypatch, extra, message):
+    import re
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("IMGFEAT_ALLOWED_ROOTS", f"{tmp_path},/tmp")
+    task = copy.copy(bag.dags["feature_index"].get_task("index"))
+    good = {"partition_date": "2026-11-01", "warehouse_root": str(tmp_path / "wh")}
+    with pytest.raises(AirflowFailException, match="^index: invalid parameter: " + re.escape(message)):
+        task.execute(context={"triggering_asset_events": _events(good, _fill(extra, str(tmp_path / "wh"))),
+                              "params": {"partition_date": "2026-11-05", "warehouse_root": str(tmp_path)}})
+    assert task._hook is None

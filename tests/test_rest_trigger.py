@@ -83,6 +83,27 @@ def _wait(api, run_id, timeout=900, dag_id=DAG) -> dict:
         time.sleep(3)
 
 
+def test_login_takes_the_generated_password_only(airflow):
+    import stat
+
+    for f in ("secrets.json", "passwords.json"):  # generated at first start, private
+        assert stat.S_IMODE((airflow.home / f).stat().st_mode) == 0o600, f
+    assert json.loads((airflow.home / "secrets.json").read_text())["admin_password"] == airflow.password
+
+    def login(password):
+        req = urllib.request.Request(f"{airflow.url}/auth/token", method="POST",
+                                     data=json.dumps({"username": "admin", "password": password}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert login("admin") == 401  # no fixed password
+    assert login(airflow.password) == 201
+
+
 def test_a_rest_trigger_with_params_publishes_the_partition(api, local_run, tmp_path):
     warehouse = tmp_path / "warehouse"
     run_id = _trigger(api, {"partition_date": E2E_DATE, "input_root": str(local_run["root"]),
