@@ -6,6 +6,7 @@ import os
 import pytest
 from pyspark.sql import functions as F
 
+from imgfeat import lease
 from imgfeat.layout import Warehouse
 from imgfeat.spark.checkpoint import commit, is_committed, read_meta
 from imgfeat.spark.hadoop import HadoopFS
@@ -13,9 +14,15 @@ from imgfeat.spark.hadoop import HadoopFS
 pytestmark = pytest.mark.spark
 
 
-def _commit(spark, wh, date, df, meta=None):
-    return commit(spark, df, wh.checkpoint("ingest", date), wh.staging_root("ingest", date),
-                  wh.new_staging("ingest", date), meta or (lambda w: {"rows": w.count()}))
+def _commit(spark, wh, date, df, meta=None, leased=True):
+    """A commit as a stage app makes it: holding the partition's lease (or not)."""
+    def go(held=None):
+        return commit(spark, df, wh.checkpoint("ingest", date), wh.staging_root("ingest", date),
+                      wh.new_staging("ingest", date), meta or (lambda w: {"rows": w.count()}), lease=held)
+    if not leased:
+        return go()
+    with lease.hold(spark, wh.lease(date), date, "ingest") as held:
+        return go(held)
 
 
 def test_commit_writes_data_success_and_meta(spark, tmp_path):
@@ -45,7 +52,12 @@ def test_a_failing_stage_leaves_the_committed_checkpoint_untouched(spark, tmp_pa
         _commit(spark, wh, "2026-11-01", bad)
     assert sorted(os.listdir(target)) == before
     assert sorted(r.id for r in spark.read.parquet(target).collect()) == list(range(5))
-    # The next attempt deletes what the failed one left in staging, then commits.
+    # Without the lease, an attempt leaves other attempts' staging alone (it could be live)...
+    staged = os.listdir(tmp_path / "_staging" / "ingest" / "dt=2026-11-01")
+    assert len(staged) == 1
+    _commit(spark, wh, "2026-11-01", spark.range(2), leased=False)
+    assert os.listdir(tmp_path / "_staging" / "ingest" / "dt=2026-11-01") == staged
+    # ... while holding it, it deletes what the failed one left in staging, then commits.
     _commit(spark, wh, "2026-11-01", spark.range(3))
     assert sorted(r.id for r in spark.read.parquet(target).collect()) == [0, 1, 2]
     assert not os.listdir(tmp_path / "_staging" / "ingest")
