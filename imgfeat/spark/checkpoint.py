@@ -26,7 +26,8 @@ the lease is still its own (a holder whose lease expired and was taken over neve
 Fault injection (tests): `IMGFEAT_FAULT=<stage>:<point>` makes the process exit at once
 (`os._exit(FAULT_EXIT)`) in `commit` of that stage; points: `after_write` (staging complete, nothing
 renamed), `after_delete` (old checkpoint moved aside, new one not in place), `after_rename` (new
-one in place, aside copy not yet deleted).
+one in place, aside copy not yet deleted); `<stage>:<point>:pause=<s>` sleeps there instead (to
+hold the lease long enough for a concurrent run to meet it).
 """
 
 from __future__ import annotations
@@ -58,8 +59,16 @@ def basename(path: str) -> str:
 
 
 def fault(stage: str | None, point: str) -> None:
-    """Exit the process now if IMGFEAT_FAULT names `<stage>:<point>` (fault-injection tests only)."""
-    if stage and os.environ.get("IMGFEAT_FAULT") == f"{stage}:{point}":
+    """Fault injection (tests only): exit the process now if IMGFEAT_FAULT is `<stage>:<point>`;
+    pause it for s seconds if it is `<stage>:<point>:pause=<s>`."""
+    spec = os.environ.get("IMGFEAT_FAULT", "")
+    if not stage or not spec.startswith(f"{stage}:{point}"):
+        return
+    rest = spec[len(f"{stage}:{point}"):]
+    if rest.startswith(":pause="):
+        print(f"imgfeat: injected pause {spec}", file=sys.stderr, flush=True)
+        time.sleep(float(rest.removeprefix(":pause=")))
+    elif not rest:
         print(f"imgfeat: injected fault {stage}:{point}, exiting", file=sys.stderr, flush=True)
         os._exit(FAULT_EXIT)
 
