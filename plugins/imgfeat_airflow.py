@@ -181,6 +181,9 @@ class AppSubmitOperator(SparkSubmitOperator):
             self.application_args = args
 
 
+LEASE_OWNER_ENV = ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TASK_ID", "AIRFLOW_CTX_TRY_NUMBER")
+
+
 class StageSubmitOperator(AppSubmitOperator):
     """Submits one pipeline stage as a PySpark application."""
 
@@ -225,6 +228,11 @@ class StageSubmitOperator(AppSubmitOperator):
         except checkpoints.StorageError as e:
             # An unreachable NameNode is retried (it may come back); a refused write is not.
             raise (AirflowException if e.transient else AirflowFailException)(f"stage {self.stage}: {e}") from None
+        # The app's lease names this run, so a retry can take over what a killed attempt left,
+        # also where the driver does not inherit this environment (YARN cluster mode).
+        run_ids = {k: os.environ[k] for k in LEASE_OWNER_ENV if os.environ.get(k)}
+        if run_ids:
+            self.env_vars = {**(self.env_vars or {}), **run_ids}
         return self.submit(context, self._bigdl_engine(args.engine))
 
     def _wait_for_lease(self, warehouse: str, date: str) -> None:
