@@ -11,7 +11,9 @@
   WAREHOUSE/descriptors/deepbit<K>/current.json    {"version": ...}: the layer new runs use
   WAREHOUSE/index/<code>/                      the similarity index of every partition published with a code
   WAREHOUSE/duplicates/dt=<date>/              near-duplicate groups of a partition's images
-  WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where a stage writes before its atomic rename
+  WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where one attempt of a stage writes before its atomic rename
+  WAREHOUSE/<table>/.dt=<date>.old-<id>/       the previous checkpoint during a commit (spark/checkpoint.py)
+  WAREHOUSE/_leases/dt=<date>.json             the partition's lease while a stage app runs (imgfeat/lease.py)
 Roots are local paths or Hadoop URIs (hdfs://, file://).
 """
 
@@ -91,7 +93,12 @@ class Warehouse:
         return _join(self.index_root(), code)
 
     def staging_root(self, name: str, date: str) -> str:
+        """Where the attempts of `name` for `date` stage their output, one directory each."""
         return _join(self.root, "_staging", name, f"dt={date}")
 
-    def new_staging(self, name: str, date: str) -> str:
-        return _join(self.staging_root(name, date), uuid.uuid4().hex)
+    def new_staging(self, name: str, date: str, attempt: str | None = None) -> str:
+        """A directory of its own for one attempt (`attempt`: its id; default a new uuid)."""
+        return _join(self.staging_root(name, date), attempt or uuid.uuid4().hex)
+
+    def lease(self, date: str) -> str:
+        return _join(self.root, "_leases", f"dt={date}.json")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -35,9 +37,17 @@ def build_zip(out_dir: Path | None = None) -> Path:
             info = zipfile.ZipInfo(str(f.relative_to(paths.REPO)), date_time=(2020, 1, 1, 0, 0, 0))
             zf.writestr(info, f.read_bytes(), zipfile.ZIP_DEFLATED)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.rename(target)
+    # A temporary file of its own (two builds may run at once), then an atomic replace: the same
+    # sources give the same bytes, so whichever build lands last leaves the same zip.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 

@@ -195,6 +195,9 @@ class AppSubmitOperator(SparkSubmitOperator):
             self.application_args = args
 
 
+LEASE_OWNER_ENV = ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TASK_ID", "AIRFLOW_CTX_TRY_NUMBER")
+
+
 class StageSubmitOperator(AppSubmitOperator):
     """Submits one pipeline stage as a PySpark application."""
 
@@ -235,10 +238,44 @@ class StageSubmitOperator(AppSubmitOperator):
             if self.stage == "ingest" and not checkpoints.input_exists(args.input_root, date):
                 raise AirflowFailException(f"stage ingest: input partition {args.input_root}/dt={date} does not exist")
             checkpoints.check_writable(warehouse)
+            self._wait_for_lease(warehouse, date)
         except checkpoints.StorageError as e:
             # An unreachable NameNode is retried (it may come back); a refused write is not.
             raise (AirflowException if e.transient else AirflowFailException)(f"stage {self.stage}: {e}") from None
+        # The app's lease names this run, so a retry can take over what a killed attempt left,
+        # also where the driver does not inherit this environment (YARN cluster mode).
+        run_ids = {k: os.environ[k] for k in LEASE_OWNER_ENV if os.environ.get(k)}
+        if run_ids:
+            self.env_vars = {**(self.env_vars or {}), **run_ids}
         return self.submit(context, self._bigdl_engine(args.engine))
+
+    def _wait_for_lease(self, warehouse: str, date: str) -> None:
+        """Another run's stage app holds the partition (imgfeat.lease): wait for it here, without
+        starting Spark, up to IMGFEAT_LEASE_WAIT_S; then fail the attempt (retried) naming the holder.
+        The app takes the lease itself; this is only the cheap early check."""
+        import time
+
+        from airflow.sdk.exceptions import AirflowException
+
+        from imgfeat import checkpoints, lease
+        from imgfeat.layout import Warehouse
+
+        path = Warehouse(warehouse).lease(date)
+        deadline = time.time() + lease.WAIT_S
+        while True:
+            try:
+                record = checkpoints.read_json(path)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or "token" not in record:
+                return  # free, or being written: the app decides
+            if lease.reclaimable(record, time.time(), lease.me(self.stage), time.time()):
+                return
+            message = lease.held_message(date, record)
+            if time.time() >= deadline:
+                raise AirflowException(f"stage {self.stage}: {message}")
+            self.log.info("%s; waiting", message)
+            time.sleep(lease.POLL_S * 5)
 
     def _bigdl_engine(self, engine: str) -> str | None:
         # detect and embed run BigDL's inference graphs on its MKL-DNN engine

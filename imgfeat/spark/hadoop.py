@@ -7,6 +7,7 @@ class HadoopFS:
     def __init__(self, spark):
         self._jvm = spark.sparkContext._jvm
         self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self._gateway = spark.sparkContext._gateway
 
     def _path(self, path: str):
         return self._jvm.org.apache.hadoop.fs.Path(path)
@@ -34,8 +35,50 @@ class HadoopFS:
     def mkdirs(self, path: str) -> None:
         self._fs(path).mkdirs(self._path(path))
 
+    def list_status(self, path: str) -> list[tuple[str, int]]:
+        """(name, modification time in ms) of the entries directly under the directory `path`."""
+        return [(st.getPath().getName(), st.getModificationTime())
+                for st in self._fs(path).listStatus(self._path(path))]
+
     def rename(self, src: str, dst: str) -> bool:
+        """Hadoop's rename: False when it fails. Beware: onto an existing directory it moves `src`
+        INTO it; callers never rename onto an existing path."""
         return self._fs(src).rename(self._path(src), self._path(dst))
+
+    def rename_overwrite(self, src: str, dst: str) -> bool:
+        """Atomically replace the file `dst` by the file `src` (FileContext's rename with OVERWRITE,
+        atomic on HDFS and local file systems); False when the file system does not support it."""
+        jvm = self._jvm
+        try:
+            src_p, dst_p = self._path(src), self._path(dst)
+            fc = jvm.org.apache.hadoop.fs.FileContext.getFileContext(self._fs(src).getUri(), self._conf)
+            opts = self._gateway.new_array(jvm.org.apache.hadoop.fs.Options.Rename, 1)
+            opts[0] = jvm.org.apache.hadoop.fs.Options.Rename.OVERWRITE
+            fc.rename(src_p, dst_p, opts)
+            return True
+        except Exception as e:  # noqa: BLE001 - py4j wraps every Java exception
+            if "UnsupportedFileSystemException" in str(e) or "UnsupportedOperationException" in str(e):
+                return False
+            raise
+
+    def create_new(self, path: str, data: bytes) -> bool:
+        """Create the file `path` holding `data` only if it does not exist: False when it does.
+        Atomic on HDFS (the NameNode refuses a second create). Local file systems check, then
+        create; `imgfeat.lease` uses O_EXCL for local paths instead."""
+        try:
+            out = self._fs(path).create(self._path(path), False)
+        except Exception as e:  # noqa: BLE001 - py4j wraps every Java exception
+            if "FileAlreadyExistsException" in str(e) or "AlreadyBeingCreatedException" in str(e):
+                return False
+            raise
+        try:
+            out.write(bytearray(data))
+        finally:
+            out.close()
+        return True
+
+    def modification_time(self, path: str) -> int:
+        return self._fs(path).getFileStatus(self._path(path)).getModificationTime()
 
     def write_text(self, path: str, text: str) -> None:
         self.write_bytes(path, text.encode("utf-8"))

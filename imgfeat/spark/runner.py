@@ -266,28 +266,87 @@ def _engine_args(spark, args) -> tuple:
     return (args.engine, args.model_dir, args.threads or int(cores))
 
 
-def run_publish(spark, args, wh):
-    from imgfeat.spark.checkpoint import commit, read_meta, write_text_atomically
+def _sources_in_flux(fs, features_root: str) -> dict:
+    """Name -> modification time of each entry of the features root (partitions and aside copies):
+    a partition rewritten meanwhile changes its entry."""
+    return dict(fs.list_status(features_root)) if fs.is_dir(features_root) else {}
+
+
+def _repair_published(spark, fs, wh, date: str) -> None:
+    """Put back what a crashed publish of `date` left aside, if no live run holds its lease."""
+    from imgfeat import lease
+    from imgfeat.spark.checkpoint import restore
+
+    try:
+        with lease.hold(spark, wh.lease(date), date, "publish", wait_s=0):
+            for name in ("features", "quarantine"):
+                restore(fs, wh.table(name, date))
+    except lease.LeaseHeld:
+        pass  # its run is live: it restores or replaces the table itself
+
+
+def _resolve_stably(spark, fs, wh, embedded, model: str, date: str, attempt: str, tries: int = 3):
+    """Write the final rows of the partition into this attempt's staging and read them back.
+
+    A reused row whose source row is missing is quarantined (`reuse_source_missing`) only when its
+    source partition did not change while it was read: a source partition rewritten meanwhile by
+    another run (or mid-commit, with its old copy aside) is read again, and after `tries` the stage
+    fails (Airflow retries it) instead of quarantining good rows."""
+    from pyspark.sql import functions as F
+
+    from imgfeat.stages import reuse
+
+    root = wh.features_root()
+    for i in range(tries):
+        before = _sources_in_flux(fs, root)
+        index = reuse.published(spark, root, model)
+        at = wh.new_staging("resolved", date, f"{attempt}-{i}")
+        reuse.resolve(embedded, index, date, model).write.parquet(at)
+        resolved = spark.read.parquet(at)
+        missing = {r.src for r in resolved.where(F.col("quarantine_reason").startswith("reuse_source_missing"))
+                   .select(F.split("reused_from", "/").getItem(0).alias("src")).distinct().collect()}
+        after = _sources_in_flux(fs, root)
+        unstable = sorted(d for d in missing if before.get(d) != after.get(d)
+                          or any(n.startswith(f".{d}.old-") for n in (*before, *after)))
+        if not unstable:
+            return resolved, at
+        fs.delete(at)
+        for d in unstable:
+            _repair_published(spark, fs, wh, d.removeprefix("dt="))
+        time.sleep(1 + i)
+    raise StageFailed(f"source partitions {', '.join(unstable)} of reused rows were being rewritten during "
+                      "publish; not quarantining their rows (retry)")
+
+
+def run_publish(spark, args, wh, held=None):
+    from imgfeat.spark.checkpoint import clear_staging, commit, read_meta, restore, write_text_atomically
     from imgfeat.spark.hadoop import HadoopFS
     from imgfeat.stages import publish, reuse
 
     date = args.partition_date
+    fs = HadoopFS(spark)
     embedded, embed_meta = _read_previous(spark, wh, "publish", date)
     metas = {s: read_meta(spark, wh.checkpoint(s, date)) for s in STAGES[:-1]}
     started = time.time()
-    # The final rows are written once before the tables: a re-run's carried-over rows are read from
-    # the partition's current features table, which committing the new one replaces.
-    index = reuse.published(spark, wh.features_root(), embed_meta["model"])
-    resolved_at = wh.new_staging("resolved", date)
-    reuse.resolve(embedded, index, date, embed_meta["model"]).write.parquet(resolved_at)
-    resolved = spark.read.parquet(resolved_at)
+    attempt = uuid.uuid4().hex
+    # A re-run's carried-over rows are read from the partition's current features table: if an
+    # earlier attempt died in the middle of replacing it, its old copy is put back first.
+    for name in ("features", "quarantine"):
+        restore(fs, wh.table(name, date))
+    clear_staging(fs, wh.staging_root("resolved", date), leased=held is not None)
+    # The final rows are written once before the tables, which committing the new ones replaces.
+    resolved, resolved_at = _resolve_stably(spark, fs, wh, embedded, embed_meta["model"], date, attempt)
     counts = {}
     for name, df in (("features", publish.features(resolved)), ("quarantine", publish.quarantine(resolved))):
         info = commit(spark, df.coalesce(max(1, math.ceil(metas["ingest"]["rows"] / 5000))),
-                      wh.table(name, date), wh.staging_root(name, date), wh.new_staging(name, date),
-                      lambda written: {"rows": written.count()})
+                      wh.table(name, date), wh.staging_root(name, date), wh.new_staging(name, date, attempt),
+                      lambda written: {"rows": written.count(), "commit_id": attempt,
+                                       "upstream_commit": embed_meta["commit_id"]},
+                      lease=held, stage="publish")
         counts[name] = info["rows"]
-    HadoopFS(spark).delete(wh.staging_root("resolved", date))
+    fs.delete(resolved_at)
+    if fs.is_dir(wh.staging_root("resolved", date)) and not fs.list_names(wh.staging_root("resolved", date)):
+        fs.delete(wh.staging_root("resolved", date))
     summary = publish.summary(spark.read.parquet(wh.table("features", date)),
                               spark.read.parquet(wh.table("quarantine", date)))
     images_in = metas["ingest"]["rows"]
@@ -295,7 +354,7 @@ def run_publish(spark, args, wh):
         raise StageFailed(f"lost images: {images_in} ingested, {summary['published']} published, "
                           f"{summary['quarantined']} quarantined")
     manifest = {
-        "commit_id": uuid.uuid4().hex,
+        "commit_id": attempt,
         "upstream_commit": embed_meta["commit_id"],
         "partition_date": date,
         "input": metas["ingest"]["input"],
@@ -327,13 +386,22 @@ JOBS = {"ingest": run_ingest, "detect": run_detect, "crop": run_crop, "embed": r
 
 
 def run(spark, stage: str, args) -> dict:
-    """Run `stage` for `args.partition_date` with an existing SparkSession; returns its metadata."""
-    from imgfeat.spark.checkpoint import commit
+    """Run `stage` for `args.partition_date` with an existing SparkSession; returns its metadata.
+    The stage holds the partition's lease (imgfeat.lease) from start to end: a concurrent run of
+    the same partition waits for it, or fails naming the holder."""
+    from imgfeat import lease
 
     wh = Warehouse(args.warehouse_root)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-    if stage == "publish":
-        return run_publish(spark, args, wh)
+    with lease.hold(spark, wh.lease(args.partition_date), args.partition_date, stage) as held:
+        if stage == "publish":
+            return run_publish(spark, args, wh, held)
+        return _run_checkpoint_stage(spark, stage, args, wh, held)
+
+
+def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
+    from imgfeat.spark.checkpoint import commit
+
     started = time.time()
     df, extra = JOBS[stage](spark, args, wh)
     date = args.partition_date
@@ -348,7 +416,8 @@ def run(spark, stage: str, args) -> dict:
                 "commit_id": staging.rsplit("/", 1)[1],
                 "duration_s": round(time.time() - started, 3), "finished_at": _now()}
 
-    return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date), staging, meta)
+    return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date), staging, meta,
+                  lease=held, stage=stage)
 
 
 def main(stage: str, argv: list[str] | None = None) -> int:
@@ -358,9 +427,11 @@ def main(stage: str, argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.appName(f"imgfeat-{stage}-{args.partition_date}").getOrCreate()
+    from imgfeat.lease import LeaseHeld, LeaseLost
+
     try:
         info = run(spark, stage, args)
-    except StageFailed as e:
+    except (StageFailed, LeaseHeld, LeaseLost) as e:
         print(f"imgfeat {stage} failed: {e}", file=sys.stderr)
         return 1
     finally:
