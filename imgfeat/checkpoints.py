@@ -157,10 +157,8 @@ def current(warehouse_root: str, stage: str, date: str, input_root: str | None =
         return False, f"{stage} dt={date}: no committed checkpoint"
     if stage == "ingest" and input_root is not None and meta.get("input_listing") != input_listing(input_root, date):
         return False, f"ingest dt={date}: the input partition has changed since it was ingested"
-    for name, value in (shaping or {}).items():
-        made = (meta.get("params") or {}).get(name, "(not recorded)")
-        if made != value:
-            return False, f"{stage} dt={date}: checkpoint was made with {name}={made}, this run asks {name}={value}"
+    for name, made, asked in params.changed(stage, meta, shaping or {})[:1]:
+        return False, f"{stage} dt={date}: checkpoint was made with {name}={made}, this run asks {name}={asked}"
     prev = previous_stage(stage)
     if prev is not None:
         upstream = stage_meta(warehouse_root, prev, date)

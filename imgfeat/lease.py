@@ -170,7 +170,7 @@ def _parse(data: bytes) -> dict | None:
 
 
 def store_for(spark, path: str):
-    from imgfeat.checkpoints import _local
+    from imgfeat.params import local_path as _local
 
     local = _local(path)
     if local is not None:

@@ -25,11 +25,14 @@ DEFAULTS = {
 # `weights` is a digest of the model weights; publish follows embed.
 SHAPING = {
     "ingest": (),
-    "detect": ("engine", "score_threshold", "reuse", "weights"),
+    "detect": ("engine", "score_threshold", "weights", "reuse", "code_bits"),
     "crop": (),
     "embed": ("engine", "code_bits", "weights"),
     "publish": (),
 }
+# These shape detect only through the rows it marked as reused (looked up by a model name that
+# names the code): a detect checkpoint without reused rows holds the same values whatever they are.
+REUSE_ONLY = ("reuse", "code_bits")
 URI_SCHEMES = ("hdfs", "file", "webhdfs", "viewfs", "s3a", "abfs", "abfss", "gs")
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 MIN_CODE_BITS, MAX_CODE_BITS = 8, 1024
@@ -38,6 +41,18 @@ MIN_CODE_BITS, MAX_CODE_BITS = 8, 1024
 def shaping(stage: str, values) -> dict:
     """The values of `stage`'s shaping parameters in `values` (parsed stage arguments)."""
     return {k: getattr(values, k) for k in SHAPING[stage]}
+
+
+def changed(stage: str, meta: dict, asked: dict) -> list[tuple[str, object, object]]:
+    """(name, value the checkpoint was made with, value asked) of each shaping parameter that differs."""
+    made = meta.get("params") or {}
+    out = []
+    for name, value in asked.items():
+        if stage == "detect" and name in REUSE_ONLY and meta.get("reused") == 0 and "params" in meta:
+            continue
+        if made.get(name, "(not recorded)") != value:
+            out.append((name, made.get(name, "(not recorded)"), value))
+    return out
 
 
 class ParamError(ValueError):

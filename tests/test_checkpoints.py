@@ -104,13 +104,16 @@ def test_a_checkpoint_made_with_other_shaping_params_is_not_current(tmp_path):
     d.mkdir(parents=True)
     (d / "_SUCCESS").write_text("")
     made = Namespace(engine="openvino", score_threshold=0.3, reuse=True, weights="2a8d8a89d695", code_bits=64)
-    (d / "_stage.json").write_text(json.dumps({"commit_id": "c-detect", "upstream_commit": "c-ingest",
-                                               "params": params.shaping("detect", made)}))
+    meta = {"commit_id": "c-detect", "upstream_commit": "c-ingest", "params": params.shaping("detect", made)}
+    (d / "_stage.json").write_text(json.dumps({**meta, "reused": 0}))
     assert checkpoints.current(str(tmp_path), "detect", DATE, shaping=params.shaping("detect", made))[0]
-    # code_bits does not shape detect
-    assert checkpoints.current(str(tmp_path), "detect", DATE,
-                               shaping=params.shaping("detect", Namespace(**{**vars(made), "code_bits": 128})))[0]
-    for name, value in (("score_threshold", 0.5), ("engine", "bigdl"), ("reuse", False), ("weights", "0123")):
+    # code_bits and reuse shape detect only through its reused rows: it has none
+    for name, value in (("code_bits", 128), ("reuse", False)):
+        asked = params.shaping("detect", Namespace(**{**vars(made), name: value}))
+        assert checkpoints.current(str(tmp_path), "detect", DATE, shaping=asked)[0]
+    (d / "_stage.json").write_text(json.dumps({**meta, "reused": 3}))
+    for name, value in (("score_threshold", 0.5), ("engine", "bigdl"), ("reuse", False), ("weights", "0123"),
+                        ("code_bits", 128)):
         asked = params.shaping("detect", Namespace(**{**vars(made), name: value}))
         ok, why = checkpoints.current(str(tmp_path), "detect", DATE, shaping=asked)
         old = vars(made)[name]

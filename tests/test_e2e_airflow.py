@@ -1,6 +1,7 @@
 """End to end through Airflow: `airflow dags test` runs the five spark-submits on real photos."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,44 @@ def test_force_recomputes_every_stage_with_the_same_rows(run, airflow_home):
     assert _rows(run["warehouse"]) == before
 
 
+def test_a_changed_parameter_recomputes_exactly_the_stages_it_shapes(run, tmp_path):
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(run["warehouse"], warehouse)
+    before, commits = {r["image_id"]: r for r in _table(warehouse / "features" / f"dt={DATE}")}, _commits(warehouse)
+
+    # code_bits: embed onward (detect marked no reused rows, so the code does not shape it)
+    log = tmp_path / "bits.log"
+    conf = {**run["conf"], "warehouse_root": str(warehouse), "code_bits": 128}
+    assert dags_test("image_features", DATE, conf, run["env"], log_file=log) == 0, log.read_text()[-3000:]
+    text, after = log.read_text(), _commits(warehouse)
+    assert {s for s in STAGES if f"spark_apps/{s}.py --partition-date {DATE}" in text} == {"embed", "publish"}
+    assert "embed dt=2026-11-05: checkpoint was made with code_bits=64, this run asks code_bits=128" in text
+    assert [s for s in STAGES if after[s] != commits[s]] == ["embed", "publish"]
+    bits = {r["image_id"]: r for r in _table(warehouse / "features" / f"dt={DATE}")}
+    assert set(bits) == set(before)
+    for k, r in bits.items():
+        assert (r["label"], r["x1"], r["y2"], r["embedding"]) == (before[k]["label"], before[k]["x1"],
+                                                                  before[k]["y2"], before[k]["embedding"])
+        assert r["code_bits"] == 128 and len(r["code"]) == 16 and r["model"].endswith("code=simhash128c-s20160626")
+
+    # score_threshold: detect onward; a box below the new threshold is no longer an object
+    log, commits = tmp_path / "threshold.log", after
+    conf["score_threshold"] = 0.9
+    assert dags_test("image_features", DATE, conf, run["env"], log_file=log) == 0, log.read_text()[-3000:]
+    text, after = log.read_text(), _commits(warehouse)
+    assert {s for s in STAGES if f"spark_apps/{s}.py --partition-date {DATE}" in text} == set(STAGES[1:])
+    assert [s for s in STAGES if after[s] != commits[s]] == list(STAGES[1:])
+    high = {r["image_id"]: r for r in _table(warehouse / "features" / f"dt={DATE}")}
+    assert set(high) == set(before)
+    for k, r in high.items():
+        if before[k]["score"] >= 0.9:
+            assert (r["label"], r["score"], r["x1"]) == (before[k]["label"], before[k]["score"], before[k]["x1"])
+        else:
+            assert (r["label"], r["score"], r["x1"], r["y1"]) == (None, 0.0, 0, 0), k
+    assert any(0 < r["score"] < 0.9 for r in before.values()) and any(r["score"] >= 0.9 for r in before.values())
+    assert {r["model"].split(";")[2] for r in high.values()} == {"min_score=0.9"}
+
+
 @pytest.mark.parametrize("args,message", [
     (["--date", "2026-02-30"], "error: DATE: '2026-02-30' is not a calendar date"),
     (["--input", "/nonexistent/images"], "error: INPUT: '/nonexistent/images' is not a directory"),
@@ -123,10 +162,13 @@ def test_engine_bigdl_runs_the_dag_and_agrees_with_openvino(run, tmp_path):
     from imgfeat import descriptor
 
     warehouse = tmp_path / "warehouse-bigdl"
+    shutil.copytree(run["warehouse"], warehouse)  # the engine shapes detect onward: ingest is kept
     conf = {**run["conf"], "warehouse_root": str(warehouse), "engine": "bigdl"}
     rc = dags_test("image_features", DATE, conf, run["env"], log_file=tmp_path / "bigdl.log")
     log = (tmp_path / "bigdl.log").read_text()
     assert rc == 0, log[-3000:]
+    assert {s for s in STAGES if f"spark_apps/{s}.py --partition-date {DATE}" in log} == set(STAGES[1:])
+    assert f"detect dt={DATE}: checkpoint was made with engine=openvino, this run asks engine=bigdl" in log
     assert "bigdl-dllib-spark_3.1.3-2.4.0-jar-with-dependencies.jar" in log  # --jars of detect and embed
     ov = {r["image_id"]: r for r in _table(run["warehouse"] / "features" / f"dt={DATE}")}
     bd = {r["image_id"]: r for r in _table(warehouse / "features" / f"dt={DATE}")}

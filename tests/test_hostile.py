@@ -7,11 +7,12 @@ import json
 import pytest
 
 from conftest import jpeg
-from imgfeat import badfiles, checkpoints
+from imgfeat import badfiles, checkpoints, decode, fuzz
 from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 DATE = "2026-11-09"
+FUZZ_CASES = 40
 
 
 def _table(path):
@@ -28,13 +29,23 @@ def hostile(tmp_path_factory, photos, airflow_home, model_dir):
     expected |= badfiles.write(part / "planted", photos["coffee"], prefix="planted/")
     (part / "astronaut.jpg").write_bytes(jpeg(photos["astronaut"]))
     expected["astronaut.jpg"] = None
+    # seeded mutations of real photos in every format: published exactly when decode accepts them
+    (part / "fuzz").mkdir()
+    fuzzed = {}
+    for case, name, _, data in fuzz.cases(seed=12, n=FUZZ_CASES):
+        image_id = f"fuzz/{case.split(':')[1]}-{name}"
+        (part / image_id).write_bytes(data)
+        outcome = fuzz.check(data, max_pixels=decode.MAX_PIXELS)
+        assert not outcome.startswith("FAIL"), (image_id, outcome)
+        fuzzed[image_id] = None if outcome == "ok" else outcome
     warehouse = root / "warehouse"
     conf = {"partition_date": DATE, "input_root": str(root / "input"), "warehouse_root": str(warehouse)}
     env = airflow_env(airflow_home)
     ensure_airflow_db(env)
     log = airflow_home / "hostile.log"
     rc = dags_test("image_features", DATE, conf, env, log_file=log)
-    return {"rc": rc, "log": log.read_text(), "expected": expected, "warehouse": warehouse, "conf": conf}
+    return {"rc": rc, "log": log.read_text(), "expected": expected | fuzzed, "fuzzed": fuzzed,
+            "warehouse": warehouse, "conf": conf}
 
 
 def test_the_run_succeeds(hostile):
@@ -55,6 +66,9 @@ def test_every_file_ends_exactly_once_under_its_exact_path(hostile):
                  "names/12:30:00.jpg", "names/café-日本.jpg", "names/[x]{a,b}*.jpg", "links/inside.jpg"):
         assert labels[name] == "cat", name
     assert labels["astronaut.jpg"] == "person"
+    # the mutated files: some of each kind, so the assertions above covered both outcomes
+    outcomes = list(hostile["fuzzed"].values())
+    assert outcomes.count(None) >= 5 and len(outcomes) - outcomes.count(None) >= 5
 
 
 def test_the_manifest_counts_every_file_and_airflow_sees_the_same_listing(hostile):

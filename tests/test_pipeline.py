@@ -72,13 +72,13 @@ def test_manifest_counts(warehouse):
     wh, _, metas = warehouse
     m = json.loads((wh / "runs" / f"dt={DATE}" / "manifest.json").read_text())
     assert m == metas["publish"]
-    assert (m["images_in"], m["published"], m["quarantined"]) == (15, 9, 6)
+    assert (m["images_in"], m["published"], m["quarantined"]) == (20, 12, 8)
     assert m["quarantined_by_reason"] == {"empty_file": 1, "too_many_pixels": 1, "too_small": 1,
-                                          "truncated": 1, "undecodable": 1, "unsupported_extension": 1}
-    assert m["top_labels"]["cat"] == 6
+                                          "truncated": 1, "undecodable": 3, "unsupported_extension": 1}
+    assert m["top_labels"]["cat"] == 8  # the photo, its 5 valid variants, the 2 with broken EXIF
     assert set(m["stages"]) == set(STAGES) and all(s["duration_s"] > 0 for s in m["stages"].values())
     for stage in ("ingest", "detect", "crop", "embed"):
-        assert (m["stages"][stage]["rows"], m["stages"][stage]["quarantined"]) == (15, 6)
+        assert (m["stages"][stage]["rows"], m["stages"][stage]["quarantined"]) == (20, 8)
 
 
 def test_rerunning_a_stage_gives_the_same_rows(spark, warehouse):
@@ -105,9 +105,9 @@ def test_the_recorded_input_listing_is_the_one_airflow_computes(partition, wareh
 
     root, _ = partition
     _, _, metas = warehouse
-    # 15 files, the zero-byte one included
+    # 20 files, the zero-byte one included
     assert metas["ingest"]["input_listing"] == checkpoints.input_listing(str(root), DATE)
-    assert metas["ingest"]["input_listing"].startswith("15:")
+    assert metas["ingest"]["input_listing"].startswith("20:")
 
 
 def test_a_broken_engine_fails_detect_in_one_line_and_commits_nothing(spark, warehouse, tmp_path):
@@ -130,7 +130,7 @@ def test_a_broken_engine_fails_detect_in_one_line_and_commits_nothing(spark, war
     bad = Namespace(**{**vars(args), "model_dir": str(broken), "warehouse_root": str(other), "reuse": False})
     with pytest.raises(StageFailed) as e:
         run(spark, "detect", bad)
-    assert str(e.value) == ("9 of 9 images failed inference (more than max_inference_failures=0.05); "
+    assert str(e.value) == ("12 of 12 images failed inference (more than max_inference_failures=0.05); "
                             "first: inference_error: the detector model has no output "
                             "detection_boxes, detection_classes, detection_scores, num_detections")
     assert not (other / "detect" / f"dt={DATE}").exists()
@@ -199,10 +199,10 @@ def test_a_partition_that_gained_files_infers_only_the_new_ones(spark, partition
     (part / "photos" / "late.jpg").write_bytes(jpeg(photos["coffee"], quality=80))
     (part / "photos" / "chelsea-copy.jpg").write_bytes((part / "photos" / "chelsea.jpg").read_bytes())
     metas = _run_all(spark, args, DATE)
-    assert (metas["detect"]["rows"], metas["detect"]["quarantined"], metas["detect"]["reused"]) == (17, 6, 10)
-    assert metas["publish"]["images_by_source"] == {"inferred": 1, "reused_this_partition": 10,
+    assert (metas["detect"]["rows"], metas["detect"]["quarantined"], metas["detect"]["reused"]) == (22, 8, 13)
+    assert metas["publish"]["images_by_source"] == {"inferred": 1, "reused_this_partition": 13,
                                                    "reused_other_partitions": 0}
-    assert (metas["publish"]["published"], metas["publish"]["quarantined"]) == (11, 6)
+    assert (metas["publish"]["published"], metas["publish"]["quarantined"]) == (14, 8)
     after = _features(spark, wh, DATE)
     assert set(after) == set(before) | {"photos/late.jpg", "photos/chelsea-copy.jpg"}
     fields = lambda r: (r.label, r.score, r.x1, r.y1, r.x2, r.y2, r.code, r.embedding, r.reused_from)  # noqa: E731
