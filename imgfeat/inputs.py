@@ -12,6 +12,7 @@ entry becomes one quarantine row with a stable reason code:
   link_outside_partition a symbolic link whose target is not inside the partition
   directory_link         a symbolic link to a directory (not followed: its files would be listed twice)
   not_a_regular_file     a FIFO, socket or device
+  unreadable_directory   a directory that could not be listed (one row for the directory)
 
 `image_id` is always the exact path relative to the partition, '/'-separated. The same rules serve
 Airflow (checkpoints.input_listing, without Spark) and the ingest stage, so both see one listing.
@@ -74,8 +75,12 @@ def list_local(part: str) -> list[Listed] | None:
         return None
     real_root = os.path.realpath(root)
     out = []
+    def unreadable(e: OSError) -> None:  # a directory that cannot be listed is not silently skipped
+        rel, problem = _name(os.path.relpath(e.filename, root))
+        out.append(Listed(rel, 0, problem or f"unreadable_directory: {e.strerror}"))
+
     # os.walk does not descend into directory links (followlinks=False); they are listed as entries.
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root, onerror=unreadable):
         rel_dir = os.path.relpath(dirpath, root)
         rel = (lambda n: n) if rel_dir == b"." else (lambda n, d=rel_dir: d + b"/" + n)
         kept = []

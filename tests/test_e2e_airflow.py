@@ -137,11 +137,14 @@ def test_a_changed_parameter_recomputes_exactly_the_stages_it_shapes(run, tmp_pa
     (["--date", "1999-01-01", "--input", "/tmp"], "error: DATE: no input partition /tmp/dt=1999-01-01"),
 ])
 def test_make_run_refuses_bad_arguments_before_any_spark_job(args, message, tmp_path):
+    env = {**airflow_env(tmp_path / "airflow"), "IMGFEAT_VAR": str(tmp_path)}  # writes the home's secrets.json
+    before = sorted(p.name for p in (tmp_path / "airflow").iterdir())
     out = subprocess.run([sys.executable, "-m", "imgfeat.cli", "run", *args], capture_output=True, text=True,
-                         cwd=paths.REPO, env={**airflow_env(tmp_path / "airflow"), "IMGFEAT_VAR": str(tmp_path)})
+                         cwd=paths.REPO, env=env)
     assert out.returncode == 2
     assert out.stderr.strip().startswith(message)
-    assert not (tmp_path / "airflow").exists()  # nothing started, not even Airflow's DB
+    # nothing started, not even Airflow's DB: the home holds only the secrets the env above generated
+    assert sorted(p.name for p in (tmp_path / "airflow").iterdir()) == before == ["secrets.json"]
 
 
 def test_catalog_entry_of_a_published_partition(run):

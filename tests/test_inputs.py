@@ -48,3 +48,19 @@ def test_a_link_to_a_file_inside_the_partition_reads_its_target(tmp_path):
     assert [(e.image_id, e.size, e.problem) for e in inputs.list_local(str(part))] == [
         ("a/x.png", 3, None), ("y.png", 3, None)]
     assert inputs.read_local(str(part / "y.png")) == b"123"
+
+
+def test_a_directory_that_cannot_be_listed_is_one_quarantine_row(tmp_path, monkeypatch):
+    # Root reads every directory, so the refusal is injected where os.walk lists one.
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.jpg").write_bytes(b"1")
+    (tmp_path / "a" / "y.jpg").write_bytes(b"12")
+    scandir = os.scandir
+
+    def refuse(path):
+        if os.fsdecode(path).endswith("/a/b"):
+            raise PermissionError(13, "Permission denied", path)
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", refuse)
+    assert [(e.image_id, e.size, e.problem) for e in inputs.list_local(str(tmp_path))] == [
+        ("a/b", 0, "unreadable_directory: Permission denied"), ("a/y.jpg", 2, None)]
