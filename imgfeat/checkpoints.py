@@ -190,3 +190,61 @@ def input_listing(input_root: str, date: str) -> str | None:
 
 def input_exists(input_root: str, date: str) -> bool:
     return is_dir(input_partition(input_root, date))
+
+
+def remove(path: str) -> None:
+    """Delete the file `path` if it exists (locally, or over WebHDFS)."""
+    local = params.local_path(path)
+    if local is not None:
+        try:
+            os.remove(local)
+        except FileNotFoundError:
+            pass
+        return
+    client, p = _hdfs(path)
+    _call(path, lambda: client.delete(p))
+
+
+# --- the readiness gate (the wait_for_partition task) -------------------------------------------
+class Readiness:
+    """Whether an input partition is complete. `reason` says what is missing (one line, no path);
+    `seen` is the quiet-period state to keep until the next poke: {"digest", "since"}, None when
+    there is nothing to remember (marker mode, or no partition yet)."""
+
+    def __init__(self, ready: bool, reason: str, seen: dict | None = None):
+        self.ready, self.reason, self.seen = ready, reason, seen
+
+    def __repr__(self):
+        return f"Readiness({self.ready!r}, {self.reason!r}, {self.seen!r})"
+
+
+def partition_ready(input_root: str, date: str, marker: str = SUCCESS, quiet_period_s: float = 0.0,
+                    now: float | None = None, seen: dict | None = None) -> Readiness:
+    """Whether the input partition `date` is complete, from the listing alone.
+
+    With `marker` (a file name; the producer writes it last): ready when INPUT/dt=<date>/<marker>
+    exists. Without (""): ready when the partition holds input files and its listing (the names
+    and sizes ingest reads, `input_listing`) is the one `seen` at a poke at least `quiet_period_s`
+    seconds before `now`. `seen` is the previous poke's `Readiness.seen`; keep the one returned.
+    Raises StorageError when the storage cannot be reached."""
+    import time
+
+    now = time.time() if now is None else now
+    part = input_partition(input_root, date)
+    if marker:
+        if exists(f"{part}/{marker}"):
+            return Readiness(True, f"{marker} is present")
+        return Readiness(False, f"no {marker}" + ("" if is_dir(part) else " (the partition does not exist)"))
+    listing = input_listing(input_root, date)
+    if listing is None:
+        return Readiness(False, "the partition does not exist")
+    since = seen["since"] if seen and seen.get("digest") == listing else now
+    state = {"digest": listing, "since": since}
+    files = int(listing.split(":", 1)[0])
+    if files == 0:
+        return Readiness(False, "the partition holds no input files", state)
+    quiet = now - since
+    if quiet >= quiet_period_s:
+        return Readiness(True, f"listing of {files} files unchanged for {quiet:.0f} s", state)
+    return Readiness(False, f"listing still changing (unchanged for {quiet:.0f} s of the {quiet_period_s:g} s "
+                            "quiet period)", state)
