@@ -248,3 +248,24 @@ def partition_ready(input_root: str, date: str, marker: str = SUCCESS, quiet_per
         return Readiness(True, f"listing of {files} files unchanged for {quiet:.0f} s", state)
     return Readiness(False, f"listing still changing (unchanged for {quiet:.0f} s of the {quiet_period_s:g} s "
                             "quiet period)", state)
+
+
+# --- late files (lookback; the building block: not yet wired into the DAG) ---------------------
+def changed_since_ingest(input_root: str, warehouse_root: str, date: str, lookback_days: int) -> list[dict]:
+    """The partitions among the `lookback_days` days before `date` that were ingested and whose
+    input listing has changed since: [{"partition_date", "files_then", "files_now"}], oldest first.
+    A day never ingested (no committed ingest checkpoint) is not a revisit: its own run handles it."""
+    import datetime as dt
+
+    day = dt.date.fromisoformat(date)
+    out = []
+    for back in range(lookback_days, 0, -1):
+        d = (day - dt.timedelta(days=back)).isoformat()
+        meta = stage_meta(warehouse_root, "ingest", d)
+        if meta is None or "input_listing" not in meta:
+            continue
+        now = input_listing(input_root, d)
+        if now is not None and now != meta["input_listing"]:
+            files = lambda listing: int(str(listing).split(":", 1)[0]) if listing else 0  # noqa: E731
+            out.append({"partition_date": d, "files_then": files(meta["input_listing"]), "files_now": files(now)})
+    return out
