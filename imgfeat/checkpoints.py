@@ -190,3 +190,82 @@ def input_listing(input_root: str, date: str) -> str | None:
 
 def input_exists(input_root: str, date: str) -> bool:
     return is_dir(input_partition(input_root, date))
+
+
+def remove(path: str) -> None:
+    """Delete the file `path` if it exists (locally, or over WebHDFS)."""
+    local = params.local_path(path)
+    if local is not None:
+        try:
+            os.remove(local)
+        except FileNotFoundError:
+            pass
+        return
+    client, p = _hdfs(path)
+    _call(path, lambda: client.delete(p))
+
+
+# --- the readiness gate (the wait_for_partition task) -------------------------------------------
+class Readiness:
+    """Whether an input partition is complete. `reason` says what is missing (one line, no path);
+    `seen` is the quiet-period state to keep until the next poke: {"digest", "since"}, None when
+    there is nothing to remember (marker mode, or no partition yet)."""
+
+    def __init__(self, ready: bool, reason: str, seen: dict | None = None):
+        self.ready, self.reason, self.seen = ready, reason, seen
+
+    def __repr__(self):
+        return f"Readiness({self.ready!r}, {self.reason!r}, {self.seen!r})"
+
+
+def partition_ready(input_root: str, date: str, marker: str = SUCCESS, quiet_period_s: float = 0.0,
+                    now: float | None = None, seen: dict | None = None) -> Readiness:
+    """Whether the input partition `date` is complete, from the listing alone.
+
+    With `marker` (a file name; the producer writes it last): ready when INPUT/dt=<date>/<marker>
+    exists. Without (""): ready when the partition holds input files and its listing (the names
+    and sizes ingest reads, `input_listing`) is the one `seen` at a poke at least `quiet_period_s`
+    seconds before `now`. `seen` is the previous poke's `Readiness.seen`; keep the one returned.
+    Raises StorageError when the storage cannot be reached."""
+    import time
+
+    now = time.time() if now is None else now
+    part = input_partition(input_root, date)
+    if marker:
+        if exists(f"{part}/{marker}"):
+            return Readiness(True, f"{marker} is present")
+        return Readiness(False, f"no {marker}" + ("" if is_dir(part) else " (the partition does not exist)"))
+    listing = input_listing(input_root, date)
+    if listing is None:
+        return Readiness(False, "the partition does not exist")
+    since = seen["since"] if seen and seen.get("digest") == listing else now
+    state = {"digest": listing, "since": since}
+    files = int(listing.split(":", 1)[0])
+    if files == 0:
+        return Readiness(False, "the partition holds no input files", state)
+    quiet = now - since
+    if quiet >= quiet_period_s:
+        return Readiness(True, f"listing of {files} files unchanged for {quiet:.0f} s", state)
+    return Readiness(False, f"listing still changing (unchanged for {quiet:.0f} s of the {quiet_period_s:g} s "
+                            "quiet period)", state)
+
+
+# --- late files (lookback; the building block: not yet wired into the DAG) ---------------------
+def changed_since_ingest(input_root: str, warehouse_root: str, date: str, lookback_days: int) -> list[dict]:
+    """The partitions among the `lookback_days` days before `date` that were ingested and whose
+    input listing has changed since: [{"partition_date", "files_then", "files_now"}], oldest first.
+    A day never ingested (no committed ingest checkpoint) is not a revisit: its own run handles it."""
+    import datetime as dt
+
+    day = dt.date.fromisoformat(date)
+    out = []
+    for back in range(lookback_days, 0, -1):
+        d = (day - dt.timedelta(days=back)).isoformat()
+        meta = stage_meta(warehouse_root, "ingest", d)
+        if meta is None or "input_listing" not in meta:
+            continue
+        now = input_listing(input_root, d)
+        if now is not None and now != meta["input_listing"]:
+            files = lambda listing: int(str(listing).split(":", 1)[0]) if listing else 0  # noqa: E731
+            out.append({"partition_date": d, "files_then": files(meta["input_listing"]), "files_now": files(now)})
+    return out

@@ -102,7 +102,9 @@ def cmd_run(a) -> int:
     log = paths.var_dir() / "logs" / f"run-dt={date}.log"
     print(f"running DAG {DAG_ID} for dt={date} through Airflow (log: {log}) ...", flush=True)
     started = time.time()
-    rc = dags_test(DAG_ID, date, conf, env, log_file=None if a.verbose else log)
+    # No logical date: the run starts now (real start and end dates in the UI); the partition is
+    # the `partition_date` conf. (A logical date of DATE would record the run as started on DATE.)
+    rc = dags_test(DAG_ID, None, conf, env, log_file=None if a.verbose else log)
     if rc != 0:
         print(f"error: the DAG run failed (exit {rc}); see {log}", file=sys.stderr)
         return 1
@@ -110,7 +112,7 @@ def cmd_run(a) -> int:
     # What the Asset-triggered feature_index DAG does after a publish (a scheduler would start it).
     index_log = paths.var_dir() / "logs" / f"index-dt={date}.log"
     print(f"running DAG feature_index for dt={date} (log: {index_log}) ...", flush=True)
-    rc = dags_test("feature_index", date, {"partition_date": date, "warehouse_root": warehouse}, env,
+    rc = dags_test("feature_index", None, {"partition_date": date, "warehouse_root": warehouse}, env,
                    log_file=None if a.verbose else index_log)
     if rc != 0:
         print(f"error: the feature_index run failed (exit {rc}); see {index_log}", file=sys.stderr)

@@ -14,6 +14,7 @@
   WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where one attempt of a stage writes before its atomic rename
   WAREHOUSE/<table>/.dt=<date>.old-<id>/       the previous checkpoint during a commit (spark/checkpoint.py)
   WAREHOUSE/_leases/dt=<date>.json             the partition's lease while a stage app runs (imgfeat/lease.py)
+  WAREHOUSE/_staging/ready/dt=<date>.json      the readiness gate's quiet-period state while it waits
 Roots are local paths or Hadoop URIs (hdfs://, file://).
 """
 
@@ -99,6 +100,11 @@ class Warehouse:
     def new_staging(self, name: str, date: str, attempt: str | None = None) -> str:
         """A directory of its own for one attempt (`attempt`: its id; default a new uuid)."""
         return _join(self.staging_root(name, date), attempt or uuid.uuid4().hex)
+
+    def ready_state(self, date: str) -> str:
+        """The quiet-period state of wait_for_partition (the listing last seen and since when),
+        kept between its pokes (reschedule mode clears a task's XComs) and removed when it ends."""
+        return _join(self.root, "_staging", "ready", f"dt={date}.json")
 
     def lease(self, date: str) -> str:
         return _join(self.root, "_leases", f"dt={date}.json")

@@ -60,10 +60,14 @@ def ensure_airflow_db(env: dict) -> None:
     marker.touch()
 
 
-def dags_test(dag_id: str, logical_date: str, conf: dict, env: dict, log_file: Path | None = None) -> int:
-    """Run one DAG run in-process through Airflow (`airflow dags test`); returns its exit code."""
-    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id, logical_date,
-           "--conf", json.dumps(conf)]
+def dags_test(dag_id: str, logical_date: str | None, conf: dict, env: dict, log_file: Path | None = None) -> int:
+    """Run one DAG run in-process through Airflow (`airflow dags test`); returns its exit code.
+
+    `airflow dags test` records the run as started at its logical date. With `logical_date` None
+    the run's logical date is the moment the command starts, so its start and end dates (the UI's
+    durations) are the real ones; name the partition with the `partition_date` conf instead."""
+    cmd = [str(Path(sys.executable).parent / "airflow"), "dags", "test", dag_id,
+           *([logical_date] if logical_date else []), "--conf", json.dumps(conf)]
     if log_file is None:
         return subprocess.run(cmd, env=env).returncode
     log_file.parent.mkdir(parents=True, exist_ok=True)

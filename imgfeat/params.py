@@ -20,6 +20,14 @@ DEFAULTS = {
     # one): a broken engine must fail the run, not quarantine the whole partition.
     "max_inference_failures": 0.05,
 }
+# The readiness gate before ingest (wait_for_partition, README "Daily runs"): the marker file a
+# producer writes last ("" = none: wait for a quiet listing instead), seconds.
+READY_DEFAULTS = {
+    "ready_marker": "_SUCCESS",
+    "quiet_period_s": 900,
+    "poke_interval_s": 300,
+    "wait_timeout_s": 12 * 3600,
+}
 # The run parameters that shape each stage's checkpoint (recorded in its `_stage.json`): a checkpoint
 # made with other values is recomputed, and every later stage with it (through upstream_commit).
 # `weights` is a digest of the model weights; publish follows embed.
@@ -226,3 +234,33 @@ def _integer(value, name: str, minimum: int, expected: str) -> int:
     if n < minimum:
         raise ParamError(name, f"expected {expected}, got {n}")
     return n
+
+
+def ready_marker(value, name: str = "ready_marker") -> str:
+    """The name of the marker file a producer writes into a complete partition, or "" for none.
+    A plain hidden name (`_x` or `.x`): a listed name would be read by ingest as an input file."""
+    from imgfeat.layout import is_listed
+
+    value = "" if value is None else str(value).strip()
+    if not value:
+        return ""
+    if not re.match(r"^[A-Za-z0-9._-]{1,255}$", value) or value in (".", ".."):
+        raise ParamError(name, f"expected a file name (letters, digits, '.', '_', '-') or empty, got {value!r}")
+    if is_listed(value):
+        raise ParamError(name, f"{value!r} would be read as an input file: use a hidden name "
+                               "(starting with '_' or '.'), or empty for no marker")
+    return value
+
+
+def seconds(value, name: str, positive: bool = False) -> float:
+    """A duration in seconds: a number >= 0 (> 0 with `positive`)."""
+    expected = "a number of seconds " + ("> 0" if positive else ">= 0")
+    if isinstance(value, bool):
+        raise ParamError(name, f"expected {expected}, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ParamError(name, f"expected {expected}, got {value!r}") from None
+    if x != x or x in (float("inf"), float("-inf")) or x < 0 or (positive and x == 0):
+        raise ParamError(name, f"expected {expected}, got {value!r}")
+    return x

@@ -6,6 +6,9 @@
   A stage whose checkpoint is committed and current is skipped (see imgfeat.checkpoints) unless
   the run's `force` param is set, so re-running a failed run redoes only what is missing. An input
   partition that gained files is ingested again, and (with `reuse`) only its new files are inferred.
+- `WaitForPartitionSensor`: the readiness gate before ingest (task `wait_for_partition`): scheduled
+  and backfill runs wait, in reschedule mode, until the input partition is complete (a marker
+  file, or a listing that stays unchanged for a quiet period); manual runs only when `wait` is set.
 - `DEFAULT_ARGS`: retries and their delay.
 Spark's master comes from the `spark_default` connection (`local[2]`, `yarn`, `spark://h:p`).
 Environment (read when the DAG file is parsed; cheap):
@@ -27,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, BaseSensorOperator, Param
 
 from imgfeat import params as p
 from imgfeat import paths
@@ -58,6 +61,19 @@ PARAMS = {
     "max_inference_failures": Param(p.DEFAULTS["max_inference_failures"], type="number", minimum=0, maximum=1,
                                     description="detect/embed fail when more than this share of the images they "
                                                 "infer (and more than one) fail inference: a broken engine"),
+    "wait": Param(False, type="boolean",
+                  description="Manual runs: wait for the input partition to be ready, as scheduled and backfill "
+                              "runs always do; false: check only that it exists"),
+    "ready_marker": Param(p.READY_DEFAULTS["ready_marker"], type="string", maxLength=255,
+                          pattern=r"^$|^[_.][A-Za-z0-9._-]*$",
+                          description="The partition is ready when this file exists in it (hidden name); "
+                                      "empty: when its listing stays unchanged for quiet_period_s"),
+    "quiet_period_s": Param(p.READY_DEFAULTS["quiet_period_s"], type="number", minimum=0,
+                            description="Without a marker: seconds the listing (names, sizes) must stay unchanged"),
+    "poke_interval_s": Param(p.READY_DEFAULTS["poke_interval_s"], type="number", exclusiveMinimum=0,
+                             description="Seconds between two looks at the partition (the worker slot is free between)"),
+    "wait_timeout_s": Param(p.READY_DEFAULTS["wait_timeout_s"], type="number", minimum=0,
+                            description="Fail the run when the partition is not ready after this many seconds"),
     "force": Param(False, type="boolean",
                    description="Recompute stages whose checkpoint is committed and current"),
     "reuse": Param(True, type="boolean",
@@ -196,6 +212,130 @@ class AppSubmitOperator(SparkSubmitOperator):
 
 
 LEASE_OWNER_ENV = ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TASK_ID", "AIRFLOW_CTX_TRY_NUMBER")
+
+
+WAITING_RUN_TYPES = ("scheduled", "backfill")  # these runs always wait for their partition
+
+
+class WaitForPartitionSensor(BaseSensorOperator):
+    """The readiness gate before ingest: waits until the run's input partition is complete.
+
+    Ready when INPUT/dt=<date>/<ready_marker> exists or, with `ready_marker` empty, when the
+    partition's listing (names and sizes, as ingest lists it) has not changed for `quiet_period_s`
+    (imgfeat.checkpoints.partition_ready). Scheduled and backfill runs wait; manual runs only with
+    `wait=true` (otherwise ingest checks at once that the partition exists, as before). It waits in
+    reschedule mode: between two looks (`poke_interval_s`) the task is up_for_reschedule and holds
+    no worker slot. The quiet-period state lives in WAREHOUSE/_staging/ready/dt=<date>.json while it
+    waits. After `wait_timeout_s` it fails, not retried, in one line naming the partition and what
+    was missing; nothing else is written to the warehouse.
+    """
+
+    template_fields = ("partition_date", "input_root", "warehouse_root")
+    ui_color = "#fff4d6"
+
+    def __init__(self, *, task_id: str = "wait_for_partition", partition_date: str = PARTITION_DATE,
+                 input_root: str = "{{ params.input_root }}", warehouse_root: str = "{{ params.warehouse_root }}",
+                 **kwargs):
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", p.READY_DEFAULTS["poke_interval_s"])
+        kwargs.setdefault("timeout", p.READY_DEFAULTS["wait_timeout_s"])
+        super().__init__(task_id=task_id, **kwargs)
+        self.partition_date, self.input_root, self.warehouse_root = partition_date, input_root, warehouse_root
+        self._settings: dict = {}
+
+    @staticmethod
+    def settings(params: dict) -> dict:
+        """The gate's own params, validated (ParamError naming the first bad one)."""
+        params = params or {}
+        get = lambda k: params.get(k, p.READY_DEFAULTS.get(k))  # noqa: E731
+        return {"wait": p.boolean(params.get("wait", False), "wait"),
+                "ready_marker": p.ready_marker(get("ready_marker")),
+                "quiet_period_s": p.seconds(get("quiet_period_s"), "quiet_period_s"),
+                "poke_interval_s": p.seconds(get("poke_interval_s"), "poke_interval_s", positive=True),
+                "wait_timeout_s": p.seconds(get("wait_timeout_s"), "wait_timeout_s")}
+
+    @staticmethod
+    def waits(run_type, wait: bool) -> bool:
+        """Whether a run of `run_type` waits: scheduled and backfill runs always, others when asked."""
+        return str(getattr(run_type, "value", run_type) or "") in WAITING_RUN_TYPES or wait
+
+    def execute(self, context):
+        from airflow.sdk import timezone
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            s = self.settings(context.get("params"))
+        except p.ParamError as e:
+            raise AirflowFailException(f"{self.task_id}: invalid parameter: {e}") from None
+        run_type = getattr(context.get("dag_run"), "run_type", None)
+        if not self.waits(run_type, s["wait"]):
+            self.log.info("a %s run with wait=false does not wait: ingest checks that the partition exists",
+                          getattr(run_type, "value", run_type) or "manual")
+            return None
+        if not str(self.partition_date or "").strip():
+            raise AirflowFailException(
+                f"{self.task_id}: invalid parameter: partition_date is required when the run has no data interval "
+                "(a manual trigger without logical date, or an Asset-triggered run)")
+        try:
+            s["date"] = p.partition_date(self.partition_date)
+            s["input_root"] = p.root(self.input_root, "input_root")
+            s["warehouse_root"] = p.warehouse_root(self.warehouse_root)
+        except p.ParamError as e:
+            raise AirflowFailException(f"{self.task_id}: invalid parameter: {e}") from None
+        self._settings = s
+        self._first_look = timezone.utcnow()
+        self.poke_interval = s["poke_interval_s"]
+        # poke() fails first, with its own one-line message; this is only the sensor's safety net.
+        self.timeout = s["wait_timeout_s"] + s["poke_interval_s"] + 3600
+        return super().execute(context)
+
+    def poke(self, context) -> bool:
+        import time
+
+        from airflow.sdk import timezone
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from imgfeat import checkpoints
+        from imgfeat.layout import Warehouse, input_partition
+
+        s = self._settings
+        date, marker = s["date"], s["ready_marker"]
+        part = input_partition(s["input_root"], date)
+        state = Warehouse(s["warehouse_root"]).ready_state(date)
+        ti = context.get("ti")
+        started = (ti.get_first_reschedule_date(context) if ti is not None else None) or self._first_look
+        waited = (timezone.utcnow() - started).total_seconds()
+        try:
+            seen = None
+            if not marker:
+                try:
+                    seen = checkpoints.read_json(state)
+                except ValueError:
+                    seen = None  # a torn state file: start the quiet period again
+            ready = checkpoints.partition_ready(s["input_root"], date, marker, s["quiet_period_s"],
+                                                now=time.time(), seen=seen)
+        except checkpoints.StorageError as e:
+            if not e.transient:
+                raise AirflowFailException(f"{self.task_id}: {e}") from None
+            ready, seen = checkpoints.Readiness(False, str(e)), None  # the NameNode may come back: keep waiting
+        try:
+            if ready.ready or waited >= s["wait_timeout_s"]:
+                if not marker:
+                    checkpoints.remove(state)
+            elif ready.seen and ready.seen != seen:
+                checkpoints.write_json(state, ready.seen)
+        except Exception as e:  # noqa: BLE001 - storage refused the state file: one line
+            raise AirflowFailException(f"{self.task_id}: cannot keep its state in {state}: "
+                                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        if ready.ready:
+            self.log.info("input partition %s is ready: %s", part, ready.reason)
+            return True
+        if waited >= s["wait_timeout_s"]:
+            raise AirflowFailException(f"{self.task_id}: input partition {part} not ready after {waited:.0f} s: "
+                                       f"{ready.reason}")
+        self.log.info("input partition %s not ready: %s; looking again in %g s (waited %.0f of %g s)",
+                      part, ready.reason, s["poke_interval_s"], waited, s["wait_timeout_s"])
+        return False
 
 
 class StageSubmitOperator(AppSubmitOperator):

@@ -122,3 +122,26 @@ def test_a_checkpoint_made_with_other_shaping_params_is_not_current(tmp_path):
     assert checkpoints.current(str(tmp_path), "ingest", DATE, shaping={})[0]
     (d / "_stage.json").write_text(json.dumps({"commit_id": "c-detect", "upstream_commit": "c-ingest"}))
     assert not checkpoints.current(str(tmp_path), "detect", DATE, shaping=params.shaping("detect", made))[0]
+
+
+def test_changed_since_ingest_names_the_earlier_partitions_that_gained_files(tmp_path):
+    inp, wh = tmp_path / "input", tmp_path / "warehouse"
+    days = ["2026-11-04", "2026-11-05", "2026-11-06"]
+    for d in days:
+        (inp / f"dt={d}").mkdir(parents=True)
+        (inp / f"dt={d}" / "a.jpg").write_bytes(b"123")
+        ck = wh / "ingest" / f"dt={d}"
+        ck.mkdir(parents=True)
+        (ck / "_SUCCESS").write_text("")
+        (ck / "_stage.json").write_text(json.dumps({"commit_id": d, "input_listing": checkpoints.input_listing(str(inp), d)}))
+    (inp / "dt=2026-11-03").mkdir()  # never ingested: not a revisit
+    (inp / "dt=2026-11-03" / "b.jpg").write_bytes(b"1")
+    assert checkpoints.changed_since_ingest(str(inp), str(wh), DATE, 4) == []
+    (inp / "dt=2026-11-05" / "late.jpg").write_bytes(b"12")
+    (inp / "dt=2026-11-05" / "_SUCCESS").write_text("")  # markers are not input files
+    (inp / "dt=2026-11-04" / "late.jpg").write_bytes(b"12")  # outside a 2-day lookback
+    assert checkpoints.changed_since_ingest(str(inp), str(wh), DATE, 2) == [
+        {"partition_date": "2026-11-05", "files_then": 1, "files_now": 2}]
+    assert [c["partition_date"] for c in checkpoints.changed_since_ingest(str(inp), str(wh), DATE, 3)] == [
+        "2026-11-04", "2026-11-05"]
+    assert checkpoints.changed_since_ingest(str(inp), str(wh), DATE, 0) == []

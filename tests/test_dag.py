@@ -22,7 +22,7 @@ def dag():
 def test_five_spark_submit_tasks_in_pipeline_order(dag):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-    assert [t.task_id for t in dag.topological_sort()] == list(STAGES)
+    assert [t.task_id for t in dag.topological_sort()] == ["wait_for_partition", *STAGES]
     for up, down in zip(STAGES, STAGES[1:]):
         assert dag.get_task(up).downstream_task_ids == {down}
     for stage in STAGES:
@@ -31,6 +31,29 @@ def test_five_spark_submit_tasks_in_pipeline_order(dag):
         assert task.application.endswith(f"spark_apps/{stage}.py")
         assert task._conn_id == "spark_default"
         assert task.retries == 2 and task.retry_delay > timedelta(0)
+
+
+def test_the_readiness_gate_waits_upstream_of_ingest_without_holding_a_slot(dag):
+    from airflow.sdk import BaseSensorOperator
+    from imgfeat_airflow import WaitForPartitionSensor
+
+    gate = dag.get_task("wait_for_partition")
+    assert isinstance(gate, WaitForPartitionSensor) and isinstance(gate, BaseSensorOperator)
+    assert gate.mode == "reschedule" and gate.reschedule
+    assert gate.upstream_task_ids == set() and gate.downstream_task_ids == {"ingest"}
+    assert dag.get_task("ingest").upstream_task_ids == {"wait_for_partition"}
+    # It reads the partition and roots as the stages do.
+    stage_args = dict(zip(*[iter(dag.get_task("ingest").application_args)] * 2))
+    assert (gate.partition_date, gate.input_root, gate.warehouse_root) == (
+        stage_args["--partition-date"], stage_args["--input-root"], stage_args["--warehouse-root"])
+    assert {"partition_date", "input_root", "warehouse_root"} <= set(gate.template_fields)
+    assert {k: dag.params[k] for k in ("wait", "ready_marker", "quiet_period_s", "poke_interval_s",
+                                        "wait_timeout_s")} == {"wait": False, "ready_marker": "_SUCCESS",
+                                                               "quiet_period_s": 900, "poke_interval_s": 300,
+                                                               "wait_timeout_s": 43200}
+    for run_type, wait, waits in [("scheduled", False, True), ("backfill", False, True), ("manual", False, False),
+                                  ("manual", True, True), ("asset_triggered", False, False), (None, False, False)]:
+        assert WaitForPartitionSensor.waits(run_type, wait) is waits, run_type
 
 
 def test_schedule_and_limits(dag):
@@ -82,7 +105,9 @@ def test_a_run_without_partition_is_refused_naming_the_parameter(dag):
 
 @pytest.mark.parametrize("name,value", [
     ("partition_date", "2026-13-45x"), ("score_threshold", 1.5), ("score_threshold", 0),
-    ("code_bits", 12), ("code_bits", 4096), ("engine", "tensorrt")])
+    ("code_bits", 12), ("code_bits", 4096), ("engine", "tensorrt"), ("ready_marker", "DONE"),
+    ("ready_marker", "_k=v"), ("quiet_period_s", -1), ("poke_interval_s", 0), ("wait_timeout_s", -5),
+    ("wait", "yes")])
 def test_params_refuse_bad_values(dag, name, value):
     from airflow.sdk.exceptions import ParamValidationError
 

@@ -168,8 +168,14 @@ def dirs(tmp_path_factory):
     return base / "images", base / "warehouse"
 
 
-def _backfill(airflow, api, root, warehouse, dates) -> list:
+def _backfill(airflow, api, root, warehouse, dates, conf=None) -> list:
     """`airflow backfill create` as the README gives it (this test's home and port); waits for its runs."""
+    known = _create_backfill(airflow, api, root, warehouse, dates, conf)
+    return _wait_backfill(api, known, dates)
+
+
+def _create_backfill(airflow, api, root, warehouse, dates, conf=None) -> set:
+    """Creates the backfill; returns the ids of the backfill runs that existed before it."""
     import subprocess
     import sys
 
@@ -180,7 +186,7 @@ def _backfill(airflow, api, root, warehouse, dates) -> list:
            "--home", str(airflow.home), "cli",
            "backfill", "create", "--dag-id", DAG,
            "--from-date", dates[0], "--to-date", dates[-1], "--max-active-runs", "2",
-           "--dag-run-conf", json.dumps({"input_root": str(root), "warehouse_root": str(warehouse)})]
+           "--dag-run-conf", json.dumps({"input_root": str(root), "warehouse_root": str(warehouse), **(conf or {})})]
     for attempt in range(3):
         out = subprocess.run(cmd, env=airflow.env, cwd=paths.REPO, capture_output=True, text=True, timeout=120)
         if out.returncode == 0 or "database is locked" not in out.stderr or attempt == 2:
@@ -194,6 +200,10 @@ def _backfill(airflow, api, root, warehouse, dates) -> list:
             if r["dag_run_id"] not in known:
                 assert api("DELETE", f"/dags/{DAG}/dagRuns/{r['dag_run_id']}")[0] == 204
     assert out.returncode == 0, out.stdout + out.stderr
+    return known
+
+
+def _wait_backfill(api, known, dates) -> list:
     deadline = time.monotonic() + 1200
     while True:
         runs = [r for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]
@@ -207,9 +217,9 @@ def _backfill(airflow, api, root, warehouse, dates) -> list:
         time.sleep(5)
 
 
-def _write(root, date, files: dict, photos) -> None:
-    from pathlib import Path
-
+def _write(root, date, files: dict, photos, marker: bool = True) -> None:
+    """Writes the partition's pictures, then (as a producer does when done) its `_SUCCESS` marker,
+    which scheduled and backfill runs wait for."""
     from PIL import Image
 
     from conftest import jpeg
@@ -221,6 +231,96 @@ def _write(root, date, files: dict, photos) -> None:
             Image.fromarray(photos[name]).save(f)
         else:
             f.write_bytes(jpeg(photos[name]))
+    if marker:
+        (root / f"dt={date}" / "_SUCCESS").write_text("")
+
+
+def _task_state(api, run_id, task_id="wait_for_partition"):
+    status, ti = api("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}")
+    if status == 404:  # a queued run has no task instances yet
+        return "absent"
+    assert status == 200, ti
+    return ti["state"]
+
+
+def test_a_backfill_run_waits_for_its_partition_without_a_worker_slot_then_publishes(airflow, api, photos,
+                                                                                       tmp_path):
+    import pyarrow.parquet as pq
+
+    root, warehouse, date = tmp_path / "images", tmp_path / "warehouse", "2026-10-08"
+    root.mkdir()
+    known = _create_backfill(airflow, api, root, warehouse, [date], {"poke_interval_s": 3})
+    deadline = time.monotonic() + 300
+    while not (runs := [r for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]
+                        if r["dag_run_id"] not in known]):
+        assert time.monotonic() < deadline, "the backfill created no run"
+        time.sleep(2)
+    run_id = runs[0]["dag_run_id"]
+    # No partition yet: the gate is up_for_reschedule between its looks (no worker slot), ingest waits.
+    while (state := _task_state(api, run_id)) != "up_for_reschedule":
+        assert state in ("absent", None, "scheduled", "queued", "running") and time.monotonic() < deadline, state
+        time.sleep(1)
+    assert _task_state(api, run_id, "ingest") is None and not warehouse.exists()
+    # The folder appears and fills, without its marker: still waiting.
+    _write(root, date, {"shop/chelsea.jpg": "chelsea", "coffee.jpg": "coffee"}, photos, marker=False)
+    logs = airflow.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / "task_id=wait_for_partition"
+    seen = f"input partition {root}/dt={date} not ready: no _SUCCESS; looking again in 3 s"
+    while seen not in "".join(p.read_text() for p in logs.rglob("*.log")):
+        assert time.monotonic() < deadline, "the gate did not look at the new folder"
+        assert _task_state(api, run_id) in ("up_for_reschedule", "scheduled", "queued", "running")
+        time.sleep(1)
+    assert _task_state(api, run_id, "ingest") is None
+    # The producer is done: the marker appears, the run goes on and publishes the partition.
+    (root / f"dt={date}" / "_SUCCESS").write_text("")
+    runs = _wait_backfill(api, known, [date])
+    assert [r["state"] for r in runs] == ["success"], runs
+    rows = pq.read_table(str(warehouse / "features" / f"dt={date}")).to_pylist()
+    assert {r["image_id"]: r["label"] for r in rows} == {"shop/chelsea.jpg": "cat", "coffee.jpg": "cup"}
+    assert not (warehouse / "_staging" / "ready").exists()
+
+
+def test_a_manual_run_asked_to_wait_fails_after_its_timeout_in_one_line(api, airflow, tmp_path):
+    root, warehouse, date = tmp_path / "images", tmp_path / "warehouse", "2026-10-09"
+    root.mkdir()
+    run_id = _trigger(api, {"partition_date": date, "input_root": str(root), "warehouse_root": str(warehouse),
+                            "wait": True, "poke_interval_s": 5, "wait_timeout_s": 12})
+    result = _wait(api, run_id, timeout=400)
+    assert result["state"] == "failed", result
+    # The timeout is not retried. (A second try can still happen before it: Airflow 3.3's scheduler may
+    # count a reschedule as a failure when it drains that poke's executor event late, apache/airflow#71172.)
+    assert result["tasks"]["wait_for_partition"][0] == "failed" and result["tasks"]["wait_for_partition"][1] <= 2
+    assert result["tasks"]["ingest"][0] == "upstream_failed"
+    logs = "".join(p.read_text() for p in (airflow.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}").rglob("*.log"))
+    line = f"wait_for_partition: input partition {root}/dt={date} not ready after "
+    assert line in logs and ": no _SUCCESS (the partition does not exist)" in logs.split(line, 1)[1].split("\n", 1)[0]
+    assert not warehouse.exists()  # nothing written
+
+
+def test_without_a_marker_the_gate_waits_while_the_listing_changes_then_proceeds(api, photos, tmp_path):
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    root, warehouse, date = tmp_path / "images", tmp_path / "warehouse", "2026-10-10"
+    (root / f"dt={date}").mkdir(parents=True)
+    run_id = _trigger(api, {"partition_date": date, "input_root": str(root), "warehouse_root": str(warehouse),
+                            "wait": True, "ready_marker": "", "quiet_period_s": 12, "poke_interval_s": 4})
+    files = {"chelsea.jpg": "chelsea", "coffee.jpg": "coffee", "astronaut.jpg": "astronaut"}
+    for image_id, name in files.items():  # a producer still writing: a new file every 6 s, no marker
+        _write(root, date, {image_id: name}, photos, marker=False)
+        time.sleep(6)
+        assert _task_state(api, run_id, "ingest") in ("absent", None), "ingest started on a changing partition"
+        # (up_for_retry: Airflow 3.3 may count a reschedule as a failure, apache/airflow#71172; it retries)
+        assert _task_state(api, run_id) in ("absent", None, "scheduled", "queued", "running", "up_for_reschedule",
+                                            "up_for_retry")
+    last_change = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=6)
+    result = _wait(api, run_id)
+    assert result["state"] == "success", result
+    status, ingest = api("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/ingest")
+    assert dt.datetime.fromisoformat(ingest["start_date"].replace("Z", "+00:00")) >= last_change + dt.timedelta(seconds=12)
+    rows = pq.read_table(str(warehouse / "features" / f"dt={date}")).to_pylist()
+    assert {r["image_id"]: r["label"] for r in rows} == {"chelsea.jpg": "cat", "coffee.jpg": "cup", "astronaut.jpg": "person"}
+    assert list((warehouse / "_staging" / "ready").glob("*.json")) == []  # the gate's state is gone
 
 
 def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflow, api, photos, dirs):
