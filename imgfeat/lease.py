@@ -170,9 +170,9 @@ def _parse(data: bytes) -> dict | None:
 
 
 def store_for(spark, path: str):
-    from imgfeat.params import local_path as _local
+    from imgfeat.params import local_path
 
-    local = _local(path)
+    local = local_path(path)
     if local is not None:
         return LocalStore(), local
     from imgfeat.spark.hadoop import HadoopFS

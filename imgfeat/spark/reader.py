@@ -21,17 +21,13 @@ from imgfeat.schemas import INGEST
 _GLOB = "*.{" + ",".join("".join(f"[{c.lower()}{c.upper()}]" for c in ext[1:]) for ext in decode.EXTENSIONS) + "}"
 
 
-def _scan(spark, part_uri: str):
-    return spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(part_uri)
-
-
 def list_partition(spark, part_uri: str) -> list[inputs.Listed]:
     """The partition's input files (`part_uri` qualified, as HadoopFS.qualify returns it)."""
     local = params.local_path(part_uri)
     if local is not None:
         return inputs.list_local(local) or []
     prefix = part_uri.rstrip("/") + "/"
-    scan = _scan(spark, part_uri)
+    scan = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(part_uri)
     sizes = {r.path[len(prefix):]: r.length for r in scan.select("path", "length").collect()}
     # The scan drops zero-byte files; inputFiles() lists them too (URL-encoded, so decode those).
     base = unquote(urlsplit(prefix).path)
