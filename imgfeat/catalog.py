@@ -9,7 +9,9 @@ from __future__ import annotations
 from imgfeat import checkpoints
 from imgfeat.layout import Warehouse
 
-KEYS = ("partition_date", "images_in", "published", "quarantined", "model", "code_bits", "commit_id")
+KEYS = ("partition_date", "images_in", "published", "quarantined", "model", "code_bits", "commit_id",
+        # late files: the partition's ingest revision and its new files; what its run revisited, or by whom
+        "revision", "files_new", "late_partitions", "revisited_by")
 
 
 def record(warehouse_root: str, date: str) -> dict:

@@ -27,7 +27,11 @@ READY_DEFAULTS = {
     "quiet_period_s": 900,
     "poke_interval_s": 300,
     "wait_timeout_s": 12 * 3600,
+    # Late files: scheduled runs look back this many days before their partition and revisit the
+    # partitions whose input gained or changed files since their ingest (0: off).
+    "lookback_days": 3,
 }
+MAX_LOOKBACK_DAYS = 90
 # The run parameters that shape each stage's checkpoint (recorded in its `_stage.json`): a checkpoint
 # made with other values is recomputed, and every later stage with it (through upstream_commit).
 # `weights` is a digest of the model weights; publish follows embed.
@@ -78,6 +82,11 @@ def partition_date(value: str, name: str = "partition_date") -> str:
     except ValueError as e:
         raise ParamError(name, f"{value!r} is not a calendar date ({e})") from None
     return value
+
+
+def partition_dates(value, name: str) -> list[str]:
+    """Comma-separated partition dates ("" for none), sorted, without repeats."""
+    return sorted({partition_date(v, name) for v in str(value or "").split(",") if v.strip()})
 
 
 def is_uri(root: str) -> bool:
@@ -250,6 +259,13 @@ def ready_marker(value, name: str = "ready_marker") -> str:
         raise ParamError(name, f"{value!r} would be read as an input file: use a hidden name "
                                "(starting with '_' or '.'), or empty for no marker")
     return value
+
+
+def lookback_days(value, name: str = "lookback_days") -> int:
+    days = non_negative_int(value, name)
+    if days > MAX_LOOKBACK_DAYS:
+        raise ParamError(name, f"expected at most {MAX_LOOKBACK_DAYS} days, got {days}")
+    return days
 
 
 def seconds(value, name: str, positive: bool = False) -> float:

@@ -9,6 +9,9 @@
 - `WaitForPartitionSensor`: the readiness gate before ingest (task `wait_for_partition`): scheduled
   and backfill runs wait, in reschedule mode, until the input partition is complete (a marker
   file, or a listing that stays unchanged for a quiet period); manual runs only when `wait` is set.
+- `FindLateFilesOperator`: late files (task `find_late_files`): scheduled and backfill runs name the
+  earlier partitions (`lookback_days` back) whose input changed since their ingest; the DAG's
+  `revisit` group runs the stages again for each (`StageSubmitOperator(partition_date=...)`).
 - `DEFAULT_ARGS`: retries and their delay.
 Spark's master comes from the `spark_default` connection (`local[2]`, `yarn`, `spark://h:p`).
 Environment (read when the DAG file is parsed; cheap):
@@ -30,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset, BaseSensorOperator, Param
+from airflow.sdk import Asset, BaseOperator, BaseSensorOperator, Param
 
 from imgfeat import params as p
 from imgfeat import paths
@@ -44,6 +47,9 @@ MAX_ACTIVE_RUNS = 2
 # "" here, and the operator asks for `partition_date` instead of failing at template rendering.
 PARTITION_DATE = ("{{ params.partition_date or (data_interval_start | ds "
                   "if data_interval_start is defined and data_interval_start else '') }}")
+
+# The earlier partitions find_late_files returned (comma-separated; "" when none or not run).
+LATE_PARTITIONS = "{{ (ti.xcom_pull(task_ids='find_late_files') or []) | join(',') }}"
 
 PARAMS = {
     "partition_date": Param(None, type=["null", "string"], pattern=p.DATE_PATTERN,
@@ -74,6 +80,10 @@ PARAMS = {
                              description="Seconds between two looks at the partition (the worker slot is free between)"),
     "wait_timeout_s": Param(p.READY_DEFAULTS["wait_timeout_s"], type="number", minimum=0,
                             description="Fail the run when the partition is not ready after this many seconds"),
+    "lookback_days": Param(p.READY_DEFAULTS["lookback_days"], type="integer", minimum=0,
+                           maximum=p.MAX_LOOKBACK_DAYS,
+                           description="Scheduled and backfill runs: revisit the partitions of this many days before "
+                                       "theirs that gained or changed files since their ingest; 0: off"),
     "force": Param(False, type="boolean",
                    description="Recompute stages whose checkpoint is committed and current"),
     "reuse": Param(True, type="boolean",
@@ -214,7 +224,28 @@ class AppSubmitOperator(SparkSubmitOperator):
 LEASE_OWNER_ENV = ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TASK_ID", "AIRFLOW_CTX_TRY_NUMBER")
 
 
-WAITING_RUN_TYPES = ("scheduled", "backfill")  # these runs always wait for their partition
+WAITING_RUN_TYPES = ("scheduled", "backfill")  # these runs always wait for their partition, and look back
+NO_INTERVAL = ("partition_date is required when the run has no data interval (a manual trigger without "
+               "logical date, or an Asset-triggered run)")
+
+
+def _run_type(context) -> str:
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    return str(getattr(run_type, "value", run_type) or "manual")
+
+
+def _partition(task_id: str, partition_date, input_root, warehouse_root) -> dict:
+    """The rendered partition fields of a task, validated; AirflowFailException in one line naming
+    the bad one."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if not str(partition_date or "").strip():
+        raise AirflowFailException(f"{task_id}: invalid parameter: {NO_INTERVAL}")
+    try:
+        return {"date": p.partition_date(partition_date), "input_root": p.root(input_root, "input_root"),
+                "warehouse_root": p.warehouse_root(warehouse_root)}
+    except p.ParamError as e:
+        raise AirflowFailException(f"{task_id}: invalid parameter: {e}") from None
 
 
 class WaitForPartitionSensor(BaseSensorOperator):
@@ -267,21 +298,11 @@ class WaitForPartitionSensor(BaseSensorOperator):
             s = self.settings(context.get("params"))
         except p.ParamError as e:
             raise AirflowFailException(f"{self.task_id}: invalid parameter: {e}") from None
-        run_type = getattr(context.get("dag_run"), "run_type", None)
+        run_type = _run_type(context)
         if not self.waits(run_type, s["wait"]):
-            self.log.info("a %s run with wait=false does not wait: ingest checks that the partition exists",
-                          getattr(run_type, "value", run_type) or "manual")
+            self.log.info("a %s run with wait=false does not wait: ingest checks that the partition exists", run_type)
             return None
-        if not str(self.partition_date or "").strip():
-            raise AirflowFailException(
-                f"{self.task_id}: invalid parameter: partition_date is required when the run has no data interval "
-                "(a manual trigger without logical date, or an Asset-triggered run)")
-        try:
-            s["date"] = p.partition_date(self.partition_date)
-            s["input_root"] = p.root(self.input_root, "input_root")
-            s["warehouse_root"] = p.warehouse_root(self.warehouse_root)
-        except p.ParamError as e:
-            raise AirflowFailException(f"{self.task_id}: invalid parameter: {e}") from None
+        s.update(_partition(self.task_id, self.partition_date, self.input_root, self.warehouse_root))
         self._settings = s
         self._first_look = timezone.utcnow()
         self.poke_interval = s["poke_interval_s"]
@@ -338,13 +359,72 @@ class WaitForPartitionSensor(BaseSensorOperator):
         return False
 
 
-class StageSubmitOperator(AppSubmitOperator):
-    """Submits one pipeline stage as a PySpark application."""
+class FindLateFilesOperator(BaseOperator):
+    """Late files: the task `find_late_files` returns the earlier partitions to revisit.
 
-    def __init__(self, *, stage: str, **kwargs):
+    A scheduled or backfill run looks at the `lookback_days` days before its partition and returns
+    the dates of those that were ingested and whose input listing has changed since (a file landed
+    late, or was replaced): imgfeat.checkpoints.changed_since_ingest. The DAG maps its `revisit`
+    group of stage tasks over them after publish; as in any re-run, ingest reads the partition
+    again and (with `reuse`) only the new files are inferred. Manual runs do not look back.
+    """
+
+    template_fields = ("partition_date", "input_root", "warehouse_root")
+    ui_color = "#fff4d6"
+
+    def __init__(self, *, task_id: str = "find_late_files", partition_date: str = PARTITION_DATE,
+                 input_root: str = "{{ params.input_root }}", warehouse_root: str = "{{ params.warehouse_root }}",
+                 **kwargs):
+        super().__init__(task_id=task_id, **kwargs)
+        self.partition_date, self.input_root, self.warehouse_root = partition_date, input_root, warehouse_root
+
+    def execute(self, context) -> list[str]:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        from imgfeat import checkpoints
+
+        params = context.get("params") or {}
+        try:
+            days = p.lookback_days(params.get("lookback_days", p.READY_DEFAULTS["lookback_days"]))
+        except p.ParamError as e:
+            raise AirflowFailException(f"{self.task_id}: invalid parameter: {e}") from None
+        run_type = _run_type(context)
+        if run_type not in WAITING_RUN_TYPES or days == 0:
+            self.log.info("a %s run with lookback_days=%d does not look back", run_type, days)
+            return []
+        s = _partition(self.task_id, self.partition_date, self.input_root, self.warehouse_root)
+        try:
+            late = checkpoints.changed_since_ingest(s["input_root"], s["warehouse_root"], s["date"], days)
+        except checkpoints.StorageError as e:
+            raise (AirflowException if e.transient else AirflowFailException)(f"{self.task_id}: {e}") from None
+        for c in late:
+            self.log.info("dt=%s gained or changed files since its ingest (%d files then, %d now): revisiting it "
+                          "after publish", c["partition_date"], c["files_then"], c["files_now"])
+        self.log.info("looked back %d days before dt=%s: %d partitions to revisit", days, s["date"], len(late))
+        return [c["partition_date"] for c in late]
+
+
+class StageSubmitOperator(AppSubmitOperator):
+    """Submits one pipeline stage as a PySpark application.
+
+    By default for the run's partition. With `partition_date` (a date, template or mapped
+    argument), for that one: the `revisit` group runs the stages of an earlier partition that
+    gained late files, never forced, its manifest naming the run's partition in `revisited_by`.
+    """
+
+    def __init__(self, *, stage: str, partition_date=None, **kwargs):
         if stage == "publish":
             kwargs.setdefault("outlets", [FEATURES])
-        super().__init__(app=stage, application_args=list(STAGE_ARGS), **kwargs)
+        args = list(STAGE_ARGS)
+        self.revisit = partition_date is not None
+        if self.revisit:
+            args[args.index("--partition-date") + 1] = partition_date
+            args[args.index("--force") + 1] = "false"
+            if stage == "publish":
+                args += ["--revisited-by", PARTITION_DATE]
+        elif stage == "publish":
+            args += ["--late-partitions", LATE_PARTITIONS]
+        super().__init__(app=stage, application_args=args, **kwargs)
         self.stage = stage
         self._label = f"stage {stage}"
 
@@ -358,14 +438,12 @@ class StageSubmitOperator(AppSubmitOperator):
         # without retries (it would fail the same way again).
         rendered = [str(a) for a in self.application_args]
         if not rendered[rendered.index("--partition-date") + 1].strip():
-            raise AirflowFailException(
-                f"stage {self.stage}: invalid parameter: partition_date is required when the run has no data "
-                "interval (a manual trigger without logical date, or an Asset-triggered run)")
+            raise AirflowFailException(f"stage {self.stage}: invalid parameter: {NO_INTERVAL}")
         try:
             args = parse(self.stage, [str(a) for a in self.application_args], raise_errors=True)
         except InvalidArguments as e:
             raise AirflowFailException(f"stage {self.stage}: invalid parameter: {e}") from None
-        force = bool((context.get("params") or {}).get("force"))
+        force = bool((context.get("params") or {}).get("force")) and not self.revisit
         date, warehouse = args.partition_date, args.warehouse_root
         if self.stage == "publish" and context.get("outlet_events") is not None:
             context["outlet_events"][FEATURES].extra = {"partition_date": date, "warehouse_root": warehouse}

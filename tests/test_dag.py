@@ -22,7 +22,8 @@ def dag():
 def test_five_spark_submit_tasks_in_pipeline_order(dag):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-    assert [t.task_id for t in dag.topological_sort()] == ["wait_for_partition", *STAGES]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "wait_for_partition", "find_late_files", *STAGES, *(f"revisit.{s}" for s in STAGES)]
     for up, down in zip(STAGES, STAGES[1:]):
         assert dag.get_task(up).downstream_task_ids == {down}
     for stage in STAGES:
@@ -33,6 +34,30 @@ def test_five_spark_submit_tasks_in_pipeline_order(dag):
         assert task.retries == 2 and task.retry_delay > timedelta(0)
 
 
+def test_late_files_are_revisited_after_publish_by_a_group_mapped_over_the_late_partitions(dag):
+    from airflow.sdk.definitions._internal.expandinput import MappedArgument
+    from imgfeat_airflow import PARTITION_DATE, FindLateFilesOperator
+
+    assert isinstance(dag.get_task("find_late_files"), FindLateFilesOperator)
+    assert dag.get_task("find_late_files").downstream_task_ids == {"ingest", *(f"revisit.{s}" for s in STAGES)}
+    assert dag.get_task("revisit.ingest").upstream_task_ids == {"find_late_files", "publish"}
+    group = dag.task_group_dict["revisit"]
+    assert type(group).__name__ == "MappedTaskGroup"
+    for up, down in zip(STAGES, STAGES[1:]):
+        assert f"revisit.{down}" in dag.get_task(f"revisit.{up}").downstream_task_ids
+    for stage in STAGES:
+        task = dag.get_task(f"revisit.{stage}")
+        pairs = dict(zip(task.application_args[::2], task.application_args[1::2]))
+        assert isinstance(pairs["--partition-date"], MappedArgument)  # one of find_late_files' dates
+        assert pairs["--force"] == "false" and task.revisit  # a revisit never recomputes what is current
+        assert task.application.endswith(f"spark_apps/{stage}.py") and task.retries == 2
+    publish = dict(zip(*[iter(dag.get_task("revisit.publish").application_args)] * 2))
+    assert publish["--revisited-by"] == PARTITION_DATE and "--late-partitions" not in publish
+    publish = dict(zip(*[iter(dag.get_task("publish").application_args)] * 2))
+    assert "find_late_files" in publish["--late-partitions"] and "--revisited-by" not in publish
+    assert dag.params["lookback_days"] == 3
+
+
 def test_the_readiness_gate_waits_upstream_of_ingest_without_holding_a_slot(dag):
     from airflow.sdk import BaseSensorOperator
     from imgfeat_airflow import WaitForPartitionSensor
@@ -40,8 +65,8 @@ def test_the_readiness_gate_waits_upstream_of_ingest_without_holding_a_slot(dag)
     gate = dag.get_task("wait_for_partition")
     assert isinstance(gate, WaitForPartitionSensor) and isinstance(gate, BaseSensorOperator)
     assert gate.mode == "reschedule" and gate.reschedule
-    assert gate.upstream_task_ids == set() and gate.downstream_task_ids == {"ingest"}
-    assert dag.get_task("ingest").upstream_task_ids == {"wait_for_partition"}
+    assert gate.upstream_task_ids == set() and gate.downstream_task_ids == {"find_late_files"}
+    assert dag.get_task("ingest").upstream_task_ids == {"find_late_files"}
     # It reads the partition and roots as the stages do.
     stage_args = dict(zip(*[iter(dag.get_task("ingest").application_args)] * 2))
     assert (gate.partition_date, gate.input_root, gate.warehouse_root) == (

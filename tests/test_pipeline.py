@@ -73,6 +73,9 @@ def test_manifest_counts(warehouse):
     m = json.loads((wh / "runs" / f"dt={DATE}" / "manifest.json").read_text())
     assert m == metas["publish"]
     assert (m["images_in"], m["published"], m["quarantined"]) == (20, 12, 8)
+    # the partition's first ingest: every file is new; no run revisited it, it revisited none
+    assert (m["revision"], m["files_new"], m["files_gone"], m["late_partitions"], m["revisited_by"]) == (
+        1, 20, 0, [], None)
     assert m["quarantined_by_reason"] == {"empty_file": 1, "too_many_pixels": 1, "too_small": 1,
                                           "truncated": 1, "undecodable": 3, "unsupported_extension": 1}
     assert m["top_labels"]["cat"] == 8  # the photo, its 5 valid variants, the 2 with broken EXIF
@@ -203,6 +206,8 @@ def test_a_partition_that_gained_files_infers_only_the_new_ones(spark, partition
     assert metas["publish"]["images_by_source"] == {"inferred": 1, "reused_this_partition": 13,
                                                    "reused_other_partitions": 0}
     assert (metas["publish"]["published"], metas["publish"]["quarantined"]) == (14, 8)
+    # the manifest counts the late files as new: the partition's second ingest
+    assert (metas["publish"]["revision"], metas["publish"]["files_new"], metas["publish"]["files_gone"]) == (2, 2, 0)
     after = _features(spark, wh, DATE)
     assert set(after) == set(before) | {"photos/late.jpg", "photos/chelsea-copy.jpg"}
     fields = lambda r: (r.label, r.score, r.x1, r.y1, r.x2, r.y2, r.code, r.embedding, r.reused_from)  # noqa: E731

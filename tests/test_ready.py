@@ -189,17 +189,56 @@ def test_quiet_mode_keeps_its_state_between_pokes_and_removes_it_when_ready(tmp_
     assert not state.exists()
 
 
-@pytest.mark.parametrize("conf,message", [
-    ({"partition_date": None}, "wait_for_partition: invalid parameter: partition_date is required"),
-    ({"ready_marker": "DONE"}, "wait_for_partition: invalid parameter: ready_marker: 'DONE' would be read"),
+@pytest.mark.parametrize("task,conf,message", [
+    ("gate", {"partition_date": None}, "wait_for_partition: invalid parameter: partition_date is required"),
+    ("gate", {"ready_marker": "DONE"}, "wait_for_partition: invalid parameter: ready_marker: 'DONE' would be read"),
+    ("late", {"lookback_days": -1}, "find_late_files: invalid parameter: lookback_days: expected an integer >= 0, got -1"),
+    ("late", {"lookback_days": 91}, "find_late_files: invalid parameter: lookback_days: expected at most 90 days, got 91"),
+    ("late", {"partition_date": None}, "find_late_files: invalid parameter: partition_date is required"),
 ])
-def test_the_sensor_refuses_bad_params_in_one_line(tmp_path, conf, message):
+def test_the_gate_and_find_late_files_refuse_bad_params_in_one_line(tmp_path, task, conf, message):
     import re
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    s = _sensor(tmp_path, tmp_path / "wh")
+    t = (_sensor if task == "gate" else _late_task)(tmp_path, tmp_path / "wh")
     if "partition_date" in conf:
-        s.partition_date = ""
+        t.partition_date = ""
     with pytest.raises(AirflowFailException, match="^" + re.escape(message)):
-        s.execute(_context(**conf))
+        t.execute(_context(**conf))
+
+
+# --- late files: the find_late_files task ------------------------------------------------------
+def _ingested(inp, wh, date, files: dict) -> None:
+    """An input partition with `files` (name -> bytes) and a committed ingest checkpoint of it."""
+    for name, data in files.items():
+        (inp / f"dt={date}").mkdir(parents=True, exist_ok=True)
+        (inp / f"dt={date}" / name).write_bytes(data)
+    ck = wh / "ingest" / f"dt={date}"
+    ck.mkdir(parents=True)
+    (ck / "_SUCCESS").write_text("")
+    (ck / "_stage.json").write_text(json.dumps({"commit_id": date, "input_listing": checkpoints.input_listing(str(inp), date)}))
+
+
+def _late_task(inp, wh):
+    from imgfeat_airflow import FindLateFilesOperator
+
+    t = FindLateFilesOperator()
+    t.partition_date, t.input_root, t.warehouse_root = DATE, str(inp), str(wh)
+    return t
+
+
+def test_a_scheduled_run_names_the_earlier_partitions_that_gained_files_within_its_lookback(tmp_path):
+    inp, wh = tmp_path / "input", tmp_path / "warehouse"
+    for d in ("2026-11-26", "2026-11-28", "2026-11-29"):
+        _ingested(inp, wh, d, {"a.jpg": b"123"})
+    task = _late_task(inp, wh)
+    assert task.execute(_context("scheduled")) == []
+    (inp / "dt=2026-11-29" / "late.jpg").write_bytes(b"12")
+    (inp / "dt=2026-11-28" / "a.jpg").write_bytes(b"1234")  # replaced by a larger file
+    (inp / "dt=2026-11-26" / "late.jpg").write_bytes(b"12")  # 4 days back: outside the default 3
+    assert task.execute(_context("scheduled")) == ["2026-11-28", "2026-11-29"]
+    assert task.execute(_context("backfill", lookback_days=4)) == ["2026-11-26", "2026-11-28", "2026-11-29"]
+    assert task.execute(_context("scheduled", lookback_days=0)) == []
+    assert task.execute(_context("manual")) == []  # manual runs do not look back
+    assert task.execute(_context("asset_triggered")) == []

@@ -343,7 +343,8 @@ def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflo
         assert sum(s <= start < e for s, e in spans) <= 2
 
 
-def test_incremental_runs_infer_only_content_not_published_before(airflow, api, photos, dirs):
+def test_a_daily_run_infers_only_new_content_and_revisits_a_partition_that_gained_late_files(
+        airflow, api, photos, dirs):
     import pyarrow.parquet as pq
 
     root, warehouse = dirs
@@ -352,34 +353,44 @@ def test_incremental_runs_infer_only_content_not_published_before(airflow, api, 
         rows = pq.read_table(str(warehouse / "features" / f"dt={date}")).to_pylist()
         manifest = json.loads((warehouse / "runs" / f"dt={date}" / "manifest.json").read_text())
         detect = json.loads((warehouse / "detect" / f"dt={date}" / "_stage.json").read_text())
-        return {r["image_id"]: r for r in rows}, manifest["images_by_source"], (detect["rows"], detect["reused"])
+        return {r["image_id"]: r for r in rows}, manifest, (detect["rows"], detect["reused"])
 
+    # 10-03 gains a file after its run (new bytes: 10-02 has the JPEG), without a new marker.
+    before = published("2026-10-03")[0]
+    _write(root, "2026-10-03", {"late/astronaut.png": "astronaut"}, photos, marker=False)
     # The run of a new day (its data interval's partition) holds a copy of a picture published on 10-01.
     day = "2026-10-04"
     copy = root / f"dt={day}" / "again" / "cat.jpg"
     copy.parent.mkdir(parents=True)
     copy.write_bytes((root / "dt=2026-10-01" / "a" / "chelsea.jpg").read_bytes())
     _write(root, day, {"rocket.jpg": "rocket"}, photos)
-    assert [r["state"] for r in _backfill(airflow, api, root, warehouse, [day])] == ["success"]
-    rows, by_source, detect = published(day)
-    assert by_source == {"inferred": 1, "reused_this_partition": 0, "reused_other_partitions": 1}
+    [run] = _backfill(airflow, api, root, warehouse, [day])
+    assert run["state"] == "success", run
+    rows, manifest, detect = published(day)
+    assert manifest["images_by_source"] == {"inferred": 1, "reused_this_partition": 0, "reused_other_partitions": 1}
     assert detect == (2, 1)  # detected: rocket.jpg only
     source = published("2026-10-01")[0]["a/chelsea.jpg"]
     assert rows["again/cat.jpg"]["reused_from"] == "dt=2026-10-01/a/chelsea.jpg"
     assert {k: rows["again/cat.jpg"][k] for k in ("label", "x1", "y1", "x2", "y2", "code")} == \
         {k: source[k] for k in ("label", "x1", "y1", "x2", "y2", "code")}
-
-    # 10-03 gains a file after its run: a UI run of that partition ingests again, infers only the new file.
-    _write(root, "2026-10-03", {"late/astronaut.png": "astronaut"}, photos)  # new bytes (10-02 has the JPEG)
-    before = published("2026-10-03")[0]
-    result = _wait(api, _trigger(api, {"partition_date": "2026-10-03", "input_root": str(root),
-                                       "warehouse_root": str(warehouse)}))
-    assert result["state"] == "success", result
-    rows, by_source, detect = published("2026-10-03")
-    assert by_source == {"inferred": 1, "reused_this_partition": 2, "reused_other_partitions": 0}
-    assert detect == (3, 2)
+    # It looked back 3 days (10-01 to 10-03) and revisited 10-03 after publishing, in its revisit group.
+    assert manifest["late_partitions"] == ["2026-10-03"]
+    tasks = _wait(api, run["dag_run_id"])["tasks"]
+    assert all(tasks[f"revisit.{s}"] == ("success", 1) for s in ("ingest", "detect", "crop", "embed", "publish"))
+    rows, manifest, detect = published("2026-10-03")
+    assert (manifest["revisited_by"], manifest["revision"], manifest["files_new"]) == (day, 2, 1)
+    assert manifest["images_by_source"] == {"inferred": 1, "reused_this_partition": 2, "reused_other_partitions": 0}
+    assert detect == (3, 2)  # only the late file was inferred
     assert {k: r["label"] for k, r in rows.items()} == {**BACKFILL["2026-10-03"], "late/astronaut.png": "person"}
     assert all(rows[k] == before[k] for k in before)  # carried over unchanged
+    # The revisit's publish emitted the features Asset for 10-03: the catalog says it was revisited.
+    entry = warehouse / "catalog" / "dt=2026-10-03.json"
+    deadline = time.monotonic() + 300
+    while not (entry.exists() and json.loads(entry.read_text()).get("revisited_by") == day):
+        assert time.monotonic() < deadline, "the catalog never recorded the revisit"
+        time.sleep(3)
+    assert {k: json.loads(entry.read_text())[k] for k in ("revision", "files_new", "published")} == {
+        "revision": 2, "files_new": 1, "published": 3}
 
 
 def test_stop_leaves_no_process(airflow, api):

@@ -67,6 +67,12 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     p.add_argument("--force", type=_typed(lambda v: params.boolean(v, "force")), default=False,
                    metavar="{true,false}", help="the run recomputes current checkpoints: the partition's own "
                                                 "earlier rows are not reused (default: false)")
+    p.add_argument("--late-partitions", type=_typed(lambda v: params.partition_dates(v, "late_partitions")),
+                   default=[], metavar="DATES", help="comma-separated earlier partitions this run revisits for late "
+                                                     "files after publishing (recorded in the run manifest)")
+    p.add_argument("--revisited-by", type=_typed(lambda v: params.partition_date(v, "revisited_by") if v else None),
+                   default=None, metavar="DATE", help="this run revisits the partition for late files on behalf of "
+                                                      "the run of DATE (recorded in the run manifest)")
     p.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
     p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")),
                    default=params.DEFAULTS["batch_size"], help="images per inference batch")
@@ -181,9 +187,25 @@ def run_ingest(spark, args, wh):
     part_uri = fs.qualify(part)
     entries = reader.list_partition(spark, part_uri)
     n = len(entries)
+    earlier = _earlier_ingest(spark, fs, wh.checkpoint("ingest", args.partition_date))
     rows = reader.read_partition(spark, part_uri, entries, _partitions(spark, n, args.images_per_task))
-    # What was listed, so Airflow can tell when the partition has changed since (checkpoints.current).
-    return rows, {"input": part_uri, "files": n, "input_listing": inputs.digest(entries), "upstream_commit": None}
+    # What was listed, so Airflow can tell when the partition has changed since (checkpoints.current),
+    # and how it differs from the partition's earlier ingest (late files; the run manifest says it).
+    ids = {e.image_id for e in entries}
+    return rows, {"input": part_uri, "files": n, "input_listing": inputs.digest(entries), "upstream_commit": None,
+                  "files_new": len(ids - earlier["ids"]), "files_gone": len(earlier["ids"] - ids),
+                  "revision": earlier["revision"] + 1}
+
+
+def _earlier_ingest(spark, fs, path: str) -> dict:
+    """The image ids and revision (1 for the first ingest) of the partition's committed ingest
+    checkpoint, read before this ingest replaces it; none and 0 when there is none."""
+    from imgfeat.spark.checkpoint import is_committed, read_meta
+
+    if not is_committed(fs, path):
+        return {"ids": set(), "revision": 0}
+    ids = {r.image_id for r in spark.read.parquet(path).select("image_id").toLocalIterator()}
+    return {"ids": ids, "revision": read_meta(spark, path).get("revision", 1)}
 
 
 def _inference_stage(batch_fn, schema, engine_args, extra):
@@ -367,6 +389,12 @@ def run_publish(spark, args, wh, held=None):
         "code_bits": embed_meta["code_bits"],
         "score_threshold": metas["detect"]["score_threshold"],
         "orientation_unread": metas["ingest"].get("orientation_unread", 0),
+        # late files: how this ingest differs from the partition's earlier one, and the lookback
+        "revision": metas["ingest"].get("revision", 1),
+        "files_new": metas["ingest"].get("files_new", images_in),
+        "files_gone": metas["ingest"].get("files_gone", 0),
+        "late_partitions": args.late_partitions,
+        "revisited_by": args.revisited_by,
         "stages": {s: {k: metas[s][k] for k in ("rows", "quarantined", "duration_s", "finished_at")}
                    for s in metas},
         "outputs": {"features": wh.table("features", date), "quarantine": wh.table("quarantine", date)},
