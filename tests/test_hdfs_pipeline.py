@@ -285,3 +285,32 @@ def test_odd_names_on_hdfs_keep_their_exact_image_id(spark, hdfs, photos, tmp_pa
     assert {k: (r.quarantine_reason or "").split(":")[0] or None for k, r in rows.items()} == names
     assert all(bytes(rows[k].content) == data for k, code in names.items() if code is None)
     assert meta["input_listing"] == checkpoints.input_listing(f"{hdfs.uri}/odd", DATE)
+
+
+def test_the_readiness_gate_and_the_lookback_read_hdfs(hdfs, client, monkeypatch):
+    """The gate's two readiness rules and the lookback's comparison, on hdfs:// roots (WebHDFS)."""
+    from imgfeat import checkpoints
+
+    monkeypatch.setenv("IMGFEAT_WEBHDFS_URL", hdfs.webhdfs_url)
+    root, wh, day, before = f"{hdfs.uri}/gate", f"{hdfs.uri}/gate-wh", "2026-11-20", "2026-11-19"
+    assert checkpoints.partition_ready(root, day).reason == "no _SUCCESS (the partition does not exist)"
+    client.write(f"/gate/dt={day}/a.jpg", data=b"123")
+    assert checkpoints.partition_ready(root, day).reason == "no _SUCCESS"
+    client.write(f"/gate/dt={day}/_SUCCESS", data=b"")
+    assert checkpoints.partition_ready(root, day).ready
+    # quiet mode: the listing (names, sizes) must stay unchanged for the quiet period
+    first = checkpoints.partition_ready(root, day, "", 60, now=1000.0)
+    assert not first.ready and first.seen == {"digest": checkpoints.input_listing(root, day), "since": 1000.0}
+    assert checkpoints.partition_ready(root, day, "", 60, now=1061.0, seen=first.seen).ready
+    client.write(f"/gate/dt={day}/sub/b.png", data=b"45")
+    changed = checkpoints.partition_ready(root, day, "", 60, now=1062.0, seen=first.seen)
+    assert not changed.ready and changed.seen["since"] == 1062.0
+    # lookback: an earlier partition whose listing changed since its (committed) ingest
+    client.write(f"/gate/dt={before}/a.jpg", data=b"123")
+    meta = {"commit_id": "c1", "input_listing": checkpoints.input_listing(root, before)}
+    client.write(f"/gate-wh/ingest/dt={before}/_stage.json", data=json.dumps(meta), encoding="utf-8")
+    client.write(f"/gate-wh/ingest/dt={before}/_SUCCESS", data=b"")
+    assert checkpoints.changed_since_ingest(root, wh, day, 3) == []
+    client.write(f"/gate/dt={before}/late.jpg", data=b"6789")
+    assert checkpoints.changed_since_ingest(root, wh, day, 3) == [
+        {"partition_date": before, "files_then": 1, "files_now": 2}]
