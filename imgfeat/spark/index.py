@@ -30,12 +30,12 @@ def default_radius(code: str, bits: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from imgfeat.spark.runner import _Parser, _typed
+    from imgfeat.spark.args import Parser, typed
 
-    p = _Parser(prog="spark-submit spark_apps/index.py", description=__doc__.split("\n")[0])
-    p.add_argument("--warehouse-root", required=True, type=_typed(params.warehouse_root))
-    p.add_argument("--partition-date", required=True, type=_typed(params.partition_date), help="YYYY-MM-DD")
-    p.add_argument("--duplicate-radius", type=_typed(lambda v: params.non_negative_int(v, "duplicate_radius")),
+    p = Parser(prog="spark-submit spark_apps/index.py", description=__doc__.split("\n")[0])
+    p.add_argument("--warehouse-root", required=True, type=typed(params.warehouse_root))
+    p.add_argument("--partition-date", required=True, type=typed(params.partition_date), help="YYYY-MM-DD")
+    p.add_argument("--duplicate-radius", type=typed(lambda v: params.non_negative_int(v, "duplicate_radius")),
                    default=None, help="Hamming radius of a near-duplicate (default: by code kind and length, "
                                       f"{DUPLICATE_RADIUS})")
     return p
@@ -51,8 +51,8 @@ def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
     from imgfeat import schemas
     from imgfeat.spark.checkpoint import commit, write_text_atomically
     from imgfeat.spark.hadoop import HadoopFS
-    from imgfeat.spark.runner import StageFailed
-    from imgfeat.stages import reuse
+    from imgfeat.spark import StageFailed
+    from imgfeat.spark import reuse
 
     started = time.time()
     fs = HadoopFS(spark)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from pyspark.sql import SparkSession
 
-    from imgfeat.spark.runner import StageFailed
+    from imgfeat.spark import StageFailed
 
     spark = SparkSession.builder.appName(f"imgfeat-index-{args.partition_date}").getOrCreate()
     try:

@@ -1,14 +1,12 @@
 """Runs one stage for one partition: validate arguments, start Spark, read the predecessor's
 checkpoint, apply the stage's batch function on executors, commit the result atomically.
 
-Every stage app accepts the same arguments, so the DAG passes one argument list to all five.
-Arguments are validated before the SparkSession exists: a bad one exits with status 2 and a
-message naming it, and no Spark job starts.
+Arguments (imgfeat.spark.args) are validated before the SparkSession exists: a bad one exits with
+status 2 and a message naming it, and no Spark job starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import math
@@ -16,93 +14,10 @@ import sys
 import time
 import uuid
 
-from imgfeat import params, paths
+from imgfeat import params
+from imgfeat.spark import StageFailed
+from imgfeat.spark.args import InvalidArguments, parse, weights_digest  # noqa: F401 - the apps' entry points
 from imgfeat.layout import STAGES, Warehouse, input_partition, previous_stage
-
-
-def _typed(validator):
-    def convert(value):
-        try:
-            return validator(value)
-        except params.ParamError as e:
-            raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
-    convert.__name__ = validator.__name__
-    return convert
-
-
-class InvalidArguments(ValueError):
-    """A stage argument is invalid; the message names it (`argument --code-bits: ...`)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    raise_errors = False
-
-    def error(self, message):
-        if self.raise_errors:
-            raise InvalidArguments(message)
-        super().error(message)
-
-
-def build_parser(stage: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"spark-submit spark_apps/{stage}.py",
-                                description=f"imgfeat stage '{stage}' for one date partition")
-    p.add_argument("--partition-date", required=True, type=_typed(params.partition_date), help="YYYY-MM-DD")
-    p.add_argument("--input-root", required=True, type=_typed(lambda v: params.root(v, "input_root")),
-                   help="input root (local path or hdfs:// URI); images under INPUT/dt=<date>/")
-    p.add_argument("--warehouse-root", required=True, type=_typed(params.warehouse_root),
-                   help="warehouse root (local path or hdfs:// URI)")
-    p.add_argument("--score-threshold", type=_typed(params.score_threshold),
-                   default=params.DEFAULTS["score_threshold"], help="minimum detection score, in (0, 1)")
-    p.add_argument("--code-bits", type=_typed(params.code_bits), default=params.DEFAULTS["code_bits"],
-                   help="binary code length K (multiple of 8)")
-    p.add_argument("--engine", type=_typed(params.engine), default=params.DEFAULTS["engine"],
-                   help="inference engine for detect and embed")
-    p.add_argument("--reuse", type=_typed(params.boolean), default=True, metavar="{true,false}",
-                   help="reuse published results of images whose content (sha256) was already published "
-                        "with the same model, instead of inferring again (default: true)")
-    p.add_argument("--max-inference-failures", default=params.DEFAULTS["max_inference_failures"],
-                   type=_typed(lambda v: params.share(v, "max_inference_failures")),
-                   help="detect and embed fail when more than this share of the images they infer (and more "
-                        "than one) fail inference; fewer are quarantined one by one (default: %(default)s)")
-    p.add_argument("--force", type=_typed(lambda v: params.boolean(v, "force")), default=False,
-                   metavar="{true,false}", help="the run recomputes current checkpoints: the partition's own "
-                                                "earlier rows are not reused (default: false)")
-    p.add_argument("--late-partitions", type=_typed(lambda v: params.partition_dates(v, "late_partitions")),
-                   default=[], metavar="DATES", help="comma-separated earlier partitions this run revisits for late "
-                                                     "files after publishing (recorded in the run manifest)")
-    p.add_argument("--revisited-by", type=_typed(lambda v: params.partition_date(v, "revisited_by") if v else None),
-                   default=None, metavar="DATE", help="this run revisits the partition for late files on behalf of "
-                                                      "the run of DATE (recorded in the run manifest)")
-    p.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
-    p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")),
-                   default=params.DEFAULTS["batch_size"], help="images per inference batch")
-    p.add_argument("--images-per-task", type=_typed(lambda v: params.positive_int(v, "images_per_task")),
-                   default=128, help="images per Spark task (sets the number of partitions)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="inference threads per task (0: the executor's cores)")
-    return p
-
-
-def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.Namespace:
-    """Parse and validate; exits with status 2 (or raises `InvalidArguments`) on a bad value."""
-    parser = build_parser(stage)
-    parser.raise_errors = raise_errors
-    args = parser.parse_args(argv)
-    args.weights = None
-    if stage in ("detect", "embed"):
-        from imgfeat.models import ModelError, load_manifest
-
-        try:
-            args.model_manifest = load_manifest(args.model_dir, verify=True)
-        except ModelError as e:
-            parser.error(f"argument --model-dir: {e}")
-        args.weights = weights_digest(args.model_manifest)
-    return args
-
-
-def weights_digest(manifest: dict) -> str:
-    """Names the weights the models were converted from: changed weights never pass for old ones."""
-    return manifest["graph_sha256"][:12]
 
 
 def model_name(args, code: str, score_threshold: float) -> str:
@@ -158,10 +73,6 @@ def _counts(df) -> dict:
                reused.alias("reused"), unoriented.alias("unoriented")).first()
     out = {"rows": r["rows"], "quarantined": r["quarantined"], "reused": r["reused"]}
     return out if r["unoriented"] is None else {**out, "orientation_unread": r["unoriented"]}
-
-
-class StageFailed(RuntimeError):
-    pass
 
 
 def _read_previous(spark, wh: Warehouse, stage: str, date: str):
@@ -234,7 +145,7 @@ def _infer(spark, args, df, stage: str, option):
 
 
 def run_detect(spark, args, wh):
-    from imgfeat.stages import reuse
+    from imgfeat.spark import reuse
 
     df, meta = _read_previous(spark, wh, "detect", args.partition_date)
     df = df.drop("format", "size_bytes", "orientation_ok")  # ingest's own columns
@@ -316,7 +227,7 @@ def _resolve_stably(spark, fs, wh, embedded, model: str, date: str, attempt: str
     fails (Airflow retries it) instead of quarantining good rows."""
     from pyspark.sql import functions as F
 
-    from imgfeat.stages import reuse
+    from imgfeat.spark import reuse
 
     root = wh.features_root()
     for i in range(tries):
@@ -343,7 +254,7 @@ def _resolve_stably(spark, fs, wh, embedded, model: str, date: str, attempt: str
 def run_publish(spark, args, wh, held=None):
     from imgfeat.spark.checkpoint import clear_staging, commit, read_meta, restore, write_text_atomically
     from imgfeat.spark.hadoop import HadoopFS
-    from imgfeat.stages import publish, reuse
+    from imgfeat.spark import publish, reuse
 
     date = args.partition_date
     fs = HadoopFS(spark)

@@ -28,21 +28,21 @@ ENGINE_TYPE = "mklblas"  # the JVM option this app must be submitted with (bigdl
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from imgfeat.spark.runner import _Parser, _typed
+    from imgfeat.spark.args import Parser, typed
 
-    p = _Parser(prog="spark-submit spark_apps/train_descriptor.py", description=__doc__.split("\n")[0])
-    p.add_argument("--warehouse-root", required=True, type=_typed(params.warehouse_root))
-    p.add_argument("--code-bits", type=_typed(params.code_bits), default=params.DEFAULTS["code_bits"],
+    p = Parser(prog="spark-submit spark_apps/train_descriptor.py", description=__doc__.split("\n")[0])
+    p.add_argument("--warehouse-root", required=True, type=typed(params.warehouse_root))
+    p.add_argument("--code-bits", type=typed(params.code_bits), default=params.DEFAULTS["code_bits"],
                    help="code length K to learn (multiple of 8)")
-    p.add_argument("--partitions", type=_typed(lambda v: params.positive_int(v, "partitions")), default=30,
+    p.add_argument("--partitions", type=typed(lambda v: params.positive_int(v, "partitions")), default=30,
                    help="sample the crops of this many latest partitions")
-    p.add_argument("--max-crops", type=_typed(lambda v: params.positive_int(v, "max_crops")), default=20000)
-    p.add_argument("--rounds", type=_typed(lambda v: params.positive_int(v, "rounds")), default=5)
-    p.add_argument("--epochs", type=_typed(lambda v: params.positive_int(v, "epochs")), default=30,
+    p.add_argument("--max-crops", type=typed(lambda v: params.positive_int(v, "max_crops")), default=20000)
+    p.add_argument("--rounds", type=typed(lambda v: params.positive_int(v, "rounds")), default=5)
+    p.add_argument("--epochs", type=typed(lambda v: params.positive_int(v, "epochs")), default=30,
                    help="BigDL epochs per round")
     p.add_argument("--learning-rate", type=float, default=0.01)
-    p.add_argument("--batch-size", type=_typed(lambda v: params.positive_int(v, "batch_size")), default=128)
-    p.add_argument("--activate", type=_typed(params.boolean), default=True, metavar="{true,false}",
+    p.add_argument("--batch-size", type=typed(lambda v: params.positive_int(v, "batch_size")), default=128)
+    p.add_argument("--activate", type=typed(params.boolean), default=True, metavar="{true,false}",
                    help="make the new layer the current one (default: true)")
     p.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
     return p
@@ -56,7 +56,7 @@ def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
 
     from imgfeat.spark.checkpoint import is_committed
     from imgfeat.spark.hadoop import HadoopFS
-    from imgfeat.stages import reuse
+    from imgfeat.spark import reuse
 
     fs = HadoopFS(spark)
     root = wh.features_root()

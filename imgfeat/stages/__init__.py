@@ -1,2 +1,2 @@
-"""Stage logic as plain functions over pandas batches (ingest, detect, crop, embed) or Spark
-DataFrames (publish). No stage module creates a SparkSession; imgfeat.spark does the wiring."""
+"""Stage logic as plain functions over pandas batches: ingest, detect, crop, embed. No stage module
+imports pyspark; imgfeat.spark does the wiring (and holds the DataFrame steps: reuse, publish)."""
