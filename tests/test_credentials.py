@@ -34,8 +34,8 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path):
 
 
 def test_airflow_env_and_services_take_the_home_s_generated_secrets(tmp_path):
-    from imgfeat.airflow_services import LocalAirflow, service_env
-    from imgfeat.local import airflow_env
+    from devtools.airflow_services import LocalAirflow, service_env
+    from devtools.local import airflow_env
 
     secret = credentials.local(tmp_path)["jwt_secret"]
     assert airflow_env(tmp_path)["AIRFLOW__API_AUTH__JWT_SECRET"] == secret

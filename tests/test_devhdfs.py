@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imgfeat.devhdfs import HDFS, _alive
+from devtools.devhdfs import HDFS, _alive
 
 pytestmark = pytest.mark.hdfs
 

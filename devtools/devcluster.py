@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from imgfeat.devhdfs import _terminate
+from devtools.devhdfs import _terminate
 
 MASTER = "org.apache.spark.deploy.master.Master"
 WORKER = "org.apache.spark.deploy.worker.Worker"

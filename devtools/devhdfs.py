@@ -5,7 +5,7 @@ NameNode, DataNode and WebHDFS) travel inside the PyPI *source* archive of pyspa
 Jersey 1 that WebHDFS needs comes from Debian (Spark's Jersey 2 is a different API). Hadoop 2.7.3 is
 old and unpatched: everything binds 127.0.0.1 only. Spark 3.5's Hadoop 3.3 client talks to it as is.
 
-    python -m imgfeat.devhdfs start|stop|status [--base DIR]   # fixed ports 9000 / 9870
+    python -m devtools.devhdfs start|stop|status [--base DIR]   # fixed ports 9000 / 9870
 
     with HDFS(tmp_dir) as h:                                   # free ports, own data dirs
         spark.read.parquet(f"{h.uri}/t/")
@@ -353,7 +353,7 @@ class HDFS:
 
 # --- CLI: a dev HDFS that outlives the command (pids in BASE/pids.json) ---------------------------
 def _cli(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m imgfeat.devhdfs", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m devtools.devhdfs", description=__doc__.split("\n")[0])
     ap.add_argument("action", choices=["start", "stop", "status"])
     ap.add_argument("--base", type=Path, default=paths.var_dir() / "hdfs",
                     help="name/data dirs, config, logs, pids.json (default: %(default)s)")
