@@ -20,8 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devtools.devhdfs import _alive, _terminate
 from devtools.local import airflow_env, ensure_airflow_db
+from devtools.processes import alive, terminate
 from imgfeat import credentials
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -69,7 +69,7 @@ class LocalAirflow:
     def pids(self) -> dict:
         if not self.state_file.exists():
             return {}
-        return {n: p for n, p in json.loads(self.state_file.read_text()).items() if _alive(p)}
+        return {n: p for n, p in json.loads(self.state_file.read_text()).items() if alive(p)}
 
     def healthy(self) -> bool:
         try:
@@ -95,7 +95,7 @@ class LocalAirflow:
         self.state_file.write_text(json.dumps(pids))
         deadline = time.monotonic() + timeout
         while not self.healthy():
-            dead = [n for n, p in pids.items() if not _alive(p)]
+            dead = [n for n, p in pids.items() if not alive(p)]
             if dead or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"local Airflow did not come up ({dead or 'timeout'}); logs in {logs}")
@@ -107,7 +107,7 @@ class LocalAirflow:
         pids = self.pids()
         for name in reversed(COMPONENTS):
             if name in pids:
-                _terminate(pids[name], timeout=timeout)
+                terminate(pids[name], timeout=timeout)
         self.state_file.unlink(missing_ok=True)
         return pids
 

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devtools.processes import cmdline, terminate
 from imgfeat import paths
 
 HADOOP = "hadoop-2.7.3"
@@ -125,39 +125,6 @@ def free_ports() -> dict:
     finally:
         for s in socks:
             s.close()
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (os.kill(pid, 0) succeeds on zombies)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace") if _alive(pid) else ""
-    except OSError:
-        return ""
-
-
-def _terminate(pid: int, proc: subprocess.Popen | None = None, timeout: float = 20) -> None:
-    """TERM the daemon's process group (it leads its own), KILL it after `timeout`; wait until gone."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc is not None:
-                proc.poll()  # reap our own child, else it stays a zombie
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-    raise RuntimeError(f"devhdfs: process {pid} survived SIGKILL")
 
 
 def _xml(props: dict) -> str:
@@ -328,7 +295,7 @@ class HDFS:
 
     def stop_datanode(self) -> None:
         if p := self._procs.pop("datanode", None):
-            _terminate(p.pid, p)
+            terminate(p.pid, p)
 
     def start_datanode(self, wait: bool = True, timeout: float = 120) -> "HDFS":
         return self.start(wait, timeout)  # starts only what is missing
@@ -337,7 +304,7 @@ class HDFS:
         """DataNode first (it would otherwise retry the vanished NameNode), then NameNode."""
         for name in ("datanode", "namenode"):
             if p := self._procs.pop(name, None):
-                _terminate(p.pid, p)
+                terminate(p.pid, p)
 
     def restart(self, timeout: float = 120) -> "HDFS":
         """Stop both and start again on the same ports and dirs: the data stays."""
@@ -362,7 +329,7 @@ def _cli(argv=None) -> int:
     pidfile = base / "pids.json"
     known = json.loads(pidfile.read_text()) if pidfile.exists() else {}
     # A pid counts only if that process is still our daemon (pids get reused after a reboot).
-    ours = {n: pid for n, pid in known.get("pids", {}).items() if str(base) in _cmdline(pid)}
+    ours = {n: pid for n, pid in known.get("pids", {}).items() if str(base) in "\0".join(cmdline(pid))}
     h = HDFS(base, ports=known.get("ports", FIXED_PORTS), stop_at_exit=False)
     if a.action == "start":
         if ours:
@@ -374,7 +341,7 @@ def _cli(argv=None) -> int:
     elif a.action == "stop":
         for name in ("datanode", "namenode"):
             if name in ours:
-                _terminate(ours[name])
+                terminate(ours[name])
         pidfile.unlink(missing_ok=True)
         print(f"stopped {ours}" if ours else "not running")
     else:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import E2E_DATE, feature_rows
 from devtools.airflow_services import LocalAirflow
-from devtools.devhdfs import _alive
+from devtools.processes import alive
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 DAG = "image_features"
@@ -396,5 +396,5 @@ def test_a_daily_run_infers_only_new_content_and_revisits_a_partition_that_gaine
 def test_stop_leaves_no_process(airflow, api):
     pids = airflow.stop()
     assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer"}
-    assert not any(_alive(p) for p in pids.values())
+    assert not any(alive(p) for p in pids.values())
     assert airflow.pids() == {}
