@@ -164,11 +164,6 @@ class HDFS:
         """{"namenode": pid, "datanode": pid} of the daemons still running."""
         return {k: p.pid for k, p in self._procs.items() if p.poll() is None}
 
-    def hadoop_conf(self) -> dict:
-        """Hadoop client settings. Spark 3.5 needs none of them when paths carry the full
-        hdfs://127.0.0.1:PORT URI; set them (as spark.hadoop.*) to make bare /paths resolve here."""
-        return {"fs.defaultFS": self.uri}
-
     def dfs_env(self) -> dict:
         """Environment for code that reaches HDFS over WebHDFS (imgfeat.webhdfs.client_for)."""
         return {"IMGFEAT_WEBHDFS_URL": self.webhdfs_url, "HADOOP_USER_NAME": USER}
@@ -292,13 +287,6 @@ class HDFS:
     def log_tail(self, name: str, chars: int = 3000) -> str:
         p = self.base / "logs" / f"{name}.log"
         return p.read_text(errors="replace")[-chars:] if p.exists() else ""
-
-    def stop_datanode(self) -> None:
-        if p := self._procs.pop("datanode", None):
-            terminate(p.pid, p)
-
-    def start_datanode(self, wait: bool = True, timeout: float = 120) -> "HDFS":
-        return self.start(wait, timeout)  # starts only what is missing
 
     def stop(self) -> None:
         """DataNode first (it would otherwise retry the vanished NameNode), then NameNode."""

@@ -59,7 +59,6 @@ def test_addresses(dfs):
     assert dfs.uri == f"hdfs://127.0.0.1:{dfs.ports['rpc']}"
     assert dfs.webhdfs_url == f"http://127.0.0.1:{dfs.ports['http']}"
     assert set(dfs.pids) == {"namenode", "datanode"}
-    assert dfs.hadoop_conf() == {"fs.defaultFS": dfs.uri}
     assert dfs.dfs_env()["IMGFEAT_WEBHDFS_URL"] == dfs.webhdfs_url
 
 
@@ -104,11 +103,14 @@ def test_restart_keeps_data(dfs, client, session):
 
 
 def test_datanode_stop_start(dfs, client):
+    """A DataNode that went away is started again by start() alone, next to the running NameNode."""
     client.write("/d/x.txt", b"still here", overwrite=True)
-    dn = dfs.pids["datanode"]
-    dfs.stop_datanode()
-    assert "datanode" not in dfs.pids and not alive(dn)
-    dfs.start_datanode()
+    dn, nn = psutil.Process(dfs.pids["datanode"]), dfs.pids["namenode"]
+    dn.terminate()
+    dn.wait(timeout=30)  # our child: reaped
+    assert "datanode" not in dfs.pids and not alive(dn.pid)
+    dfs.start()
+    assert dfs.pids["namenode"] == nn and "datanode" in dfs.pids
     assert _read(client, "/d/x.txt") == b"still here"
 
 
