@@ -53,16 +53,16 @@ test: setup
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m imgfeat.bench $(BENCH_ARGS)
+	$(PY) -m devtools.bench $(BENCH_ARGS)
 
 eval: setup
-	$(PY) -m imgfeat.eval $(EVAL_ARGS)
+	$(PY) -m devtools.eval $(EVAL_ARGS)
 
 airflow: setup
-	$(PY) -m imgfeat.airflow_services start
+	$(PY) -m devtools.airflow_services start
 
 airflow-stop:
-	$(PY) -m imgfeat.airflow_services stop
+	$(PY) -m devtools.airflow_services stop
 
 # docker-compose.yml reads its JWT secret, Fernet key and admin password from these files
 # (git-ignored, mode 0600). Standard library only: no venv needed. Never overwrites them.

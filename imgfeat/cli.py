@@ -32,7 +32,7 @@ def default_warehouse() -> Path:
 
 def build_sample(root: Path, date: str = SAMPLE_DATE, count: int = SAMPLE_PHOTOS) -> Path:
     """The sample partition: `count` real photos plus the planted bad files (idempotent)."""
-    from imgfeat import badfiles, sample_photos
+    from devtools import badfiles, sample_photos
 
     part = Path(input_partition(str(root), date))
     marker = root / f".built-dt={date}-{count}"
@@ -93,7 +93,7 @@ def cmd_run(a) -> int:
     except params.ParamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
+    from devtools.local import airflow_env, dags_test, ensure_airflow_db
 
     env = airflow_env()
     ensure_airflow_db(env)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.local import airflow_env
 from imgfeat import paths
-from imgfeat.local import airflow_env
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="imgfeat-airflow-"))
 os.environ.update({k: v for k, v in airflow_env(_AIRFLOW_HOME).items()
@@ -84,7 +84,7 @@ KNOWN = {"shop/chelsea.jpg": "cat", "shop/coffee.jpg": "cup", "shop/astronaut.jp
 @pytest.fixture(scope="session")
 def e2e_input(tmp_path_factory, photos) -> dict:
     """One partition for every end-to-end run: known photos, 6 composed pictures, planted bad files."""
-    from imgfeat import badfiles, sample_photos
+    from devtools import badfiles, sample_photos
 
     root = tmp_path_factory.mktemp("input")
     part = root / f"dt={E2E_DATE}"
@@ -99,7 +99,7 @@ def e2e_input(tmp_path_factory, photos) -> dict:
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory, e2e_input, airflow_home, model_dir) -> dict:
     """The clean reference: the DAG through `airflow dags test` on a local input and warehouse."""
-    from imgfeat.local import dags_test, ensure_airflow_db
+    from devtools.local import dags_test, ensure_airflow_db
 
     warehouse = tmp_path_factory.mktemp("warehouse")
     env = airflow_env(airflow_home)
@@ -121,7 +121,7 @@ def feature_rows(table_dir) -> list:
 @pytest.fixture(scope="session")
 def hdfs(tmp_path_factory):
     """A real single-node HDFS (NameNode + DataNode, WebHDFS, permissions on) for the session."""
-    from imgfeat.devhdfs import HDFS
+    from devtools.devhdfs import HDFS
 
     with HDFS(tmp_path_factory.mktemp("hdfs"), permissions=True) as h:
         yield h

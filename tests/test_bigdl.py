@@ -20,7 +20,7 @@ def bigdl_engine(spark, model_dir):
 @pytest.fixture(scope="module")
 def real_photos() -> dict:
     """The 18 real photos of the sample sources and their mirror images: 36 network inputs."""
-    from imgfeat import sample_photos
+    from devtools import sample_photos
 
     photos, _, _ = sample_photos.catalogue(sample_photos.fetch_sources())
     out = {}

@@ -158,7 +158,7 @@ def test_load_index_picks_the_learned_index_and_refuses_another_code_length(tmp_
 
 # --- evaluation metrics ----------------------------------------------------------------------------
 def test_average_precision_at_k_counts_group_members_in_rank_order():
-    from imgfeat.eval import average_precision_at_k
+    from devtools.eval import average_precision_at_k
 
     groups = np.array(["a", "a", "a", "b", "b"])
     # item 0's nearest: 3 (b), then 1 (a), then 2 (a): precisions at the hits 1/2 and 2/3
@@ -171,7 +171,7 @@ def test_average_precision_at_k_counts_group_members_in_rank_order():
 
 
 def test_recall_at_false_match_rate_stays_below_the_first_allowed_false_match():
-    from imgfeat.eval import recall_at_false_match_rate
+    from devtools.eval import recall_at_false_match_rate
 
     groups = np.array(["a", "a", "b", "b", "c"])
     d = np.full((5, 5), 10.0)

@@ -34,8 +34,8 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path):
 
 
 def test_airflow_env_and_services_take_the_home_s_generated_secrets(tmp_path):
-    from imgfeat.airflow_services import LocalAirflow, service_env
-    from imgfeat.local import airflow_env
+    from devtools.airflow_services import LocalAirflow, service_env
+    from devtools.local import airflow_env
 
     secret = credentials.local(tmp_path)["jwt_secret"]
     assert airflow_env(tmp_path)["AIRFLOW__API_AUTH__JWT_SECRET"] == secret
@@ -47,6 +47,7 @@ def test_airflow_env_and_services_take_the_home_s_generated_secrets(tmp_path):
 
 def test_no_fixed_secret_or_password_in_the_code():
     sources = [paths.REPO / "docker-compose.yml", paths.REPO / "Makefile", *sorted((paths.REPO / "imgfeat").glob("*.py")),
+               *sorted((paths.REPO / "devtools").glob("*.py")),
                *sorted((paths.REPO / "docker").rglob("*")), *sorted((paths.REPO / "plugins").glob("*.py"))]
     for f in (s for s in sources if s.is_file()):
         text = f.read_text()

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from imgfeat import badfiles, decode
+from devtools import badfiles
+from imgfeat import decode
 
 
 # Published cases whose displayed size is not the photo's (451 x 300).

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from pathlib import Path
 
+import psutil
 import pytest
 
-from imgfeat.devhdfs import HDFS, _alive
+from devtools.devhdfs import HDFS
+from devtools.processes import alive
 
 pytestmark = pytest.mark.hdfs
 
@@ -58,7 +59,6 @@ def test_addresses(dfs):
     assert dfs.uri == f"hdfs://127.0.0.1:{dfs.ports['rpc']}"
     assert dfs.webhdfs_url == f"http://127.0.0.1:{dfs.ports['http']}"
     assert set(dfs.pids) == {"namenode", "datanode"}
-    assert dfs.hadoop_conf() == {"fs.defaultFS": dfs.uri}
     assert dfs.dfs_env()["IMGFEAT_WEBHDFS_URL"] == dfs.webhdfs_url
 
 
@@ -96,18 +96,21 @@ def test_restart_keeps_data(dfs, client, session):
 
     assert dfs.ports == before_ports
     assert set(dfs.pids) == {"namenode", "datanode"} and not set(dfs.pids.values()) & set(before_pids.values())
-    assert not any(_alive(p) for p in before_pids.values())
+    assert not any(alive(p) for p in before_pids.values())
     assert _read(client, "/r/keep.bin") == data
     back = session.read.parquet(f"{dfs.uri}/r/t/").select("id", "name", "score", "dt")
     assert sorted(tuple(r) for r in back.collect()) == ROWS
 
 
 def test_datanode_stop_start(dfs, client):
+    """A DataNode that went away is started again by start() alone, next to the running NameNode."""
     client.write("/d/x.txt", b"still here", overwrite=True)
-    dn = dfs.pids["datanode"]
-    dfs.stop_datanode()
-    assert "datanode" not in dfs.pids and not _alive(dn)
-    dfs.start_datanode()
+    dn, nn = psutil.Process(dfs.pids["datanode"]), dfs.pids["namenode"]
+    dn.terminate()
+    dn.wait(timeout=30)  # our child: reaped
+    assert "datanode" not in dfs.pids and not alive(dn.pid)
+    dfs.start()
+    assert dfs.pids["namenode"] == nn and "datanode" in dfs.pids
     assert _read(client, "/d/x.txt") == b"still here"
 
 
@@ -116,15 +119,8 @@ def test_stop_leaves_nothing(dfs):
     pids = dict(dfs.pids)
     dfs.stop()
     assert dfs.pids == {}
-    assert not any(_alive(p) for p in pids.values())
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, str(dfs.base))]
+    assert not any(alive(p) for p in pids.values())
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(dfs.base) in "\0".join(p.info["cmdline"] or [])]
     for port in dfs.ports.values():
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
-
-
-def _cmdline_has(proc: Path, text: str) -> bool:
-    try:
-        return text in (proc / "cmdline").read_text(errors="replace")
-    except OSError:
-        return False

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import E2E_DATE, KNOWN, feature_rows
-from imgfeat import badfiles, paths
+from devtools import badfiles
+from devtools.local import airflow_env, dags_test, ensure_airflow_db
+from imgfeat import paths
 from imgfeat.layout import STAGES
-from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 DATE = E2E_DATE

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import E2E_DATE, jpeg
-from imgfeat import badfiles, descriptor, search
-from imgfeat.local import dags_test
+from devtools import badfiles
+from devtools.local import dags_test
+from imgfeat import descriptor, search
 from imgfeat.spark.index import default_radius
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from imgfeat import decode, fuzz
+from devtools import fuzz
+from imgfeat import decode
 
 # Cases of fuzz.cases(1, ...) whose exception escaped the decode.py before this change
 # (ImageOps.exif_transpose outside the try): SyntaxError on WebP EXIF, struct.error on JPEG EXIF.

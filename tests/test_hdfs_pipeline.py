@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from conftest import E2E_DATE, feature_rows
+from devtools.local import airflow_env, dags_test, ensure_airflow_db
 from imgfeat.layout import STAGES
-from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
 
 pytestmark = [pytest.mark.hdfs, pytest.mark.airflow, pytest.mark.slow]
 DATE = E2E_DATE
@@ -110,7 +110,7 @@ def _stage_jvm(stage, warehouse):
 # --- a real cluster manager ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from imgfeat.devcluster import StandaloneCluster
+    from devtools.devcluster import StandaloneCluster
 
     with StandaloneCluster(tmp_path_factory.mktemp("spark-standalone")) as c:
         yield c

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from conftest import jpeg
-from imgfeat import badfiles, checkpoints, decode, fuzz
-from imgfeat.local import airflow_env, dags_test, ensure_airflow_db
+from devtools import badfiles, fuzz
+from devtools.local import airflow_env, dags_test, ensure_airflow_db
+from imgfeat import checkpoints, decode
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 DATE = "2026-11-09"

@@ -2,7 +2,8 @@
 
 import os
 
-from imgfeat import badfiles, checkpoints, inputs
+from devtools import badfiles
+from imgfeat import checkpoints, inputs
 
 DATE = "2026-11-07"
 

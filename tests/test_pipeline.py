@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import jpeg
-from imgfeat import badfiles
+from devtools import badfiles
 from imgfeat.layout import STAGES, Warehouse
 from imgfeat.spark.runner import StageFailed, parse, run
 

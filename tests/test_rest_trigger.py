@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 
 from conftest import E2E_DATE, feature_rows
-from imgfeat.airflow_services import LocalAirflow
-from imgfeat.devhdfs import _alive
+from devtools.airflow_services import LocalAirflow
+from devtools.processes import alive
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 DAG = "image_features"
@@ -182,7 +182,7 @@ def _create_backfill(airflow, api, root, warehouse, dates, conf=None) -> set:
     from imgfeat import paths
 
     known = {r["dag_run_id"] for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]}
-    cmd = [sys.executable, "-m", "imgfeat.airflow_services", "--port", str(airflow.port),
+    cmd = [sys.executable, "-m", "devtools.airflow_services", "--port", str(airflow.port),
            "--home", str(airflow.home), "cli",
            "backfill", "create", "--dag-id", DAG,
            "--from-date", dates[0], "--to-date", dates[-1], "--max-active-runs", "2",
@@ -396,5 +396,5 @@ def test_a_daily_run_infers_only_new_content_and_revisits_a_partition_that_gaine
 def test_stop_leaves_no_process(airflow, api):
     pids = airflow.stop()
     assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer"}
-    assert not any(_alive(p) for p in pids.values())
+    assert not any(alive(p) for p in pids.values())
     assert airflow.pids() == {}

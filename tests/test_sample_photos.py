@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgfeat import sample_photos as sp
+from devtools import sample_photos as sp
 
 COUNT = 12
 

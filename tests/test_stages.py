@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import jpeg
-from imgfeat import badfiles, decode, descriptor, schemas
+from devtools import badfiles
+from imgfeat import decode, descriptor, schemas
 from imgfeat.engines import INPUT_SIZE
 from imgfeat.stages import crop, detect, embed, ingest
 

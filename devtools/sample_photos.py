@@ -11,7 +11,7 @@ No registry carries a product-photo data set, so a partition mixes
 Everything is fetched into the cache at setup and never committed (qabcs-data is GPL-3+, the
 wallpapers carry their own licences). Usage:
 
-    python -m imgfeat.sample_photos --out DIR --count N [--seed S] [--cache DIR] [--truth FILE]
+    python -m devtools.sample_photos --out DIR --count N [--seed S] [--cache DIR] [--truth FILE]
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def build_partition(out_dir: str | os.PathLike, count: int, seed: int = 0,
 # --------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m imgfeat.sample_photos",
+    ap = argparse.ArgumentParser(prog="python -m devtools.sample_photos",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="partition folder to create (new or empty)")
     ap.add_argument("--count", type=int, required=True, help="number of images to write")

@@ -5,7 +5,7 @@ NameNode, DataNode and WebHDFS) travel inside the PyPI *source* archive of pyspa
 Jersey 1 that WebHDFS needs comes from Debian (Spark's Jersey 2 is a different API). Hadoop 2.7.3 is
 old and unpatched: everything binds 127.0.0.1 only. Spark 3.5's Hadoop 3.3 client talks to it as is.
 
-    python -m imgfeat.devhdfs start|stop|status [--base DIR]   # fixed ports 9000 / 9870
+    python -m devtools.devhdfs start|stop|status [--base DIR]   # fixed ports 9000 / 9870
 
     with HDFS(tmp_dir) as h:                                   # free ports, own data dirs
         spark.read.parquet(f"{h.uri}/t/")
@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devtools.processes import cmdline, terminate
 from imgfeat import paths
 
 HADOOP = "hadoop-2.7.3"
@@ -127,39 +127,6 @@ def free_ports() -> dict:
             s.close()
 
 
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (os.kill(pid, 0) succeeds on zombies)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace") if _alive(pid) else ""
-    except OSError:
-        return ""
-
-
-def _terminate(pid: int, proc: subprocess.Popen | None = None, timeout: float = 20) -> None:
-    """TERM the daemon's process group (it leads its own), KILL it after `timeout`; wait until gone."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc is not None:
-                proc.poll()  # reap our own child, else it stays a zombie
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-    raise RuntimeError(f"devhdfs: process {pid} survived SIGKILL")
-
-
 def _xml(props: dict) -> str:
     body = "".join(f"  <property><name>{k}</name><value>{v}</value></property>\n" for k, v in props.items())
     return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
@@ -196,11 +163,6 @@ class HDFS:
     def pids(self) -> dict:
         """{"namenode": pid, "datanode": pid} of the daemons still running."""
         return {k: p.pid for k, p in self._procs.items() if p.poll() is None}
-
-    def hadoop_conf(self) -> dict:
-        """Hadoop client settings. Spark 3.5 needs none of them when paths carry the full
-        hdfs://127.0.0.1:PORT URI; set them (as spark.hadoop.*) to make bare /paths resolve here."""
-        return {"fs.defaultFS": self.uri}
 
     def dfs_env(self) -> dict:
         """Environment for code that reaches HDFS over WebHDFS (imgfeat.webhdfs.client_for)."""
@@ -326,18 +288,11 @@ class HDFS:
         p = self.base / "logs" / f"{name}.log"
         return p.read_text(errors="replace")[-chars:] if p.exists() else ""
 
-    def stop_datanode(self) -> None:
-        if p := self._procs.pop("datanode", None):
-            _terminate(p.pid, p)
-
-    def start_datanode(self, wait: bool = True, timeout: float = 120) -> "HDFS":
-        return self.start(wait, timeout)  # starts only what is missing
-
     def stop(self) -> None:
         """DataNode first (it would otherwise retry the vanished NameNode), then NameNode."""
         for name in ("datanode", "namenode"):
             if p := self._procs.pop(name, None):
-                _terminate(p.pid, p)
+                terminate(p.pid, p)
 
     def restart(self, timeout: float = 120) -> "HDFS":
         """Stop both and start again on the same ports and dirs: the data stays."""
@@ -353,7 +308,7 @@ class HDFS:
 
 # --- CLI: a dev HDFS that outlives the command (pids in BASE/pids.json) ---------------------------
 def _cli(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m imgfeat.devhdfs", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m devtools.devhdfs", description=__doc__.split("\n")[0])
     ap.add_argument("action", choices=["start", "stop", "status"])
     ap.add_argument("--base", type=Path, default=paths.var_dir() / "hdfs",
                     help="name/data dirs, config, logs, pids.json (default: %(default)s)")
@@ -362,7 +317,7 @@ def _cli(argv=None) -> int:
     pidfile = base / "pids.json"
     known = json.loads(pidfile.read_text()) if pidfile.exists() else {}
     # A pid counts only if that process is still our daemon (pids get reused after a reboot).
-    ours = {n: pid for n, pid in known.get("pids", {}).items() if str(base) in _cmdline(pid)}
+    ours = {n: pid for n, pid in known.get("pids", {}).items() if str(base) in "\0".join(cmdline(pid))}
     h = HDFS(base, ports=known.get("ports", FIXED_PORTS), stop_at_exit=False)
     if a.action == "start":
         if ours:
@@ -374,7 +329,7 @@ def _cli(argv=None) -> int:
     elif a.action == "stop":
         for name in ("datanode", "namenode"):
             if name in ours:
-                _terminate(ours[name])
+                terminate(ours[name])
         pidfile.unlink(missing_ok=True)
         print(f"stopped {ours}" if ours else "not running")
     else:

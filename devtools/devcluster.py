@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from imgfeat.devhdfs import _terminate
+from devtools.processes import terminate
 
 MASTER = "org.apache.spark.deploy.master.Master"
 WORKER = "org.apache.spark.deploy.worker.Worker"
@@ -88,7 +88,7 @@ class StandaloneCluster:
     def stop(self) -> None:
         for name in ("worker", "master"):
             if p := self._procs.pop(name, None):
-                _terminate(p.pid, p)
+                terminate(p.pid, p)
 
     def __enter__(self) -> "StandaloneCluster":
         return self.start()

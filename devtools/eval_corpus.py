@@ -15,7 +15,8 @@ import hashlib
 import random
 from pathlib import Path
 
-from imgfeat import augment, sample_photos
+from devtools import sample_photos
+from imgfeat import augment
 
 GROUP_SIZE = 3
 MAX_SIDE = 800  # whole photos are bounded: the detector sees 300x300 anyway

@@ -1,9 +1,9 @@
 """A local Airflow for the project: api-server (127.0.0.1 only), scheduler, dag-processor, triggerer.
 
-    python -m imgfeat.airflow_services start|stop|status     (make airflow / make airflow-stop)
-    python -m imgfeat.airflow_services cli ARGS...          the `airflow` CLI in that environment
+    python -m devtools.airflow_services start|stop|status     (make airflow / make airflow-stop)
+    python -m devtools.airflow_services cli ARGS...          the `airflow` CLI in that environment
 
-Same home, DAGs and connections as `make run` (imgfeat.local.airflow_env), LocalExecutor on the
+Same home, DAGs and connections as `make run` (devtools.local.airflow_env), LocalExecutor on the
 SQLite DB. Each component runs in its own process group, recorded in AIRFLOW_HOME/services.json,
 so `stop` signals exactly what `start` started (`airflow standalone` leaves orphans on SIGTERM).
 Login: admin, with the password generated at first start into AIRFLOW_HOME/secrets.json
@@ -20,9 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devtools.local import airflow_env, ensure_airflow_db
+from devtools.processes import alive, terminate
 from imgfeat import credentials
-from imgfeat.devhdfs import _alive, _terminate
-from imgfeat.local import airflow_env, ensure_airflow_db
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USER = credentials.USER
@@ -69,7 +69,7 @@ class LocalAirflow:
     def pids(self) -> dict:
         if not self.state_file.exists():
             return {}
-        return {n: p for n, p in json.loads(self.state_file.read_text()).items() if _alive(p)}
+        return {n: p for n, p in json.loads(self.state_file.read_text()).items() if alive(p)}
 
     def healthy(self) -> bool:
         try:
@@ -95,7 +95,7 @@ class LocalAirflow:
         self.state_file.write_text(json.dumps(pids))
         deadline = time.monotonic() + timeout
         while not self.healthy():
-            dead = [n for n, p in pids.items() if not _alive(p)]
+            dead = [n for n, p in pids.items() if not alive(p)]
             if dead or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"local Airflow did not come up ({dead or 'timeout'}); logs in {logs}")
@@ -107,7 +107,7 @@ class LocalAirflow:
         pids = self.pids()
         for name in reversed(COMPONENTS):
             if name in pids:
-                _terminate(pids[name], timeout=timeout)
+                terminate(pids[name], timeout=timeout)
         self.state_file.unlink(missing_ok=True)
         return pids
 
@@ -120,7 +120,7 @@ class LocalAirflow:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m imgfeat.airflow_services", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m devtools.airflow_services", description=__doc__.split("\n")[0])
     ap.add_argument("action", choices=["start", "stop", "status", "cli"])
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--home", type=Path, help="Airflow home (default: var/airflow, as make run)")

@@ -37,7 +37,7 @@ BENCH_DATE = "2026-10-01"
 
 
 def build_input(count: int) -> Path:
-    from imgfeat import sample_photos
+    from devtools import sample_photos
 
     root = paths.var_dir() / "bench" / "input"
     part = Path(input_partition(str(root), BENCH_DATE))
@@ -175,7 +175,7 @@ def bench_search(n: int, queries: int = 200, k: int = 10) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m imgfeat.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m devtools.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--batch-size", type=int, default=params.DEFAULTS["batch_size"])
     ap.add_argument("--engines", default="openvino,bigdl",
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     print(f"bench: {n} images from real photos, batch {a.batch_size}, engine {a.engine}, {cores} cores", flush=True)
 
     t_bare = bare(files, a.engine, model_dir, a.batch_size, params.DEFAULTS["score_threshold"], 64)
-    from imgfeat.local import airflow_env
+    from devtools.local import airflow_env
 
     env = airflow_env()
     os.environ.update({k: env[k] for k in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")})  # the warm in-process session
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
           f"\nfixed = wall - warm: JVM start, Python workers, model load ({total_wall - total_warm:.1f}s over 5 stages);"
           "\nimg/s and spark/bare use the warm time; bare: one process, same engine and batch, no Spark.")
     if not a.skip_airflow:
-        from imgfeat.local import dags_test, ensure_airflow_db
+        from devtools.local import dags_test, ensure_airflow_db
 
         ensure_airflow_db(env)
         shutil.rmtree(warehouse, ignore_errors=True)
@@ -264,7 +264,7 @@ def compare_engines(a, engines: list[str]) -> int:
     summaries = {}
     for i, engine in enumerate(engines):
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            cmd = [sys.executable, "-m", "imgfeat.bench", "--engine", engine, "--images", str(a.images),
+            cmd = [sys.executable, "-m", "devtools.bench", "--engine", engine, "--images", str(a.images),
                    "--batch-size", str(a.batch_size), "--summary", f.name]
             if a.skip_airflow or i:  # the end-to-end Airflow run once, with the first engine
                 cmd.append("--skip-airflow")

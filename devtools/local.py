@@ -33,7 +33,7 @@ def airflow_env(home: Path | None = None, extra: dict | None = None) -> dict:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         # SQLite allows one writer: wait for the lock instead of failing after sqlite3's 5 s
         # (a CLI backfill next to a busy scheduler hit "database is locked").
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "imgfeat.local.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devtools.local.SQLITE_CONNECT_ARGS",
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
             {"conn_type": "spark", "host": os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]")}),
         "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
@@ -41,7 +41,8 @@ def airflow_env(home: Path | None = None, extra: dict | None = None) -> dict:
         "IMGFEAT_PYSPARK_PYTHON": sys.executable,
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "PYTHONUNBUFFERED": "1",
-        # Airflow imports imgfeat (plugins, DAG) from the checkout; Spark executors get the zip.
+        # Airflow imports imgfeat (plugins, DAG) and devtools.local (the connect args above) from the
+        # checkout; Spark executors get the imgfeat zip.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO), os.environ.get("PYTHONPATH")])),
     })
     env.update(extra or {})

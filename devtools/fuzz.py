@@ -4,7 +4,7 @@ Each case is (seed file, mutation) -> bytes; `check` runs `decode.inspect` and `
 on it and returns the outcome: "ok", a BadImage reason code, or "FAIL <ExceptionType>" when
 anything else escaped (or the pixels are not H x W x 3 uint8). Deterministic for a given seed.
 
-    python -m imgfeat.fuzz --cases 20000 --seed 1    # a campaign; prints the figures
+    python -m devtools.fuzz --cases 20000 --seed 1    # a campaign; prints the figures
 
 Campaign of 2026-12-01 (64 seed files, max_pixels 4 MP): seed 2, 200,000 cases in 633 s on a
 shared core: 0 failures, no case over 1 s (79,227 ok, 90,854 undecodable, 29,048 truncated,

@@ -11,7 +11,7 @@ Metrics: mAP@10 over the near-duplicate and the same-object queries; recall of n
 pairs at a false-match rate of at most 0.1% over all pairs of different groups, and the Hamming
 radius that achieves it (what `duplicates` uses). Writes var/eval/report.json.
 
-    python -m imgfeat.eval [--bits 32,64,128] [--rounds 5] [--epochs 30]
+    python -m devtools.eval [--bits 32,64,128] [--rounds 5] [--epochs 30]
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def score(dist: np.ndarray, groups: np.ndarray, kinds: np.ndarray) -> dict:
 def run(bits_list: list[int], rounds: int, epochs: int) -> dict:
     import faiss
 
-    from imgfeat import augment, eval_corpus, pipeline
+    from devtools import eval_corpus
+    from imgfeat import augment, pipeline
     from imgfeat.engines import bigdl, get_engine
     from imgfeat.spark import train_descriptor
 
@@ -132,7 +133,7 @@ def table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m imgfeat.eval", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m devtools.eval", description=__doc__.split("\n")[0])
     ap.add_argument("--bits", default="32,64,128", help="code lengths, comma-separated")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=30)
