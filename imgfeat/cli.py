@@ -9,7 +9,9 @@ a summary from the run manifest and the duplicates table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -165,10 +167,39 @@ def cmd_similar(a) -> int:
     return 0
 
 
-def cmd_setup(a) -> int:
-    from imgfeat.models import ensure_models
+@contextlib.contextmanager
+def chatter_to(log: Path):
+    """Send what libraries print to `log` instead of the terminal: at the file-descriptor level,
+    because the JVMs that BigDL and Spark start write there directly (BigDL's `creating: ...` per
+    layer, Spark's INFO lines, also from their shutdown hooks after Python is done)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
 
-    print(f"models: {ensure_models(paths.model_dir(), paths.cache_dir())}")
+
+def cmd_setup(a) -> int:
+    from imgfeat.models import ModelError, ensure_models
+
+    log = paths.var_dir() / "logs" / "setup.log"
+    try:
+        with chatter_to(log):
+            models = ensure_models(paths.model_dir(), paths.cache_dir())
+    except ModelError as e:
+        print(f"setup: {e} (details: {log})", file=sys.stderr)
+        return 1
+    print(f"models: {models}")
     if a.sample:
         print(f"sample partition: {build_sample(sample_input_root())}")
     return 0
