@@ -496,8 +496,10 @@ class StageSubmitOperator(AppSubmitOperator):
             time.sleep(lease.POLL_S * 5)
 
     def _bigdl_engine(self, engine: str) -> str | None:
-        # detect and embed run BigDL's inference graphs on its MKL-DNN engine
-        return "mkldnn" if engine == "bigdl" and self.stage in ("detect", "embed") else None
+        # the inference stages run BigDL's inference graphs on its MKL-DNN engine
+        from imgfeat.layout import INFERENCE_STAGES
+
+        return "mkldnn" if engine == "bigdl" and self.stage in INFERENCE_STAGES else None
 
     def _ship(self, engine: str) -> None:
         self._ship_app(self._bigdl_engine(engine))

@@ -17,7 +17,7 @@ import time
 import uuid
 
 from imgfeat import params, paths
-from imgfeat.layout import STAGES, Warehouse, input_partition, previous_stage
+from imgfeat.layout import INFERENCE_STAGES, STAGES, Warehouse, input_partition, previous_stage
 
 
 def _typed(validator):
@@ -89,7 +89,7 @@ def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.N
     parser.raise_errors = raise_errors
     args = parser.parse_args(argv)
     args.weights = None
-    if stage in ("detect", "embed"):
+    if stage in INFERENCE_STAGES:
         from imgfeat.models import ModelError, load_manifest
 
         try:
@@ -436,7 +436,7 @@ def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
     staging = wh.new_staging(stage, date)
 
     def meta(written):
-        if stage in ("detect", "embed"):
+        if stage in INFERENCE_STAGES:
             _check_inference(written, stage, args.max_inference_failures)
         # commit_id/upstream_commit let Airflow tell a current checkpoint from a stale one.
         return {"stage": stage, "partition_date": date, **_counts(written), **extra,
