@@ -147,15 +147,6 @@ def shipping(deploy_mode: str | None, python: str, environ=os.environ) -> dict:
     return {"archives": ",".join(archives) or None, "env_vars": env_vars, "conf": conf, "model_dir": model_dir}
 
 
-def _connection(conn_id: str) -> tuple[str, str | None]:
-    """(master, deploy mode) of a spark connection, as SparkSubmitHook resolves them."""
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    master = f"{conn.host}:{conn.port}" if conn.port else conn.host
-    return master, conn.extra_dejson.get("deploy-mode")
-
-
 def event_partitions(triggering_asset_events) -> list[tuple[str, str]]:
     """(warehouse_root, partition_date) pairs named by a run's triggering Asset events (the
     `triggering_asset_events` of its context: asset -> events), validated by
@@ -165,60 +156,92 @@ def event_partitions(triggering_asset_events) -> list[tuple[str, str]]:
     return p.asset_event_partitions(getattr(e, "extra", None) for evs in events.values() for e in evs)
 
 
+def _set_private_submit_options(op: SparkSubmitOperator, *, archives: str | None = None,
+                                driver_memory: str | None = None) -> None:
+    """Amend `archives` and `driver_memory` of a SparkSubmitOperator after its construction.
+
+    The provider (apache-airflow-providers-apache-spark 5.6) takes them as constructor arguments
+    but keeps them only in private attributes (`_archives`, `_driver_memory`), which its
+    `_get_hook()` reads when `execute()` builds the SparkSubmitHook; it has no public attribute or
+    setter for them. What is settled at run time (the connection's deploy mode, the run's engine)
+    amends them here: the one place that touches the provider's private state. `archives` are
+    appended to the operator's own; `driver_memory` applies unless the operator was given one."""
+    if archives:
+        op._archives = ",".join(filter(None, [op._archives, archives]))
+    if driver_memory and not op._driver_memory:
+        op._driver_memory = driver_memory
+
+
 class AppSubmitOperator(SparkSubmitOperator):
     """Submits one of spark_apps/ with what every imgfeat app needs: the library zip, the
-    executors' Python and models for the connection's deploy mode, and BigDL's jars when asked."""
+    executors' Python and models for the connection's deploy mode, and its engine's jars and
+    settings (`engine_settings`, for subclasses to give)."""
 
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, app: str, application_args: list, **kwargs):
-        kwargs.setdefault("conn_id", "spark_default")
+    def __init__(self, *, app: str, application_args: list, conn_id: str = "spark_default",
+                 deploy_mode: str | None = None, **kwargs):
         kwargs.setdefault("conf", dict(SPARK_CONF))
         kwargs.setdefault("task_id", app)
         super().__init__(application=str(HOME / "spark_apps" / f"{app}.py"), application_args=application_args,
-                         name=f"imgfeat-{app}", **kwargs)
+                         name=f"imgfeat-{app}", conn_id=conn_id, deploy_mode=deploy_mode, **kwargs)
+        # The provider keeps these two constructor arguments only privately: ours, to read them.
+        self.conn_id, self.deploy_mode = conn_id, deploy_mode
         self.app = app
         self._label = app  # how errors name the task
         self._shipped = False
 
-    def submit(self, context, bigdl_engine: str | None = None):
-        """spark-submit, after shipping (`bigdl_engine`: BigDL's engine type, or None for no BigDL)."""
+    def submit(self, context):
+        """spark-submit, after `ship()`."""
+        self.ship()
+        return super().execute(context)
+
+    def ship(self) -> None:
+        """Settle, once, what spark-submit needs besides the app's arguments, for the deploy mode
+        spark-submit will use (`spark_deploy_mode`): the library zip (--py-files, executors import
+        imgfeat from it), the engine's jars and settings (`engine_settings`), then the archives,
+        executors' Python and model dir of `shipping`. A refused combination fails the task, not
+        retried, in one line naming it."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from imgfeat.packaging import build_zip
 
+        if self._shipped:
+            return
         if not self.py_files:
-            self.py_files = str(build_zip())  # executors import imgfeat from this zip
-        if not self._shipped:
-            try:
-                self._ship_app(bigdl_engine)
-            except ValueError as e:
-                raise AirflowFailException(f"{self._label}: {e}") from None
-            self._shipped = True
-        return super().execute(context)
-
-    def _ship_app(self, bigdl_engine: str | None) -> None:
-        """Settle archives, the executors' Python, the model dir and BigDL's jars and settings
-        for the connection's deploy mode."""
-        _, deploy_mode = _connection(self._conn_id)
-        deploy_mode = self._deploy_mode or deploy_mode
-        if bigdl_engine:
-            from imgfeat.engines.bigdl import submit_settings
-
-            bigdl = submit_settings(deploy_mode, engine=bigdl_engine)
-            self.jars = ",".join(filter(None, [self.jars, bigdl["jars"]]))
-            self.driver_class_path = ":".join(filter(None, [self.driver_class_path, bigdl["driver_class_path"]]))
-            self.conf = {**bigdl["conf"], **(self.conf or {})}
-            self._driver_memory = self._driver_memory or bigdl["driver_memory"]
-        ship = shipping(deploy_mode, os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable))
+            self.py_files = str(build_zip())
+        try:
+            deploy_mode = self.spark_deploy_mode()
+            engine = self.engine_settings(deploy_mode) or {}
+            ship = shipping(deploy_mode, os.environ.get("IMGFEAT_PYSPARK_PYTHON", sys.executable))
+        except ValueError as e:
+            raise AirflowFailException(f"{self._label}: {e}") from None
+        if engine:
+            self.jars = ",".join(filter(None, [self.jars, engine["jars"]]))
+            self.driver_class_path = ":".join(filter(None, [self.driver_class_path, engine["driver_class_path"]]))
+            self.conf = {**engine["conf"], **(self.conf or {})}
         self.env_vars = {**ship["env_vars"], **(self.env_vars or {})} or None
         self.conf = {**(self.conf or {}), **ship["conf"]}
-        if ship["archives"]:
-            self._archives = ",".join(filter(None, [self._archives, ship["archives"]]))
+        _set_private_submit_options(self, archives=ship["archives"], driver_memory=engine.get("driver_memory"))
         if ship["model_dir"] and "--model-dir" in [str(a) for a in self.application_args]:
             args = [str(a) for a in self.application_args]
             args[args.index("--model-dir") + 1] = ship["model_dir"]
             self.application_args = args
+        self._shipped = True
+
+    def spark_deploy_mode(self) -> str | None:
+        """The deploy mode spark-submit will use, as SparkSubmitHook resolves it: the operator's
+        `deploy_mode`, else the `deploy-mode` extra of its connection."""
+        if self.deploy_mode:
+            return self.deploy_mode
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(self.conn_id).extra_dejson.get("deploy-mode")
+
+    def engine_settings(self, deploy_mode: str | None) -> dict | None:
+        """Jars, driver class path, confs and driver memory the app's engine needs on top (the
+        fields of imgfeat.engines.bigdl.submit_settings), or None: nothing."""
+        return None
 
 
 LEASE_OWNER_ENV = ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_TASK_ID", "AIRFLOW_CTX_TRY_NUMBER")
@@ -465,7 +488,7 @@ class StageSubmitOperator(AppSubmitOperator):
         run_ids = {k: os.environ[k] for k in LEASE_OWNER_ENV if os.environ.get(k)}
         if run_ids:
             self.env_vars = {**(self.env_vars or {}), **run_ids}
-        return self.submit(context, self._bigdl_engine(args.engine))
+        return self.submit(context)
 
     def _wait_for_lease(self, warehouse: str, date: str) -> None:
         """Another run's stage app holds the partition (imgfeat.lease): wait for it here, without
@@ -495,14 +518,13 @@ class StageSubmitOperator(AppSubmitOperator):
             self.log.info("%s; waiting", message)
             time.sleep(lease.POLL_S * 5)
 
-    def _bigdl_engine(self, engine: str) -> str | None:
-        # the inference stages run BigDL's inference graphs on its MKL-DNN engine
-        from imgfeat.layout import INFERENCE_STAGES
+    def engine_settings(self, deploy_mode: str | None) -> dict | None:
+        """What the run's engine (the rendered `--engine`) adds to this stage's spark-submit:
+        imgfeat.engines.stage_submit_settings (BigDL's, for the inference stages on engine=bigdl)."""
+        from imgfeat.engines import stage_submit_settings
 
-        return "mkldnn" if engine == "bigdl" and self.stage in INFERENCE_STAGES else None
-
-    def _ship(self, engine: str) -> None:
-        self._ship_app(self._bigdl_engine(engine))
+        args = [str(a) for a in self.application_args]
+        return stage_submit_settings(self.stage, args[args.index("--engine") + 1], deploy_mode)
 
 
 TRAIN_ARGS = [
@@ -545,7 +567,14 @@ class TrainDescriptorOperator(AppSubmitOperator):
             parser.parse_args([str(a) for a in self.application_args])
         except InvalidArguments as e:
             raise AirflowFailException(f"train_descriptor: invalid parameter: {e}") from None
-        return self.submit(context, train_descriptor.ENGINE_TYPE)
+        return self.submit(context)
+
+    def engine_settings(self, deploy_mode: str | None) -> dict:
+        """BigDL's jars and settings, on the engine the training runs on (its default: MKL-DNN does not train)."""
+        from imgfeat.engines.bigdl import submit_settings
+        from imgfeat.spark import train_descriptor
+
+        return submit_settings(deploy_mode, engine=train_descriptor.ENGINE_TYPE)
 
 
 INDEX_PARAMS = {

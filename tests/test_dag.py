@@ -30,7 +30,7 @@ def test_five_spark_submit_tasks_in_pipeline_order(dag):
         task = dag.get_task(stage)
         assert isinstance(task, SparkSubmitOperator)
         assert task.application.endswith(f"spark_apps/{stage}.py")
-        assert task._conn_id == "spark_default"
+        assert task.conn_id == "spark_default"
         assert task.retries == 2 and task.retry_delay > timedelta(0)
 
 
@@ -180,7 +180,7 @@ def test_dag_file_is_cheap_to_parse(dag_file):
 
 
 # --- cluster submission: the command the operator gives spark-submit for YARN ---------------------
-def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True):
+def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True, engine="openvino"):
     import json
     import os
     import sys
@@ -198,7 +198,7 @@ def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True):
         monkeypatch.setenv("IMGFEAT_MODEL_ARCHIVE", "hdfs:///apps/imgfeat/imgfeat-models.tar.gz")
     task = StageSubmitOperator(stage="detect", conn_id="spark_yarn")
     rendered = {"--partition-date": "2026-11-01", "--input-root": str(tmp_path), "--warehouse-root": str(tmp_path / "wh"),
-                "--score-threshold": "0.3", "--code-bits": "64", "--engine": "openvino"}
+                "--score-threshold": "0.3", "--code-bits": "64", "--engine": engine}
     task.application_args = [x for kv in rendered.items() for x in kv] + task.application_args[-2:]
     return task
 
@@ -237,7 +237,7 @@ def test_yarn_client_mode_keeps_the_local_driver_python(monkeypatch, tmp_path, m
 
     task = _yarn_task(monkeypatch, tmp_path, "client")
     monkeypatch.delenv("IMGFEAT_MODEL_ARCHIVE")
-    task._ship("openvino")
+    task.ship()
     pairs = _pairs(task._get_hook()._build_spark_submit_command(task.application))
     assert {("--archives", "hdfs:///apps/imgfeat/imgfeat-env.tar.gz#env"), ("--deploy-mode", "client"),
             ("--conf", "spark.pyspark.python=./env/bin/python"),
@@ -252,9 +252,9 @@ def test_engine_bigdl_submits_detect_and_embed_with_bigdl_jars_and_settings(monk
 
     import bigdl
 
-    task = _yarn_task(monkeypatch, tmp_path, mode)
+    task = _yarn_task(monkeypatch, tmp_path, mode, engine="bigdl")
     monkeypatch.delenv("IMGFEAT_MODEL_ARCHIVE")
-    task._ship("bigdl")
+    task.ship()
     cmd = task._get_hook()._build_spark_submit_command(task.application)
     pairs = dict(_pairs(cmd))
     jars = sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
@@ -270,7 +270,8 @@ def test_engine_bigdl_submits_detect_and_embed_with_bigdl_jars_and_settings(monk
     from imgfeat_airflow import StageSubmitOperator
 
     crop = StageSubmitOperator(stage="crop", conn_id="spark_yarn")  # stages without inference get none of it
-    crop._ship("bigdl")
+    crop.application_args = [{"{{ params.engine }}": "bigdl"}.get(a, a) for a in crop.application_args]
+    crop.ship()
     assert crop.jars is None and not any("bigdl" in str(v) for v in crop.conf.values())
 
 
@@ -322,7 +323,7 @@ def test_train_descriptor_submits_bigdl_training_on_its_default_engine(bag, monk
     task = dag.get_task("train_descriptor")
     assert task.application.endswith("spark_apps/train_descriptor.py")
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
-    task._ship_app("mklblas")
+    task.ship()
     cmd = task._get_hook()._build_spark_submit_command(task.application)
     pairs = dict(_pairs(cmd))
     jars = sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
