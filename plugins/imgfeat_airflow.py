@@ -585,48 +585,60 @@ INDEX_PARAMS = {
 }
 
 
+def index_arguments(warehouse_root: str, partition_date: str, duplicate_radius=None) -> list[str]:
+    """spark_apps/index.py's arguments for one partition, checked by the app's own parser:
+    AirflowFailException naming the bad one (not retried: it would fail the same way again)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from imgfeat.spark import index
+    from imgfeat.spark.runner import InvalidArguments
+
+    args = ["--warehouse-root", warehouse_root, "--partition-date", partition_date]
+    args += ["--duplicate-radius", str(duplicate_radius)] if duplicate_radius is not None else []
+    parser = index.build_parser()
+    parser.raise_errors = True
+    try:
+        parser.parse_args(args)
+    except InvalidArguments as e:
+        raise AirflowFailException(f"index: invalid parameter: {e}") from None
+    return args
+
+
+def index_partitions(triggering_asset_events=None, params=None) -> list[list[str]]:
+    """feature_index's partitions, [warehouse_root, partition_date] each, sorted by date, without
+    repeats: those named by the run's triggering Asset events (`event_partitions`), else (a manual
+    run) by its `partition_date` and `warehouse_root` params. All are checked before any is indexed:
+    a bad or missing event `extra`, a bad param or a run naming no partition fails in one line
+    naming it, not retried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    params = params or {}
+    try:
+        found = event_partitions(triggering_asset_events)
+    except p.ParamError as e:
+        raise AirflowFailException(f"index: invalid parameter: {e}") from None
+    if not found and params.get("partition_date"):
+        found = [(params["warehouse_root"], params["partition_date"])]
+    if not found:
+        raise AirflowFailException("index: invalid parameter: partition_date is required when no Asset event "
+                                   "names a partition")
+    for warehouse, date in found:
+        index_arguments(warehouse, date, params.get("duplicate_radius"))
+    return [[warehouse, date] for warehouse, date in found]
+
+
 class IndexSubmitOperator(AppSubmitOperator):
-    """Submits spark_apps/index.py for each partition named by the triggering Asset events (or, in a
-    manual run, by the `partition_date` and `warehouse_root` params)."""
+    """Submits spark_apps/index.py for one partition (`partition`: [warehouse_root, partition_date]):
+    refreshes the similarity index of its code and writes its duplicates table. feature_index maps
+    it over `index_partitions`, so each partition is one task instance, retried alone, labelled by
+    its date (`map_index_template`). The `duplicate_radius` param applies to every partition."""
 
-    def __init__(self, **kwargs):
-        super().__init__(app="index", application_args=[], **kwargs)
-
-    @staticmethod
-    def partitions(context) -> list[tuple[str, str]]:
-        """(warehouse_root, partition_date) pairs to index, in order, without repeats: those of the
-        triggering Asset events (validated; a bad or missing `extra` raises ParamError), else the params'."""
-        found = event_partitions(context.get("triggering_asset_events"))
-        params = context.get("params") or {}
-        if not found and params.get("partition_date"):
-            found = [(params["warehouse_root"], params["partition_date"])]
-        return sorted(set(found), key=lambda wd: (wd[1], wd[0]))
+    def __init__(self, *, partition, map_index_template: str | None = "dt={{ task.partition_date }}", **kwargs):
+        super().__init__(app="index", application_args=[], map_index_template=map_index_template, **kwargs)
+        # Plain attributes, not templates: a root named by an Asset event is never rendered by Jinja.
+        self.warehouse_root, self.partition_date = partition
 
     def execute(self, context):
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from imgfeat.spark import index
-        from imgfeat.spark.runner import InvalidArguments
-
-        try:
-            todo = self.partitions(context)
-        except p.ParamError as e:
-            raise AirflowFailException(f"index: invalid parameter: {e}") from None
-        if not todo:
-            raise AirflowFailException("index: invalid parameter: partition_date is required when no Asset event "
-                                       "names a partition")
         radius = (context.get("params") or {}).get("duplicate_radius")
-        parser = index.build_parser()
-        parser.raise_errors = True
-        results = []
-        for warehouse, date in todo:
-            args = ["--warehouse-root", warehouse, "--partition-date", date]
-            args += ["--duplicate-radius", str(radius)] if radius is not None else []
-            try:
-                parser.parse_args(args)
-            except InvalidArguments as e:
-                raise AirflowFailException(f"index: invalid parameter: {e}") from None
-            self.application_args = args
-            self._hook = None
-            results.append(self.submit(context))
-        return results
+        self.application_args = index_arguments(self.warehouse_root, self.partition_date, radius)
+        return self.submit(context)

@@ -165,7 +165,8 @@ def test_operator_refuses_a_bad_parameter_before_spark_submit(dag, flag, value, 
     assert task._hook is None  # no spark-submit was prepared
 
 
-@pytest.mark.parametrize("dag_file", ["image_features.py", "feature_catalog.py"])
+@pytest.mark.parametrize("dag_file", ["image_features.py", "feature_catalog.py", "feature_index.py",
+                                      "train_descriptor.py"])
 def test_dag_file_is_cheap_to_parse(dag_file):
     import subprocess
     import sys
@@ -350,30 +351,52 @@ def test_train_descriptor_refuses_a_bad_param_before_spark_submit(bag, param, va
     assert task._hook is None
 
 
-def test_feature_index_runs_on_the_features_asset_for_each_partition_named(bag, tmp_path):
+def test_feature_index_maps_one_index_task_over_the_partitions_named(bag, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
+    import jinja2
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
     from imgfeat_airflow import FEATURES, IndexSubmitOperator
 
     dag = bag.dags["feature_index"]
     assert dag.timetable.asset_condition.objects == (FEATURES,)
+    # `index` is mapped over what `partitions` returns: one task instance per partition, retried alone
+    index = dag.get_task("index")
+    assert isinstance(index, MappedOperator) and index.operator_class is IndexSubmitOperator
+    assert index.upstream_task_ids == {"partitions"} and index.partial_kwargs["retries"] == 2
+    assert index.expand_input.value["partition"].operator is dag.get_task("partitions")
+    partitions = dag.get_task("partitions").python_callable
     wh = str(tmp_path / "wh")  # event roots are validated: a writable place, whoever runs the tests
     event = lambda w, d: SimpleNamespace(extra={"warehouse_root": w, "partition_date": d})  # noqa: E731
-    context = {"triggering_asset_events": {FEATURES: [event(wh, "2026-11-02"), event(wh, "2026-11-01"),
-                                                      event(wh, "2026-11-02")]}, "params": {}}
-    assert IndexSubmitOperator.partitions(context) == [(wh, "2026-11-01"), (wh, "2026-11-02")]
-    manual = {"params": {"partition_date": "2026-11-05", "warehouse_root": "/wh2"}}
-    assert IndexSubmitOperator.partitions(manual) == [("/wh2", "2026-11-05")]
+    events = {FEATURES: [event(wh, "2026-11-02"), event(wh, "2026-11-01"), event(wh, "2026-11-02")]}
+    assert partitions(triggering_asset_events=events, params={}) == [[wh, "2026-11-01"], [wh, "2026-11-02"]]
+    manual = {"partition_date": "2026-11-05", "warehouse_root": "/wh2"}
+    assert partitions(triggering_asset_events={}, params=manual) == [["/wh2", "2026-11-05"]]
+    # Each instance (unmapped as Airflow does) submits its own partition, with the run's radius.
+    op = index.unmap({"partition": [wh, "2026-11-01"]})
+    assert isinstance(op, IndexSubmitOperator) and op.retries == 2 and op.application.endswith("spark_apps/index.py")
+    assert jinja2.Template(op.map_index_template).render(task=op) == "dt=2026-11-01"
+    monkeypatch.setattr(IndexSubmitOperator, "submit", lambda self, context: list(self.application_args))
+    assert op.execute(context={"params": {"duplicate_radius": 3}}) == [
+        "--warehouse-root", wh, "--partition-date", "2026-11-01", "--duplicate-radius", "3"]
+    assert op.execute(context={"params": {"duplicate_radius": None}}) == [
+        "--warehouse-root", wh, "--partition-date", "2026-11-01"]
 
 
 def test_feature_index_without_a_partition_fails_before_spark_submit(bag):
     from airflow.sdk.exceptions import AirflowFailException
 
-    task = copy.copy(bag.dags["feature_index"].get_task("index"))
+    dag = bag.dags["feature_index"]
+    partitions = dag.get_task("partitions").python_callable
     with pytest.raises(AirflowFailException, match="index: invalid parameter: partition_date is required"):
-        task.execute(context={"params": {"partition_date": None, "warehouse_root": "/tmp/wh"}})
+        partitions(params={"partition_date": None, "warehouse_root": "/tmp/wh"})
     with pytest.raises(AirflowFailException, match="argument --partition-date: '2026-02-30' is not a calendar date"):
-        task.execute(context={"params": {"partition_date": "2026-02-30", "warehouse_root": "/tmp/wh"}})
+        partitions(params={"partition_date": "2026-02-30", "warehouse_root": "/tmp/wh"})
+    # an index task given such a partition refuses it too, before spark-submit
+    task = dag.get_task("index").unmap({"partition": ["/tmp/wh", "2026-02-30"]})
+    with pytest.raises(AirflowFailException, match="argument --partition-date: '2026-02-30' is not a calendar date"):
+        task.execute(context={"params": {}})
+    assert task._hook is None
 
 
 # --- the features Asset's events: validated by feature_index and feature_catalog alike -----------------
@@ -454,9 +477,12 @@ def test_feature_index_refuses_a_bad_event_before_spark_submit(bag, tmp_path, mo
     from airflow.sdk.exceptions import AirflowFailException
 
     monkeypatch.setenv("IMGFEAT_ALLOWED_ROOTS", f"{tmp_path},/tmp")
-    task = copy.copy(bag.dags["feature_index"].get_task("index"))
+    dag = bag.dags["feature_index"]
+    partitions = dag.get_task("partitions").python_callable
     good = {"partition_date": "2026-11-01", "warehouse_root": str(tmp_path / "wh")}
-    with pytest.raises(AirflowFailException, match="^index: invalid parameter: " + re.escape(message)):
-        task.execute(context={"triggering_asset_events": _events(good, _fill(extra, str(tmp_path / "wh"))),
-                              "params": {"partition_date": "2026-11-05", "warehouse_root": str(tmp_path)}})
-    assert task._hook is None
+    with pytest.raises(AirflowFailException, match="^index: invalid parameter: " + re.escape(message)) as e:
+        partitions(triggering_asset_events=_events(good, _fill(extra, str(tmp_path / "wh"))),
+                   params={"partition_date": "2026-11-05", "warehouse_root": str(tmp_path)})
+    assert "\n" not in str(e.value)
+    # no spark-submit: every index task instance runs downstream of `partitions`, which failed
+    assert dag.get_task("index").upstream_task_ids == {"partitions"}
