@@ -180,6 +180,21 @@ def test_dag_file_is_cheap_to_parse(dag_file):
     assert out.stdout.strip() == ""
 
 
+def test_airflow_plugin_loader_leaves_the_imgfeat_airflow_package_alone():
+    """plugins/ holds a package, not an AirflowPlugin: Airflow's loader (which imports each file under
+    plugins/ as a top-level module named after it) must skip it (plugins/.airflowignore)."""
+    import sys
+
+    from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
+
+    from imgfeat import paths
+
+    before = set(sys.modules)
+    plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(paths.REPO / "plugins"))
+    assert (plugins, errors) == ([], {})
+    assert not {"params", "submit", "gates", "__init__"} & (set(sys.modules) - before)
+
+
 # --- cluster submission: the command the operator gives spark-submit for YARN ---------------------
 def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True, engine="openvino"):
     import json
