@@ -8,6 +8,17 @@
 - `gates`: the tasks before a run's stages, which look at the input and submit nothing: the
   readiness gate (`WaitForPartitionSensor`) and the late files (`FindLateFilesOperator`).
 
+Spark's master comes from the `spark_default` connection (`local[2]`, `yarn`, `spark://h:p`).
+Environment (read when a DAG file is parsed; cheap):
+  IMGFEAT_HOME           where spark_apps/ lives (default: this repository)
+  IMGFEAT_INPUT_ROOT     default input root        IMGFEAT_WAREHOUSE_ROOT  default warehouse root
+  IMGFEAT_MODEL_DIR      converted models           IMGFEAT_PYSPARK_PYTHON  Python of executors
+  IMGFEAT_WEBHDFS_URL    WebHDFS of an hdfs:// warehouse (default http://<namenode>:9870)
+  IMGFEAT_ALLOWED_ROOTS  comma-separated prefixes every input/warehouse root must live under
+Environment read when a task runs (cluster submission, see `shipping`):
+  IMGFEAT_PYTHON_ARCHIVE venv-pack tarball of the Python environment (`make pack`), unpacked as ./env
+  IMGFEAT_MODEL_ARCHIVE  tarball of the model directory (`make pack`), unpacked as ./models
+
 Airflow puts plugins/ on sys.path, so a DAG file does `from imgfeat_airflow import ...`; importing
 it loads Airflow's SDK and the Spark provider, never Spark itself. It defines no AirflowPlugin:
 plugins/.airflowignore keeps Airflow's plugin loader from importing its files as top-level modules.
