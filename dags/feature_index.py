@@ -1,14 +1,16 @@
 """feature_index: the similarity index and the near-duplicates of each published partition.
 
 Scheduled on the `imgfeat_features` Asset, so it runs after every successful publish (without a
-logical date: the partition comes from the Asset event). One Spark application per partition
-refreshes WAREHOUSE/index/<code>/ (a faiss binary index over every partition published with the
-same code, which `python -m imgfeat.cli similar` queries) and writes WAREHOUSE/duplicates/dt=<date>/.
-A manual run indexes the partition named by the `partition_date` param.
+logical date: the partition comes from the Asset event). The task `partitions` names the partitions
+of the run's events, validated: a bad or missing event `extra` fails the run naming the key, before
+any spark-submit. `index` is mapped over them: one Spark application (one task instance, retried
+alone) per partition refreshes WAREHOUSE/index/<code>/ (a faiss binary index over every partition
+published with the same code, which `python -m imgfeat.cli similar` queries) and writes
+WAREHOUSE/duplicates/dt=<date>/. A manual run indexes the partition named by the `partition_date` param.
 """
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 from imgfeat_airflow import DEFAULT_ARGS, FEATURES, INDEX_PARAMS, IndexSubmitOperator
 
 with DAG(
@@ -23,4 +25,12 @@ with DAG(
     doc_md=__doc__,
     tags=["imgfeat", "spark"],
 ) as dag:
-    IndexSubmitOperator()
+
+    @task
+    def partitions(triggering_asset_events=None, params=None) -> list:
+        """[warehouse_root, partition_date] of each partition to index (imgfeat_airflow.index_partitions)."""
+        from imgfeat_airflow import index_partitions
+
+        return index_partitions(triggering_asset_events, params)
+
+    IndexSubmitOperator.partial(task_id="index").expand(partition=partitions())

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from imgfeat import decode, descriptor, params, paths
-from imgfeat.engines import INPUT_SIZE, get_engine
+from imgfeat.engines import INPUT_SIZE, get_engine, stage_submit_settings
 from imgfeat.layout import STAGES, input_partition
 from imgfeat.packaging import build_zip
 
@@ -86,12 +86,10 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
 
 
 def _engine_submit_args(engine: str, stage: str) -> list[str]:
-    """What the operator adds for the engine (plugins/imgfeat_airflow.py)."""
-    if engine != "bigdl" or stage not in ("detect", "embed"):
+    """What the operator adds for the engine (imgfeat.engines.stage_submit_settings), as flags."""
+    s = stage_submit_settings(stage, engine)
+    if not s:
         return []
-    from imgfeat.engines.bigdl import submit_settings
-
-    s = submit_settings()
     confs = [x for k, v in s["conf"].items() for x in ("--conf", f"{k}={v}")]
     return ["--jars", s["jars"], "--driver-class-path", s["driver_class_path"],
             "--driver-memory", s["driver_memory"], *confs]

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterable
 
 STAGES = ("ingest", "detect", "crop", "embed", "publish")
+INFERENCE_STAGES = ("detect", "embed")  # the stages that run the engine's networks (engine, model dir)
 CHECKPOINT_STAGES = STAGES[:-1]
 PUBLISHED_TABLES = ("features", "quarantine", "duplicates")
 STAGE_META = "_stage.json"

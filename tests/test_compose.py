@@ -124,9 +124,11 @@ def test_hdfs_and_yarn_addresses_agree_with_the_services(services):
 def test_the_spark_connection_is_the_one_the_dag_uses(services):
     from airflow.dag_processing.dagbag import DagBag
 
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
     dag = DagBag(dag_folder=str(paths.REPO / "dags")).dags["image_features"]
-    # every spark-submit task (the readiness gate submits nothing)
-    conn_ids = {t._conn_id for t in dag.tasks if t.task_id != "wait_for_partition"}
+    # every spark-submit task (the readiness gate and find_late_files submit nothing)
+    conn_ids = {t.conn_id for t in dag.tasks if isinstance(t, SparkSubmitOperator)}
     assert conn_ids == {"spark_default"}
     env = services["scheduler"]["environment"]
     conn = json.loads(env["AIRFLOW_CONN_" + "SPARK_DEFAULT"])

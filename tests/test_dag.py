@@ -30,7 +30,7 @@ def test_five_spark_submit_tasks_in_pipeline_order(dag):
         task = dag.get_task(stage)
         assert isinstance(task, SparkSubmitOperator)
         assert task.application.endswith(f"spark_apps/{stage}.py")
-        assert task._conn_id == "spark_default"
+        assert task.conn_id == "spark_default"
         assert task.retries == 2 and task.retry_delay > timedelta(0)
 
 
@@ -165,7 +165,8 @@ def test_operator_refuses_a_bad_parameter_before_spark_submit(dag, flag, value, 
     assert task._hook is None  # no spark-submit was prepared
 
 
-@pytest.mark.parametrize("dag_file", ["image_features.py", "feature_catalog.py"])
+@pytest.mark.parametrize("dag_file", ["image_features.py", "feature_catalog.py", "feature_index.py",
+                                      "train_descriptor.py"])
 def test_dag_file_is_cheap_to_parse(dag_file):
     import subprocess
     import sys
@@ -179,8 +180,23 @@ def test_dag_file_is_cheap_to_parse(dag_file):
     assert out.stdout.strip() == ""
 
 
+def test_airflow_plugin_loader_leaves_the_imgfeat_airflow_package_alone():
+    """plugins/ holds a package, not an AirflowPlugin: Airflow's loader (which imports each file under
+    plugins/ as a top-level module named after it) must skip it (plugins/.airflowignore)."""
+    import sys
+
+    from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
+
+    from imgfeat import paths
+
+    before = set(sys.modules)
+    plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(paths.REPO / "plugins"))
+    assert (plugins, errors) == ([], {})
+    assert not {"params", "submit", "gates", "__init__"} & (set(sys.modules) - before)
+
+
 # --- cluster submission: the command the operator gives spark-submit for YARN ---------------------
-def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True):
+def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True, engine="openvino"):
     import json
     import os
     import sys
@@ -198,7 +214,7 @@ def _yarn_task(monkeypatch, tmp_path, deploy_mode, archives=True):
         monkeypatch.setenv("IMGFEAT_MODEL_ARCHIVE", "hdfs:///apps/imgfeat/imgfeat-models.tar.gz")
     task = StageSubmitOperator(stage="detect", conn_id="spark_yarn")
     rendered = {"--partition-date": "2026-11-01", "--input-root": str(tmp_path), "--warehouse-root": str(tmp_path / "wh"),
-                "--score-threshold": "0.3", "--code-bits": "64", "--engine": "openvino"}
+                "--score-threshold": "0.3", "--code-bits": "64", "--engine": engine}
     task.application_args = [x for kv in rendered.items() for x in kv] + task.application_args[-2:]
     return task
 
@@ -237,7 +253,7 @@ def test_yarn_client_mode_keeps_the_local_driver_python(monkeypatch, tmp_path, m
 
     task = _yarn_task(monkeypatch, tmp_path, "client")
     monkeypatch.delenv("IMGFEAT_MODEL_ARCHIVE")
-    task._ship("openvino")
+    task.ship()
     pairs = _pairs(task._get_hook()._build_spark_submit_command(task.application))
     assert {("--archives", "hdfs:///apps/imgfeat/imgfeat-env.tar.gz#env"), ("--deploy-mode", "client"),
             ("--conf", "spark.pyspark.python=./env/bin/python"),
@@ -252,9 +268,9 @@ def test_engine_bigdl_submits_detect_and_embed_with_bigdl_jars_and_settings(monk
 
     import bigdl
 
-    task = _yarn_task(monkeypatch, tmp_path, mode)
+    task = _yarn_task(monkeypatch, tmp_path, mode, engine="bigdl")
     monkeypatch.delenv("IMGFEAT_MODEL_ARCHIVE")
-    task._ship("bigdl")
+    task.ship()
     cmd = task._get_hook()._build_spark_submit_command(task.application)
     pairs = dict(_pairs(cmd))
     jars = sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
@@ -270,7 +286,8 @@ def test_engine_bigdl_submits_detect_and_embed_with_bigdl_jars_and_settings(monk
     from imgfeat_airflow import StageSubmitOperator
 
     crop = StageSubmitOperator(stage="crop", conn_id="spark_yarn")  # stages without inference get none of it
-    crop._ship("bigdl")
+    crop.application_args = [{"{{ params.engine }}": "bigdl"}.get(a, a) for a in crop.application_args]
+    crop.ship()
     assert crop.jars is None and not any("bigdl" in str(v) for v in crop.conf.values())
 
 
@@ -322,7 +339,7 @@ def test_train_descriptor_submits_bigdl_training_on_its_default_engine(bag, monk
     task = dag.get_task("train_descriptor")
     assert task.application.endswith("spark_apps/train_descriptor.py")
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
-    task._ship_app("mklblas")
+    task.ship()
     cmd = task._get_hook()._build_spark_submit_command(task.application)
     pairs = dict(_pairs(cmd))
     jars = sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
@@ -349,30 +366,52 @@ def test_train_descriptor_refuses_a_bad_param_before_spark_submit(bag, param, va
     assert task._hook is None
 
 
-def test_feature_index_runs_on_the_features_asset_for_each_partition_named(bag, tmp_path):
+def test_feature_index_maps_one_index_task_over_the_partitions_named(bag, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
+    import jinja2
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
     from imgfeat_airflow import FEATURES, IndexSubmitOperator
 
     dag = bag.dags["feature_index"]
     assert dag.timetable.asset_condition.objects == (FEATURES,)
+    # `index` is mapped over what `partitions` returns: one task instance per partition, retried alone
+    index = dag.get_task("index")
+    assert isinstance(index, MappedOperator) and index.operator_class is IndexSubmitOperator
+    assert index.upstream_task_ids == {"partitions"} and index.partial_kwargs["retries"] == 2
+    assert index.expand_input.value["partition"].operator is dag.get_task("partitions")
+    partitions = dag.get_task("partitions").python_callable
     wh = str(tmp_path / "wh")  # event roots are validated: a writable place, whoever runs the tests
     event = lambda w, d: SimpleNamespace(extra={"warehouse_root": w, "partition_date": d})  # noqa: E731
-    context = {"triggering_asset_events": {FEATURES: [event(wh, "2026-11-02"), event(wh, "2026-11-01"),
-                                                      event(wh, "2026-11-02")]}, "params": {}}
-    assert IndexSubmitOperator.partitions(context) == [(wh, "2026-11-01"), (wh, "2026-11-02")]
-    manual = {"params": {"partition_date": "2026-11-05", "warehouse_root": "/wh2"}}
-    assert IndexSubmitOperator.partitions(manual) == [("/wh2", "2026-11-05")]
+    events = {FEATURES: [event(wh, "2026-11-02"), event(wh, "2026-11-01"), event(wh, "2026-11-02")]}
+    assert partitions(triggering_asset_events=events, params={}) == [[wh, "2026-11-01"], [wh, "2026-11-02"]]
+    manual = {"partition_date": "2026-11-05", "warehouse_root": "/wh2"}
+    assert partitions(triggering_asset_events={}, params=manual) == [["/wh2", "2026-11-05"]]
+    # Each instance (unmapped as Airflow does) submits its own partition, with the run's radius.
+    op = index.unmap({"partition": [wh, "2026-11-01"]})
+    assert isinstance(op, IndexSubmitOperator) and op.retries == 2 and op.application.endswith("spark_apps/index.py")
+    assert jinja2.Template(op.map_index_template).render(task=op) == "dt=2026-11-01"
+    monkeypatch.setattr(IndexSubmitOperator, "submit", lambda self, context: list(self.application_args))
+    assert op.execute(context={"params": {"duplicate_radius": 3}}) == [
+        "--warehouse-root", wh, "--partition-date", "2026-11-01", "--duplicate-radius", "3"]
+    assert op.execute(context={"params": {"duplicate_radius": None}}) == [
+        "--warehouse-root", wh, "--partition-date", "2026-11-01"]
 
 
 def test_feature_index_without_a_partition_fails_before_spark_submit(bag):
     from airflow.sdk.exceptions import AirflowFailException
 
-    task = copy.copy(bag.dags["feature_index"].get_task("index"))
+    dag = bag.dags["feature_index"]
+    partitions = dag.get_task("partitions").python_callable
     with pytest.raises(AirflowFailException, match="index: invalid parameter: partition_date is required"):
-        task.execute(context={"params": {"partition_date": None, "warehouse_root": "/tmp/wh"}})
+        partitions(params={"partition_date": None, "warehouse_root": "/tmp/wh"})
     with pytest.raises(AirflowFailException, match="argument --partition-date: '2026-02-30' is not a calendar date"):
-        task.execute(context={"params": {"partition_date": "2026-02-30", "warehouse_root": "/tmp/wh"}})
+        partitions(params={"partition_date": "2026-02-30", "warehouse_root": "/tmp/wh"})
+    # an index task given such a partition refuses it too, before spark-submit
+    task = dag.get_task("index").unmap({"partition": ["/tmp/wh", "2026-02-30"]})
+    with pytest.raises(AirflowFailException, match="argument --partition-date: '2026-02-30' is not a calendar date"):
+        task.execute(context={"params": {}})
+    assert task._hook is None
 
 
 # --- the features Asset's events: validated by feature_index and feature_catalog alike -----------------
@@ -453,9 +492,12 @@ def test_feature_index_refuses_a_bad_event_before_spark_submit(bag, tmp_path, mo
     from airflow.sdk.exceptions import AirflowFailException
 
     monkeypatch.setenv("IMGFEAT_ALLOWED_ROOTS", f"{tmp_path},/tmp")
-    task = copy.copy(bag.dags["feature_index"].get_task("index"))
+    dag = bag.dags["feature_index"]
+    partitions = dag.get_task("partitions").python_callable
     good = {"partition_date": "2026-11-01", "warehouse_root": str(tmp_path / "wh")}
-    with pytest.raises(AirflowFailException, match="^index: invalid parameter: " + re.escape(message)):
-        task.execute(context={"triggering_asset_events": _events(good, _fill(extra, str(tmp_path / "wh"))),
-                              "params": {"partition_date": "2026-11-05", "warehouse_root": str(tmp_path)}})
-    assert task._hook is None
+    with pytest.raises(AirflowFailException, match="^index: invalid parameter: " + re.escape(message)) as e:
+        partitions(triggering_asset_events=_events(good, _fill(extra, str(tmp_path / "wh"))),
+                   params={"partition_date": "2026-11-05", "warehouse_root": str(tmp_path)})
+    assert "\n" not in str(e.value)
+    # no spark-submit: every index task instance runs downstream of `partitions`, which failed
+    assert dag.get_task("index").upstream_task_ids == {"partitions"}

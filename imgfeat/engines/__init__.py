@@ -40,3 +40,17 @@ def engine_version(name: str, precision: str = "f32") -> str:
 
         return f"bigdl-dllib-{version('bigdl-dllib-spark3')}-mkldnn-f32"
     raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")
+
+
+def stage_submit_settings(stage: str, engine: str, deploy_mode: str | None = None) -> dict | None:
+    """What a stage's spark-submit adds for the run's engine, or None: the inference stages
+    (layout.INFERENCE_STAGES) with engine=bigdl run BigDL's graphs on its MKL-DNN engine, so they get
+    BigDL's jars, driver class path, confs and driver memory (`imgfeat.engines.bigdl.submit_settings`);
+    OpenVINO runs in the Python workers and needs nothing. The operator and `make bench` both use it."""
+    from imgfeat.layout import INFERENCE_STAGES
+
+    if engine != "bigdl" or stage not in INFERENCE_STAGES:
+        return None
+    from imgfeat.engines.bigdl import submit_settings
+
+    return submit_settings(deploy_mode, engine="mkldnn")

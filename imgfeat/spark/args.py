@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from imgfeat import params, paths
+from imgfeat.layout import INFERENCE_STAGES
 
 
 def typed(validator):
@@ -84,7 +85,7 @@ def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.N
     parser.raise_errors = raise_errors
     args = parser.parse_args(argv)
     args.weights = None
-    if stage in ("detect", "embed"):
+    if stage in INFERENCE_STAGES:
         from imgfeat.models import ModelError, load_manifest
 
         try:

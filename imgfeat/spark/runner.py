@@ -16,8 +16,8 @@ import uuid
 
 from imgfeat import params
 from imgfeat.spark import StageFailed
-from imgfeat.spark.args import InvalidArguments, parse, weights_digest  # noqa: F401 - the apps' entry points
-from imgfeat.layout import STAGES, Warehouse, input_partition, previous_stage
+from imgfeat.spark.args import parse, weights_digest
+from imgfeat.layout import INFERENCE_STAGES, STAGES, Warehouse, input_partition, previous_stage
 
 
 def model_name(args, code: str, score_threshold: float) -> str:
@@ -347,7 +347,7 @@ def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
     staging = wh.new_staging(stage, date)
 
     def meta(written):
-        if stage in ("detect", "embed"):
+        if stage in INFERENCE_STAGES:
             _check_inference(written, stage, args.max_inference_failures)
         # commit_id/upstream_commit let Airflow tell a current checkpoint from a stale one.
         return {"stage": stage, "partition_date": date, **_counts(written), **extra,
