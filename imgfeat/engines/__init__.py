@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 
-ENGINES = ("openvino", "bigdl")
-INPUT_SIZE = 300  # the SSD's fixed input; images are resized before batching
+from imgfeat.engines.common import ENGINES, INPUT_SIZE, Detections, engine_version
+
+__all__ = ["ENGINES", "INPUT_SIZE", "Detections", "engine_version", "get_engine"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -28,15 +29,3 @@ def get_engine(name: str, model_dir: str, threads: int = 0, precision: str = "f3
         return BigDLEngine(f"{str(model_dir).rstrip('/')}/{BIGDL_DIR}")
     raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")
 
-
-def engine_version(name: str, precision: str = "f32") -> str:
-    """The engine's name and version for the `model` column, without loading any model."""
-    if name == "openvino":
-        from importlib.metadata import version
-
-        return f"openvino-{version('openvino')}-{precision}"
-    if name == "bigdl":  # the MKL-DNN engine (f32), as the operator submits it
-        from importlib.metadata import version
-
-        return f"bigdl-dllib-{version('bigdl-dllib-spark3')}-mkldnn-f32"
-    raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")

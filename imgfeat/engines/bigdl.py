@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgfeat.engines.openvino import Detections
+from imgfeat.engines.common import INPUT_SIZE, Detections
 
-INPUT_SIZE = 300
 INPUT_NODE = "Preprocessor/sub"  # replaced by the model input: preprocessing happens in numpy
 BACKBONE_NODE = "FeatureExtractor/MobilenetV2/Conv_1/Relu6"
 HEAD_NODES = [f"BoxPredictor_{i}/{kind}/BiasAdd"
