@@ -166,7 +166,7 @@ def cmd_similar(a) -> int:
 
 
 def cmd_setup(a) -> int:
-    from imgfeat.models import ensure_models
+    from imgfeat.engines.models import ensure_models
 
     print(f"models: {ensure_models(paths.model_dir(), paths.cache_dir())}")
     if a.sample:

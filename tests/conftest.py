@@ -31,7 +31,7 @@ def airflow_home() -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir() -> str:
-    from imgfeat.models import ensure_models
+    from imgfeat.engines.models import ensure_models
 
     return str(ensure_models(paths.model_dir(), paths.cache_dir()))
 

@@ -70,7 +70,7 @@ def test_known_photos_through_bigdl(bigdl_engine, photos):
 
 def test_a_caffe_model_saved_by_bigdl_loads_back_with_the_same_outputs(bigdl_engine, model_dir, tmp_path, real_photos):
     from imgfeat.engines import bigdl
-    from imgfeat.models import BIGDL_DIR, fetch_graph
+    from imgfeat.engines.models import BIGDL_DIR, fetch_graph
     from imgfeat import paths
 
     nodes = bigdl._read_graph(fetch_graph(paths.cache_dir()))

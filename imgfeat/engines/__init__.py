@@ -24,7 +24,7 @@ def get_engine(name: str, model_dir: str, threads: int = 0, precision: str = "f3
         return OpenVinoEngine(model_dir, threads=threads, precision=precision)
     if name == "bigdl":  # in-process (tests, bench); Spark stages use distributed predict instead
         from imgfeat.engines.bigdl import BigDLEngine
-        from imgfeat.models import BIGDL_DIR
+        from imgfeat.engines.models import BIGDL_DIR
 
         return BigDLEngine(f"{str(model_dir).rstrip('/')}/{BIGDL_DIR}")
     raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")

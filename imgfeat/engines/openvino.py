@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from imgfeat.engines.common import Detections, engine_version
-from imgfeat.models import load_manifest
+from imgfeat.engines.models import load_manifest
 
 
 def compile_cache() -> str:

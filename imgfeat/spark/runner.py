@@ -90,7 +90,7 @@ def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.N
     args = parser.parse_args(argv)
     args.weights = None
     if stage in ("detect", "embed"):
-        from imgfeat.models import ModelError, load_manifest
+        from imgfeat.engines.models import ModelError, load_manifest
 
         try:
             args.model_manifest = load_manifest(args.model_dir, verify=True)
@@ -274,7 +274,7 @@ def run_embed(spark, args, wh):
 
 def _bigdl_dir(args) -> str:
     from imgfeat.engines import bigdl
-    from imgfeat.models import BIGDL_DIR
+    from imgfeat.engines.models import BIGDL_DIR
 
     bigdl.init_spark()  # BigDL's engine in this driver (the app was submitted with its jars and confs)
     return f"{args.model_dir.rstrip('/')}/{BIGDL_DIR}"
