@@ -226,11 +226,10 @@ def _evaluate(nodes: dict, name: str) -> np.ndarray:
 @dataclass
 class _T:
     """A BigDL graph node and the shape (C, H, W) of the tensor it produces."""
-    node: object  # None for the Caffe variant's input: its first layer is the graph input
+    node: object
     c: int
     h: int
     w: int
-    roots: list | None = None  # the layers that consume a None input
 
 
 @dataclass
@@ -269,11 +268,7 @@ class _Conv:
                 h, w = -(-self.src.h // self.stride), -(-self.src.w // self.stride)
             else:
                 h, w = (self.src.h - kh) // self.stride + 1, (self.src.w - kw) // self.stride + 1
-            if self.src.node is None:
-                self.src.roots.append(layer())
-                self.out = _T(self.src.roots[-1], cout, h, w)
-            else:
-                self.out = _T(layer(self.src.node), cout, h, w)
+            self.out = _T(layer(self.src.node), cout, h, w)
         return self.out
 
 
@@ -299,9 +294,9 @@ def _relu6(name: str, x: _T) -> _T:
     return _T(node, x.c, x.h, x.w)
 
 
-def _op(n, args, name: str, caffe: bool = False):
+def _op(n, args, name: str):
     """One TF node -> a numpy constant, a pending _Conv or a _T (BigDL node)."""
-    from bigdl.dllib.nn.layer import CAddTable, JoinTable
+    from bigdl.dllib.nn.layer import CAddTable
 
     consts = [a for a in args if isinstance(a, np.ndarray)]
     if n.op == "Const":
@@ -326,39 +321,23 @@ def _op(n, args, name: str, caffe: bool = False):
             return x.shifted(consts[0])
     if n.op == "Relu6":
         return _relu6(name, _tensor(args[0]))
-    if n.op in ("Add", "AddV2") and not consts and caffe:
-        # BigDL's Caffe export has no CAddTable (and its CSubTable export fails): x + conv1x1(y)
-        # = conv1x1'(concat(y, x)) with the identity appended to the weights
-        conv, x = (args[1], args[0]) if isinstance(args[1], _Conv) and args[1].out is None else args
-        x = _tensor(x)
-        assert conv.out is None and conv.w.shape[:2] == (1, 1) and not conv.depthwise, name
-        joined = JoinTable(2, 0).set_name(f"{name}/concat")([conv.src.node, x.node])
-        w = np.concatenate([conv.w, np.eye(x.c, dtype=np.float32)[None, None]], axis=2)
-        return _Conv(name, _T(joined, conv.src.c + x.c, x.h, x.w), w, conv.b, 1, False, False).tensor()
     if n.op in ("Add", "AddV2") and not consts:  # residual connection
         a, b = _tensor(args[0]), _tensor(args[1])
         return _T(CAddTable().set_name(name)([a.node, b.node]), a.c, a.h, a.w)
     raise NotImplementedError(f"{n.op} node {name} is not supported by this converter")
 
 
-def _rebuild(nodes: dict, outputs: list[str], caffe: bool = False) -> tuple[list, list[_T]]:
-    """The graph's input nodes and the rebuilt tensors of `outputs`.
-
-    caffe=True: a variant BigDL can save as Caffe (V1 layers): no Input layer (the first conv is
-    the graph input) and residual adds as concat + 1x1 conv.
-    """
+def _rebuild(nodes: dict, outputs: list[str]) -> tuple[list, list[_T]]:
+    """The graph's input nodes and the rebuilt tensors of `outputs`."""
     from bigdl.dllib.nn.layer import Input
 
-    inp = _T(None if caffe else Input(), 3, INPUT_SIZE, INPUT_SIZE, roots=[])
+    inp = _T(Input(), 3, INPUT_SIZE, INPUT_SIZE)
     vals = {INPUT_NODE: inp}
     for name in _topo_order(nodes, outputs, {INPUT_NODE}):
         if name not in vals:
             n = nodes[name]
-            vals[name] = _op(n, [vals[_src(i)] for i in n.input if not i.startswith("^")], name, caffe)
-    outs = [_tensor(vals[o]) for o in outputs]
-    if caffe and len(inp.roots) != 1:
-        raise ValueError(f"the input feeds {len(inp.roots)} layers; a Caffe graph input must be one layer")
-    return inp.roots if caffe else [inp.node], outs
+            vals[name] = _op(n, [vals[_src(i)] for i in n.input if not i.startswith("^")], name)
+    return [inp.node], [_tensor(vals[o]) for o in outputs]
 
 
 def build_detector(nodes: dict):
@@ -372,11 +351,11 @@ def build_detector(nodes: dict):
     return Model(inputs, [packed]), [(name, h.c, h.h, h.w) for name, h in zip(HEAD_NODES, heads)]
 
 
-def build_backbone(nodes: dict, caffe: bool = False):
-    """The backbone model; caffe=True: the variant `save_caffe` can write (see _rebuild)."""
+def build_backbone(nodes: dict):
+    """The backbone model: `Conv_1/Relu6` average-pooled over its grid."""
     from bigdl.dllib.nn.layer import Model, SpatialAveragePooling
 
-    inputs, (feat,) = _rebuild(nodes, [BACKBONE_NODE], caffe)
+    inputs, (feat,) = _rebuild(nodes, [BACKBONE_NODE])
     pool = SpatialAveragePooling(feat.w, feat.h, feat.w, feat.h).set_name("global_avg_pool")(feat.node)
     return Model(inputs, [pool])
 
@@ -456,23 +435,6 @@ def load(model_dir: str | Path, which: str):
     model = Model.loadModel(str(Path(model_dir) / load_manifest(model_dir)[which]["file"]))
     model.set_input_formats([FORMAT_NCHW]).set_output_formats([FORMAT_NCHW])
     return model.evaluate()
-
-
-def load_caffe(prototxt: str | Path, caffemodel: str | Path):
-    """A model from Caffe files (as written by `save_caffe`)."""
-    from bigdl.dllib.nn.layer import Model
-
-    model = Model.load_caffe_model(str(prototxt), str(caffemodel))
-    model.set_input_formats([FORMAT_NCHW]).set_output_formats([FORMAT_NCHW])
-    return model.evaluate()
-
-
-def save_caffe(model, prototxt: str | Path, caffemodel: str | Path) -> None:
-    """Caffe files of a graph of supported layers (build_backbone(caffe=True)).
-
-    V1 layers: BigDL's V2 writer stores grouped conv weights with a shape its own loader misreads.
-    """
-    model.save_caffe(str(prototxt), str(caffemodel), use_v2=False, overwrite=True)
 
 
 def to_ir(model):
