@@ -55,7 +55,7 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
     from imgfeat.stages.detect import to_pixels
 
     if engine_name == "bigdl":
-        from imgfeat.engines import bigdl
+        from imgfeat.engines.bigdl import runtime as bigdl
 
         # One JVM holds the bare models and then the warm stages (local mode): more than the
         # operator's 3 GB driver.
@@ -89,7 +89,7 @@ def _engine_submit_args(engine: str, stage: str) -> list[str]:
     """What the operator adds for the engine (plugins/imgfeat_airflow.py)."""
     if engine != "bigdl" or stage not in ("detect", "embed"):
         return []
-    from imgfeat.engines.bigdl import submit_settings
+    from imgfeat.engines.bigdl.submit import submit_settings
 
     s = submit_settings()
     confs = [x for k, v in s["conf"].items() for x in ("--conf", f"{k}={v}")]
@@ -126,7 +126,7 @@ def warm_stages(input_root: Path, warehouse: Path, args: list[str], engine: str)
 
     master = os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]")
     if engine == "bigdl":
-        from imgfeat.engines.bigdl import spark_conf
+        from imgfeat.engines.bigdl.submit import spark_conf
 
         conf = spark_conf(master)
     else:

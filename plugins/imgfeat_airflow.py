@@ -203,7 +203,7 @@ class AppSubmitOperator(SparkSubmitOperator):
         _, deploy_mode = _connection(self._conn_id)
         deploy_mode = self._deploy_mode or deploy_mode
         if bigdl_engine:
-            from imgfeat.engines.bigdl import submit_settings
+            from imgfeat.engines.bigdl.submit import submit_settings
 
             bigdl = submit_settings(deploy_mode, engine=bigdl_engine)
             self.jars = ",".join(filter(None, [self.jars, bigdl["jars"]]))

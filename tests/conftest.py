@@ -66,12 +66,13 @@ def spark():
     """One local session with BigDL's jars, confs and MKL-DNN engine, so the BigDL tests share it."""
     from pyspark.sql import SparkSession
 
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl.runtime import init_spark
+    from imgfeat.engines.bigdl.submit import spark_conf
 
-    conf = (bigdl.spark_conf("local[2]", app_name="imgfeat-tests")
+    conf = (spark_conf("local[2]", app_name="imgfeat-tests")
             .set("spark.ui.enabled", "false").set("spark.sql.shuffle.partitions", "4"))
     s = SparkSession.builder.config(conf=conf).getOrCreate()
-    bigdl.init_spark()
+    init_spark()
     yield s
     s.stop()
 

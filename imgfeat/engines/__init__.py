@@ -23,7 +23,7 @@ def get_engine(name: str, model_dir: str, threads: int = 0, precision: str = "f3
 
         return OpenVinoEngine(model_dir, threads=threads, precision=precision)
     if name == "bigdl":  # in-process (tests, bench); Spark stages use distributed predict instead
-        from imgfeat.engines.bigdl import BigDLEngine
+        from imgfeat.engines.bigdl.runtime import BigDLEngine
         from imgfeat.engines.models import BIGDL_DIR
 
         return BigDLEngine(f"{str(model_dir).rstrip('/')}/{BIGDL_DIR}")

@@ -6,7 +6,7 @@ frozen graph directly; we save two IR models next to each other:
   detector.xml  uint8 NHWC image -> boxes, classes, scores, count (the whole graph, NMS included)
   backbone.xml  uint8 NHWC image -> MobileNetV2 `Conv_1/Relu6` global-average-pooled (1280-d)
 The backbone is the embedding network of the `embed` stage (no ImageNet VGG is obtainable offline).
-The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl), live in `bigdl/`.
+The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl.convert), live in `bigdl/`.
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ def convert(graph: Path, out_dir: Path) -> Path:
 
 def _convert_bigdl(graph: Path, model_dir: Path) -> None:
     """Add the BigDL models to a model directory and its manifest (runs a local BigDL JVM)."""
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl import convert as bigdl_convert
 
-    bigdl.convert(graph, model_dir / BIGDL_DIR)
+    bigdl_convert.convert(graph, model_dir / BIGDL_DIR)
     manifest = json.loads((model_dir / MANIFEST).read_text())
     for f in sorted((model_dir / BIGDL_DIR).iterdir()):
         manifest["files"][f"{BIGDL_DIR}/{f.name}"] = _sha256(f)
@@ -110,9 +110,9 @@ def ensure_models(model_dir: Path, cache: Path) -> Path:
     """Idempotent setup: fetch and convert only what the model directory lacks."""
     if not (model_dir / MANIFEST).exists():
         return convert(fetch_graph(cache), model_dir)
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl.runtime import MANIFEST as BIGDL_MANIFEST
 
-    if f"{BIGDL_DIR}/{bigdl.MANIFEST}" not in json.loads((model_dir / MANIFEST).read_text()).get("files", {}):
+    if f"{BIGDL_DIR}/{BIGDL_MANIFEST}" not in json.loads((model_dir / MANIFEST).read_text()).get("files", {}):
         _convert_bigdl(fetch_graph(cache), model_dir)
     return model_dir
 
