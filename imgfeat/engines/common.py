@@ -1,10 +1,13 @@
-"""What every engine shares: the engine names, the networks' input size, the detector's result and
-the engine's version string. A leaf module: it imports nothing of imgfeat, so the runtimes
-(`openvino`, `bigdl.runtime`) and the package's `get_engine` all build on it without a circle."""
+"""What every engine shares: the engine names, the networks' input size, the detector's result,
+the engine's version string, and the reading of the manifests that conversion writes into the model
+directory. A leaf module: it imports nothing of imgfeat, so the runtimes (`openvino`,
+`bigdl.runtime`), the setup (`models`) and the package's `get_engine` all build on it without a circle."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the annotations only: importing the names (params, the DAG) needs no numpy
@@ -32,3 +35,21 @@ def engine_version(name: str, precision: str = "f32") -> str:
 
         return f"bigdl-dllib-{version('bigdl-dllib-spark3')}-mkldnn-f32"
     raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")
+
+
+class ModelError(RuntimeError):
+    """A model directory is missing, incomplete or corrupt."""
+
+
+def read_manifest(model_dir: str | Path, name: str) -> dict:
+    """The manifest `name` of a (converted) model directory: `models.MANIFEST` for the whole
+    directory, `bigdl.runtime.MANIFEST` for its BigDL models. Each is read through its own function
+    (`models.load_manifest`, `bigdl.runtime.load_manifest`), and both through this one."""
+    model_dir = Path(model_dir)
+    path = model_dir / name
+    if not path.exists():
+        raise ModelError(f"model directory {model_dir} has no {name}: run `make setup`")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ModelError(f"{path} is corrupt: {e}") from e

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from imgfeat.engines.bigdl.runtime import (BOX_SCALES, IOU_THRESHOLD, MANIFEST, MAX_PER_CLASS, MAX_TOTAL,
-                                           SCORE_THRESHOLD, init_spark)
+                                           SCORE_THRESHOLD, init_spark, load_manifest)
 from imgfeat.engines.common import INPUT_SIZE
 
 INPUT_NODE = "Preprocessor/sub"  # replaced by the model input: preprocessing happens in numpy
@@ -283,8 +283,7 @@ def convert(graph_pb: Path, out_dir: Path) -> None:
     """
     graph_pb, out_dir = Path(graph_pb), Path(out_dir)
     digest = hashlib.sha256(graph_pb.read_bytes()).hexdigest()
-    manifest = out_dir / MANIFEST
-    if manifest.exists() and json.loads(manifest.read_text()).get("graph_sha256") == digest:
+    if (out_dir / MANIFEST).exists() and load_manifest(out_dir).get("graph_sha256") == digest:
         return
     init_spark()
     from bigdl.dllib.version import __version__ as bigdl_version

@@ -16,14 +16,13 @@ Every BigDL call needs a JVM with the BigDL jars and an initialised engine: `ini
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from imgfeat.engines.bigdl.submit import spark_conf
-from imgfeat.engines.common import Detections
+from imgfeat.engines.common import Detections, read_manifest
 
 NUM_CLASSES = 91  # logits include background (0); output ids are COCO 1..90
 BOX_SCALES = np.array([10.0, 10.0, 5.0, 5.0], np.float32)  # TF's FasterRcnnBoxCoder (y, x, h, w)
@@ -65,7 +64,8 @@ def engine_type() -> str:
 
 
 def load_manifest(model_dir: str | Path) -> dict:
-    return json.loads((Path(model_dir) / MANIFEST).read_text())
+    """The BigDL models' manifest (`bigdl.json`, written by `convert`)."""
+    return read_manifest(model_dir, MANIFEST)
 
 
 def load(model_dir: str | Path, which: str):
