@@ -5,6 +5,18 @@
 
 Engines are cached per process, so a Spark Python worker loads a model once and reuses it
 for every task it runs (Spark reuses Python workers by default).
+
+  common    ENGINES, INPUT_SIZE, Detections, engine_version, the manifests' reading (re-exported here)
+  models    fetch the pretrained SSD, convert it once for both engines, its manifest (model.json)
+  openvino  the OpenVINO runtime
+  bigdl/    the BigDL engine: submit (spark-submit settings), convert (rebuilt from BigDL's
+            layers at setup), runtime (load, pre/postprocess, predict)
+
+Imports point one way, with no circle: the modules of the package take the shared names from
+`common`, never from the package itself; openvino imports models (its manifest), models imports
+bigdl.convert and bigdl.runtime (setup), bigdl.convert imports bigdl.runtime, which imports
+bigdl.submit; the package imports its runtimes only inside get_engine. tests/test_engines.py
+checks it.
 """
 
 from __future__ import annotations
@@ -28,4 +40,3 @@ def get_engine(name: str, model_dir: str, threads: int = 0, precision: str = "f3
 
         return BigDLEngine(f"{str(model_dir).rstrip('/')}/{BIGDL_DIR}")
     raise ValueError(f"engine: unknown engine {name!r}, expected one of {', '.join(ENGINES)}")
-
