@@ -273,7 +273,7 @@ def _check_postprocess_constants(nodes: dict) -> None:
     expected = {"score": SCORE_THRESHOLD, "iou": IOU_THRESHOLD, "per_class": MAX_PER_CLASS, "logit_scale": 1.0}
     bad = {k: float(v) for k, v in found.items() if not np.isclose(v, expected[k])}
     if bad:
-        raise ValueError(f"postprocessing constants differ from this module's: {bad}")
+        raise ValueError(f"postprocessing constants differ from bigdl.runtime's: {bad}")
 
 
 def convert(graph_pb: Path, out_dir: Path) -> None:

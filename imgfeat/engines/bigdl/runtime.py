@@ -40,7 +40,7 @@ def init_spark(master: str = "local[2]", engine: str = "mkldnn", driver_memory: 
     """Start (or reuse) the SparkContext with BigDL and initialise BigDL's engine.
 
     Under spark-submit (its JVM is already running) the submitted settings are used as they are:
-    submit with submit_settings() (the operator does).
+    submit with `submit.submit_settings()` (the operator does).
     """
     from bigdl.dllib.nncontext import init_nncontext
     from pyspark import SparkContext

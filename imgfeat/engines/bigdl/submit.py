@@ -1,6 +1,7 @@
 """What spark-submit needs for a BigDL app: BigDL's jars, the confs of its properties file, the
-engine's JVM options and the driver's memory. Standard library only (plus locating the installed
-`bigdl` package): the Airflow operator imports it while it builds a spark-submit command.
+engine's JVM options and the driver's memory. At import, the standard library only (the installed
+`bigdl` and pyspark are imported by the functions that need them): the Airflow operator imports it
+while it builds a spark-submit command.
 """
 
 from __future__ import annotations
