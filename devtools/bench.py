@@ -55,7 +55,7 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
     from imgfeat.stages.detect import to_pixels
 
     if engine_name == "bigdl":
-        from imgfeat.engines import bigdl
+        from imgfeat.engines.bigdl import runtime as bigdl
 
         # One JVM holds the bare models and then the warm stages (local mode): more than the
         # operator's 3 GB driver.
@@ -124,7 +124,7 @@ def warm_stages(input_root: Path, warehouse: Path, args: list[str], engine: str)
 
     master = os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]")
     if engine == "bigdl":
-        from imgfeat.engines.bigdl import spark_conf
+        from imgfeat.engines.bigdl.submit import spark_conf
 
         conf = spark_conf(master)
     else:

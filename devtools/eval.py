@@ -80,7 +80,8 @@ def run(bits_list: list[int], rounds: int, epochs: int) -> dict:
 
     from devtools import eval_corpus
     from imgfeat import augment, pipeline
-    from imgfeat.engines import bigdl, get_engine
+    from imgfeat.engines import get_engine
+    from imgfeat.engines.bigdl import runtime as bigdl
     from imgfeat.spark import train_descriptor
 
     started = time.time()

@@ -190,7 +190,7 @@ def chatter_to(log: Path):
 
 
 def cmd_setup(a) -> int:
-    from imgfeat.models import ModelError, ensure_models
+    from imgfeat.engines.models import ModelError, ensure_models
 
     log = paths.var_dir() / "logs" / "setup.log"
     try:

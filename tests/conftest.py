@@ -31,7 +31,7 @@ def airflow_home() -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir() -> str:
-    from imgfeat.models import ensure_models
+    from imgfeat.engines.models import ensure_models
 
     return str(ensure_models(paths.model_dir(), paths.cache_dir()))
 
@@ -66,12 +66,13 @@ def spark():
     """One local session with BigDL's jars, confs and MKL-DNN engine, so the BigDL tests share it."""
     from pyspark.sql import SparkSession
 
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl.runtime import init_spark
+    from imgfeat.engines.bigdl.submit import spark_conf
 
-    conf = (bigdl.spark_conf("local[2]", app_name="imgfeat-tests")
+    conf = (spark_conf("local[2]", app_name="imgfeat-tests")
             .set("spark.ui.enabled", "false").set("spark.sql.shuffle.partitions", "4"))
     s = SparkSession.builder.config(conf=conf).getOrCreate()
-    bigdl.init_spark()
+    init_spark()
     yield s
     s.stop()
 

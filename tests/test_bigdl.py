@@ -1,5 +1,5 @@
 """The BigDL engine: the SSD and its backbone rebuilt from BigDL's stock layers (MKL-DNN engine),
-against the OpenVINO engine on real photos; BigDL's own format and a Caffe round trip."""
+against the OpenVINO engine on real photos."""
 
 import numpy as np
 import pytest
@@ -66,22 +66,3 @@ def test_known_photos_through_bigdl(bigdl_engine, photos):
     batch = np.stack([decode.resize(photos[n], INPUT_SIZE) for n in ("chelsea", "coffee", "astronaut")])
     top = [coco.label_name(d.classes[0]) for d in bigdl_engine.detect(batch)]
     assert top == ["cat", "cup", "person"]
-
-
-def test_a_caffe_model_saved_by_bigdl_loads_back_with_the_same_outputs(bigdl_engine, model_dir, tmp_path, real_photos):
-    from imgfeat.engines import bigdl
-    from imgfeat.models import BIGDL_DIR, fetch_graph
-    from imgfeat import paths
-
-    nodes = bigdl._read_graph(fetch_graph(paths.cache_dir()))
-    backbone = bigdl.build_backbone(nodes, caffe=True)
-    bigdl.save_caffe(backbone, tmp_path / "backbone.prototxt", tmp_path / "backbone.caffemodel")
-    assert (tmp_path / "backbone.prototxt").read_text().count("type: CONVOLUTION") >= 52  # V1 layer names
-    # Both run as MKL-DNN IR graphs, as the stages run them.
-    loaded = bigdl.to_ir(bigdl.load_caffe(tmp_path / "backbone.prototxt", tmp_path / "backbone.caffemodel"))
-    x = bigdl.preprocess(np.stack([real_photos[n] for n in sorted(real_photos)[:4]]))
-    caffe_out = np.asarray(loaded.forward(x)).reshape(4, -1)
-    saved = bigdl.to_ir(bigdl.load(f"{model_dir}/{BIGDL_DIR}", "backbone"))  # BigDL's own format
-    own_out = np.asarray(saved.forward(x)).reshape(4, -1)
-    assert caffe_out.shape == (4, 1280)
-    assert np.max(np.abs(caffe_out - own_out)) < 1e-4

@@ -111,7 +111,7 @@ def test_detect_threshold_and_pixel_boxes(photos, engine):
 
 
 def test_to_pixels_clamps_and_drops_empty_boxes():
-    from imgfeat.engines.openvino import Detections
+    from imgfeat.engines import Detections
 
     d = Detections(np.array([[-0.1, 0.5, 1.2, 0.75], [0.2, 0.2, 0.2, 0.4]], np.float32),
                    np.array([47, 1]), np.array([0.9, 0.8], np.float32))

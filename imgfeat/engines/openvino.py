@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from imgfeat.engines import engine_version
-from imgfeat.models import load_manifest
-
-
-@dataclass
-class Detections:
-    boxes: np.ndarray  # [n, 4] normalized ymin, xmin, ymax, xmax
-    classes: np.ndarray  # [n] COCO ids
-    scores: np.ndarray  # [n] descending
+from imgfeat.engines.common import Detections, engine_version
+from imgfeat.engines.models import load_manifest
 
 
 def compile_cache() -> str:

@@ -86,7 +86,7 @@ def parse(stage: str, argv: list[str], raise_errors: bool = False) -> argparse.N
     args = parser.parse_args(argv)
     args.weights = None
     if stage in INFERENCE_STAGES:
-        from imgfeat.models import ModelError, load_manifest
+        from imgfeat.engines.models import ModelError, load_manifest
 
         try:
             args.model_manifest = load_manifest(args.model_dir, verify=True)

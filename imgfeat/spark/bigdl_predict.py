@@ -36,7 +36,7 @@ def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, whi
     """(rows RDD keyed by image_id, RDD of (image_id, network output))."""
     from bigdl.dllib.utils.common import get_node_and_core_number
 
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl import runtime as bigdl
 
     from pyspark import StorageLevel
 
@@ -64,7 +64,7 @@ def _missing() -> Exception:
 
 
 def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl import runtime as bigdl
     from imgfeat.stages import detect as stage
 
     manifest = bigdl.load_manifest(model_dir)

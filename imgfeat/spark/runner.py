@@ -184,8 +184,8 @@ def run_embed(spark, args, wh):
 
 
 def _bigdl_dir(args) -> str:
-    from imgfeat.engines import bigdl
-    from imgfeat.models import BIGDL_DIR
+    from imgfeat.engines.bigdl import runtime as bigdl
+    from imgfeat.engines.models import BIGDL_DIR
 
     bigdl.init_spark()  # BigDL's engine in this driver (the app was submitted with its jars and confs)
     return f"{args.model_dir.rstrip('/')}/{BIGDL_DIR}"

@@ -24,7 +24,7 @@ import numpy as np
 from imgfeat import deepbit, descriptor, params, paths
 from imgfeat.layout import Warehouse
 
-ENGINE_TYPE = "mklblas"  # the JVM option this app must be submitted with (bigdl.submit_settings)
+ENGINE_TYPE = "mklblas"  # the JVM option this app must be submitted with (bigdl.submit.submit_settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +126,7 @@ def fit_described(spark, rotated, bits: int, rounds: int = 5, epochs: int = 30, 
     from bigdl.dllib.utils.common import Sample
 
     from imgfeat import augment
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl import runtime as bigdl
 
     bigdl.init_spark(engine=ENGINE_TYPE)
     pairs = rotated.collect()

