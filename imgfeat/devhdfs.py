@@ -203,7 +203,7 @@ class HDFS:
         return {"fs.defaultFS": self.uri}
 
     def dfs_env(self) -> dict:
-        """Environment for code that reaches HDFS over WebHDFS (imgfeat.webhdfs.client_for)."""
+        """Environment for code that reaches HDFS over WebHDFS (imgfeat.storage)."""
         return {"IMGFEAT_WEBHDFS_URL": self.webhdfs_url, "HADOOP_USER_NAME": USER}
 
     # --- lifecycle ------------------------------------------------------------------------------

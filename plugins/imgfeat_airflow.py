@@ -316,7 +316,7 @@ class WaitForPartitionSensor(BaseSensorOperator):
         from airflow.sdk import timezone
         from airflow.sdk.exceptions import AirflowFailException
 
-        from imgfeat import checkpoints
+        from imgfeat import checkpoints, storage
         from imgfeat.layout import Warehouse, input_partition
 
         s = self._settings
@@ -330,21 +330,21 @@ class WaitForPartitionSensor(BaseSensorOperator):
             seen = None
             if not marker:
                 try:
-                    seen = checkpoints.read_json(state)
+                    seen = storage.read_json(state)
                 except ValueError:
                     seen = None  # a torn state file: start the quiet period again
             ready = checkpoints.partition_ready(s["input_root"], date, marker, s["quiet_period_s"],
                                                 now=time.time(), seen=seen)
-        except checkpoints.StorageError as e:
+        except storage.StorageError as e:
             if not e.transient:
                 raise AirflowFailException(f"{self.task_id}: {e}") from None
             ready, seen = checkpoints.Readiness(False, str(e)), None  # the NameNode may come back: keep waiting
         try:
             if ready.ready or waited >= s["wait_timeout_s"]:
                 if not marker:
-                    checkpoints.remove(state)
+                    storage.remove(state)
             elif ready.seen and ready.seen != seen:
-                checkpoints.write_json(state, ready.seen)
+                storage.write_json(state, ready.seen)
         except Exception as e:  # noqa: BLE001 - storage refused the state file: one line
             raise AirflowFailException(f"{self.task_id}: cannot keep its state in {state}: "
                                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -381,7 +381,7 @@ class FindLateFilesOperator(BaseOperator):
     def execute(self, context) -> list[str]:
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-        from imgfeat import checkpoints
+        from imgfeat import checkpoints, storage
 
         params = context.get("params") or {}
         try:
@@ -395,7 +395,7 @@ class FindLateFilesOperator(BaseOperator):
         s = _partition(self.task_id, self.partition_date, self.input_root, self.warehouse_root)
         try:
             late = checkpoints.changed_since_ingest(s["input_root"], s["warehouse_root"], s["date"], days)
-        except checkpoints.StorageError as e:
+        except storage.StorageError as e:
             raise (AirflowException if e.transient else AirflowFailException)(f"{self.task_id}: {e}") from None
         for c in late:
             self.log.info("dt=%s gained or changed files since its ingest (%d files then, %d now): revisiting it "
@@ -431,7 +431,7 @@ class StageSubmitOperator(AppSubmitOperator):
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-        from imgfeat import checkpoints
+        from imgfeat import checkpoints, storage
         from imgfeat.spark.runner import InvalidArguments, parse
 
         # The app's own parser: a bad parameter is refused here, before spark-submit, and
@@ -455,9 +455,9 @@ class StageSubmitOperator(AppSubmitOperator):
             self.log.info("%s; submitting", "force=true" if force else why)
             if self.stage == "ingest" and not checkpoints.input_exists(args.input_root, date):
                 raise AirflowFailException(f"stage ingest: input partition {args.input_root}/dt={date} does not exist")
-            checkpoints.check_writable(warehouse)
+            storage.check_writable(warehouse)
             self._wait_for_lease(warehouse, date)
-        except checkpoints.StorageError as e:
+        except storage.StorageError as e:
             # An unreachable NameNode is retried (it may come back); a refused write is not.
             raise (AirflowException if e.transient else AirflowFailException)(f"stage {self.stage}: {e}") from None
         # The app's lease names this run, so a retry can take over what a killed attempt left,
@@ -475,14 +475,14 @@ class StageSubmitOperator(AppSubmitOperator):
 
         from airflow.sdk.exceptions import AirflowException
 
-        from imgfeat import checkpoints, lease
+        from imgfeat import lease, storage
         from imgfeat.layout import Warehouse
 
         path = Warehouse(warehouse).lease(date)
         deadline = time.time() + lease.WAIT_S
         while True:
             try:
-                record = checkpoints.read_json(path)
+                record = storage.read_json(path)
             except ValueError:
                 record = None
             if not isinstance(record, dict) or "token" not in record:
