@@ -165,7 +165,7 @@ class HDFS:
         return {k: p.pid for k, p in self._procs.items() if p.poll() is None}
 
     def dfs_env(self) -> dict:
-        """Environment for code that reaches HDFS over WebHDFS (imgfeat.webhdfs.client_for)."""
+        """Environment for code that reaches HDFS over WebHDFS (imgfeat.storage)."""
         return {"IMGFEAT_WEBHDFS_URL": self.webhdfs_url, "HADOOP_USER_NAME": USER}
 
     # --- lifecycle ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ its own file). Readers list the folder instead of scanning every features partit
 
 from __future__ import annotations
 
-from imgfeat import checkpoints
+from imgfeat import storage
 from imgfeat.layout import Warehouse
 
 KEYS = ("partition_date", "images_in", "published", "quarantined", "model", "code_bits", "commit_id",
@@ -15,10 +15,10 @@ KEYS = ("partition_date", "images_in", "published", "quarantined", "model", "cod
 
 
 def record(warehouse_root: str, date: str) -> dict:
-    manifest = checkpoints.read_json(Warehouse(warehouse_root).manifest(date))
+    manifest = storage.read_json(Warehouse(warehouse_root).manifest(date))
     if manifest is None:
-        raise checkpoints.StorageError(f"no run manifest for dt={date} under {warehouse_root}")
+        raise storage.StorageError(f"no run manifest for dt={date} under {warehouse_root}")
     entry = {k: manifest.get(k) for k in KEYS}
     entry["features"] = Warehouse(warehouse_root).table("features", date)
-    checkpoints.write_json(Warehouse(warehouse_root).catalog_entry(date), entry)
+    storage.write_json(Warehouse(warehouse_root).catalog_entry(date), entry)
     return entry

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from imgfeat import params, paths
-from imgfeat.layout import Warehouse, input_partition
+from imgfeat.layout import STAGE_META, Warehouse, input_partition
 
 SAMPLE_DATE = "2026-11-01"
 SAMPLE_PHOTOS = 60
@@ -52,12 +52,13 @@ def build_sample(root: Path, date: str = SAMPLE_DATE, count: int = SAMPLE_PHOTOS
 
 
 def read_manifest(warehouse: str, date: str) -> dict:
-    path = Warehouse(warehouse).manifest(date)
-    if params.is_uri(path) and not path.startswith("file:"):
-        from imgfeat.webhdfs import read_text
+    from imgfeat import storage
 
-        return json.loads(read_text(path))
-    return json.loads(Path(path.removeprefix("file://").removeprefix("file:")).read_text())
+    path = Warehouse(warehouse).manifest(date)
+    manifest = storage.read_json(path)
+    if manifest is None:
+        raise FileNotFoundError(f"no run manifest {path}")
+    return manifest
 
 
 def print_summary(m: dict, wall_s: float) -> None:
@@ -120,9 +121,9 @@ def cmd_run(a) -> int:
         print(f"error: the feature_index run failed (exit {rc}); see {index_log}", file=sys.stderr)
         return 1
     print_summary(read_manifest(warehouse, date), wall)
-    from imgfeat import checkpoints
+    from imgfeat import storage
 
-    dup = checkpoints.read_json(f"{Warehouse(warehouse).table('duplicates', date)}/_stage.json")
+    dup = storage.read_json(f"{Warehouse(warehouse).table('duplicates', date)}/{STAGE_META}")
     print(f"  duplicates    {dup['images']} images in {dup['groups']} groups within Hamming distance "
           f"{dup['radius']} ({Warehouse(warehouse).table('duplicates', date)})")
     print(f"  index         {dup['indexed_images']} images, code {dup['code']} ({dup['index']})")

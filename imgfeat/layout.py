@@ -12,6 +12,7 @@
   WAREHOUSE/index/<code>/                      the similarity index of every partition published with a code
   WAREHOUSE/duplicates/dt=<date>/              near-duplicate groups of a partition's images
   WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where one attempt of a stage writes before its atomic rename
+  WAREHOUSE/_staging/.probe-<id>/              storage.check_writable's probe (created, then removed at once)
   WAREHOUSE/<table>/.dt=<date>.old-<id>/       the previous checkpoint during a commit (spark/checkpoint.py)
   WAREHOUSE/_leases/dt=<date>.json             the partition's lease while a stage app runs (imgfeat/lease.py)
   WAREHOUSE/_staging/ready/dt=<date>.json      the readiness gate's quiet-period state while it waits
@@ -101,6 +102,10 @@ class Warehouse:
     def new_staging(self, name: str, date: str, attempt: str | None = None) -> str:
         """A directory of its own for one attempt (`attempt`: its id; default a new uuid)."""
         return _join(self.staging_root(name, date), attempt or uuid.uuid4().hex)
+
+    def probe(self) -> str:
+        """A new directory name in which to try a write (storage.check_writable)."""
+        return _join(self.root, "_staging", f".probe-{uuid.uuid4().hex}")
 
     def ready_state(self, date: str) -> str:
         """The quiet-period state of wait_for_partition (the listing last seen and since when),

@@ -133,12 +133,12 @@ def duplicates(index: Index, date: str, radius: int) -> list[dict]:
 def load_index(warehouse: str, bits: int | None = None, code: str | None = None) -> Index:
     """The index of `code`; else of the learned code (latest version) or, failing that, the
     projection, of `bits` bits (or of any length when there is one)."""
-    from imgfeat import checkpoints
+    from imgfeat import storage
     from imgfeat.descriptor import code_bits_of
     from imgfeat.layout import Warehouse
 
     root = Warehouse(warehouse).index_root()
-    codes = [c for c in checkpoints.list_names(root) if checkpoints.exists(f"{root}/{c}/{INDEX_FILE}")]
+    codes = [c for c in storage.list_names(root) if storage.exists(f"{root}/{c}/{INDEX_FILE}")]
     if not codes:
         raise SearchError(f"no similarity index under {root}: the feature_index DAG builds one after each publish")
     if code is None:
@@ -152,7 +152,7 @@ def load_index(warehouse: str, bits: int | None = None, code: str | None = None)
         code = learned[-1] if learned else fitting[0]
     elif code not in codes:
         raise SearchError(f"no index of code {code} under {root}; it has {', '.join(codes)}")
-    index = Index.from_bytes(checkpoints.read_bytes(f"{root}/{code}/{INDEX_FILE}"))
+    index = Index.from_bytes(storage.read_bytes(f"{root}/{code}/{INDEX_FILE}"))
     if bits is not None and index.bits != bits:
         raise SearchError(f"the index {code} holds {index.bits}-bit codes, not {bits}")
     return index
@@ -160,7 +160,7 @@ def load_index(warehouse: str, bits: int | None = None, code: str | None = None)
 
 def describe_file(data: bytes, name: str, warehouse: str, index: Index, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """A query picture's (code, embedding, crop row), computed as the pipeline would, with the index's code."""
-    from imgfeat import checkpoints, descriptor, pipeline
+    from imgfeat import descriptor, pipeline, storage
     from imgfeat.engines import get_engine
     from imgfeat.layout import Warehouse
 
@@ -171,7 +171,7 @@ def describe_file(data: bytes, name: str, warehouse: str, index: Index, model_di
     embedding = pipeline.embeddings([row], engine)[0]
 
     def read_text(path):
-        data = checkpoints.read_bytes(path)
+        data = storage.read_bytes(path)
         return None if data is None else data.decode()
 
     coder = descriptor.load_coder(read_text, Warehouse(warehouse), index.bits, index.code)

@@ -1,4 +1,4 @@
-"""Airflow's view of checkpoints (no Spark): committed, current, stale, writable."""
+"""Airflow's view of checkpoints (no Spark): committed, current, stale. (Writable: test_storage.py.)"""
 
 import json
 import os
@@ -68,14 +68,6 @@ def test_missing_or_uncommitted_checkpoints(tmp_path):
     d.mkdir(parents=True)
     (d / "_stage.json").write_text("{}")  # no _SUCCESS: a foreign or half-copied directory
     assert checkpoints.stage_meta(str(tmp_path), "ingest", DATE) is None
-
-
-def test_check_writable(tmp_path):
-    checkpoints.check_writable(str(tmp_path / "new" / "warehouse"))
-    (tmp_path / "a-file").write_text("x")
-    with pytest.raises(checkpoints.StorageError, match="^warehouse_root .*a-file is not writable: Not a directory$"):
-        checkpoints.check_writable(str(tmp_path / "a-file"))
-    assert not any(p.name.startswith(".probe") for p in tmp_path.rglob("*"))
 
 
 def test_file_uris_are_local(tmp_path):

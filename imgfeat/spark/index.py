@@ -17,7 +17,7 @@ import sys
 import time
 
 from imgfeat import params, search
-from imgfeat.layout import Warehouse
+from imgfeat.layout import SUCCESS, Warehouse
 
 # Hamming radius of a near-duplicate, by code kind and length: the largest radius at which the
 # false-match rate stays at or below 0.1% on the evaluation corpus (`make eval`, README table).
@@ -57,7 +57,7 @@ def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
     started = time.time()
     fs = HadoopFS(spark)
     own = wh.table("features", date)
-    if not fs.exists(f"{own}/_SUCCESS"):
+    if not fs.exists(f"{own}/{SUCCESS}"):
         raise StageFailed(f"features {own} are not published: run image_features for dt={date} first")
     first = spark.read.parquet(own).select("model", "code_bits").first()
     if first is None:

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from imgfeat import deepbit, descriptor, params, paths
-from imgfeat.layout import Warehouse
+from imgfeat.layout import SUCCESS, Warehouse
 
 ENGINE_TYPE = "mklblas"  # the JVM option this app must be submitted with (bigdl.submit.submit_settings)
 
@@ -61,7 +61,7 @@ def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
     fs = HadoopFS(spark)
     root = wh.features_root()
     names = fs.list_names(root) if fs.is_dir(root) else []
-    dates = sorted((n[3:] for n in names if n.startswith("dt=") and fs.exists(f"{root}/{n}/_SUCCESS")), reverse=True)
+    dates = sorted((n[3:] for n in names if n.startswith("dt=") and fs.exists(f"{root}/{n}/{SUCCESS}")), reverse=True)
     dates = [d for d in dates if is_committed(fs, wh.checkpoint("ingest", d))][:partitions]
     if not dates:
         raise ValueError(f"no published partition under {root}: run image_features first")

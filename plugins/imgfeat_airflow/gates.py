@@ -107,7 +107,7 @@ class WaitForPartitionSensor(BaseSensorOperator):
         from airflow.sdk import timezone
         from airflow.sdk.exceptions import AirflowFailException
 
-        from imgfeat import checkpoints
+        from imgfeat import checkpoints, storage
         from imgfeat.layout import Warehouse, input_partition
 
         s = self._settings
@@ -121,21 +121,21 @@ class WaitForPartitionSensor(BaseSensorOperator):
             seen = None
             if not marker:
                 try:
-                    seen = checkpoints.read_json(state)
+                    seen = storage.read_json(state)
                 except ValueError:
                     seen = None  # a torn state file: start the quiet period again
             ready = checkpoints.partition_ready(s["input_root"], date, marker, s["quiet_period_s"],
                                                 now=time.time(), seen=seen)
-        except checkpoints.StorageError as e:
+        except storage.StorageError as e:
             if not e.transient:
                 raise AirflowFailException(f"{self.task_id}: {e}") from None
             ready, seen = checkpoints.Readiness(False, str(e)), None  # the NameNode may come back: keep waiting
         try:
             if ready.ready or waited >= s["wait_timeout_s"]:
                 if not marker:
-                    checkpoints.remove(state)
+                    storage.remove(state)
             elif ready.seen and ready.seen != seen:
-                checkpoints.write_json(state, ready.seen)
+                storage.write_json(state, ready.seen)
         except Exception as e:  # noqa: BLE001 - storage refused the state file: one line
             raise AirflowFailException(f"{self.task_id}: cannot keep its state in {state}: "
                                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -172,7 +172,7 @@ class FindLateFilesOperator(BaseOperator):
     def execute(self, context) -> list[str]:
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-        from imgfeat import checkpoints
+        from imgfeat import checkpoints, storage
 
         params = context.get("params") or {}
         try:
@@ -186,7 +186,7 @@ class FindLateFilesOperator(BaseOperator):
         s = _partition(self.task_id, self.partition_date, self.input_root, self.warehouse_root)
         try:
             late = checkpoints.changed_since_ingest(s["input_root"], s["warehouse_root"], s["date"], days)
-        except checkpoints.StorageError as e:
+        except storage.StorageError as e:
             raise (AirflowException if e.transient else AirflowFailException)(f"{self.task_id}: {e}") from None
         for c in late:
             self.log.info("dt=%s gained or changed files since its ingest (%d files then, %d now): revisiting it "

@@ -183,7 +183,7 @@ class StageSubmitOperator(AppSubmitOperator):
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-        from imgfeat import checkpoints
+        from imgfeat import checkpoints, storage
         from imgfeat.spark.args import InvalidArguments, parse
 
         # The app's own parser: a bad parameter is refused here, before spark-submit, and
@@ -207,9 +207,9 @@ class StageSubmitOperator(AppSubmitOperator):
             self.log.info("%s; submitting", "force=true" if force else why)
             if self.stage == "ingest" and not checkpoints.input_exists(args.input_root, date):
                 raise AirflowFailException(f"stage ingest: input partition {args.input_root}/dt={date} does not exist")
-            checkpoints.check_writable(warehouse)
+            storage.check_writable(warehouse)
             self._wait_for_lease(warehouse, date)
-        except checkpoints.StorageError as e:
+        except storage.StorageError as e:
             # An unreachable NameNode is retried (it may come back); a refused write is not.
             raise (AirflowException if e.transient else AirflowFailException)(f"stage {self.stage}: {e}") from None
         # The app's lease names this run, so a retry can take over what a killed attempt left,
@@ -227,14 +227,14 @@ class StageSubmitOperator(AppSubmitOperator):
 
         from airflow.sdk.exceptions import AirflowException
 
-        from imgfeat import checkpoints, lease
+        from imgfeat import lease, storage
         from imgfeat.layout import Warehouse
 
         path = Warehouse(warehouse).lease(date)
         deadline = time.time() + lease.WAIT_S
         while True:
             try:
-                record = checkpoints.read_json(path)
+                record = storage.read_json(path)
             except ValueError:
                 record = None
             if not isinstance(record, dict) or "token" not in record:
