@@ -252,42 +252,6 @@ def _task_state(api, run_id, task_id="wait_for_partition"):
     return ti["state"]
 
 
-def test_a_backfill_run_waits_for_its_partition_without_a_worker_slot_then_publishes(airflow, api, photos,
-                                                                                       tmp_path):
-    import pyarrow.parquet as pq
-
-    root, warehouse, date = tmp_path / "images", tmp_path / "warehouse", "2026-10-08"
-    root.mkdir()
-    known = _create_backfill(airflow, api, root, warehouse, [date], {"poke_interval_s": 3})
-    deadline = time.monotonic() + 300
-    while not (runs := [r for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]
-                        if r["dag_run_id"] not in known]):
-        assert time.monotonic() < deadline, "the backfill created no run"
-        time.sleep(2)
-    run_id = runs[0]["dag_run_id"]
-    # No partition yet: the gate is up_for_reschedule between its looks (no worker slot), ingest waits.
-    while (state := _task_state(api, run_id)) != "up_for_reschedule":
-        assert state in ("absent", None, "scheduled", "queued", "running") and time.monotonic() < deadline, state
-        time.sleep(1)
-    assert _task_state(api, run_id, "ingest") is None and not warehouse.exists()
-    # The folder appears and fills, without its marker: still waiting.
-    _write(root, date, {"shop/chelsea.jpg": "chelsea", "coffee.jpg": "coffee"}, photos, marker=False)
-    logs = airflow.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / "task_id=wait_for_partition"
-    seen = f"input partition {root}/dt={date} not ready: no _SUCCESS; looking again in 3 s"
-    while seen not in "".join(p.read_text() for p in logs.rglob("*.log")):
-        assert time.monotonic() < deadline, "the gate did not look at the new folder"
-        assert _task_state(api, run_id) in ("up_for_reschedule", "scheduled", "queued", "running")
-        time.sleep(1)
-    assert _task_state(api, run_id, "ingest") is None
-    # The producer is done: the marker appears, the run goes on and publishes the partition.
-    (root / f"dt={date}" / "_SUCCESS").write_text("")
-    runs = _wait_backfill(api, known, [date])
-    assert [r["state"] for r in runs] == ["success"], runs
-    rows = pq.read_table(str(warehouse / "features" / f"dt={date}")).to_pylist()
-    assert {r["image_id"]: r["label"] for r in rows} == {"shop/chelsea.jpg": "cat", "coffee.jpg": "cup"}
-    assert not (warehouse / "_staging" / "ready").exists()
-
-
 def test_a_manual_run_asked_to_wait_fails_after_its_timeout_in_one_line(api, airflow, tmp_path):
     root, warehouse, date = tmp_path / "images", tmp_path / "warehouse", "2026-10-09"
     root.mkdir()
@@ -332,20 +296,46 @@ def test_without_a_marker_the_gate_waits_while_the_listing_changes_then_proceeds
     assert list((warehouse / "_staging" / "ready").glob("*.json")) == []  # the gate's state is gone
 
 
-def test_backfill_publishes_one_partition_per_date_within_max_active_runs(airflow, api, photos, dirs):
+def test_backfill_publishes_each_partition_after_its_marker_within_max_active_runs(airflow, api, photos, dirs):
+    """One backfill of three days: two partitions are complete, the third lands late. Its run waits
+    without a worker slot (up_for_reschedule) until the producer's marker, then publishes."""
     import pyarrow.parquet as pq
     from pathlib import Path
 
     root, warehouse = dirs
-    for date, files in BACKFILL.items():
-        _write(root, date, {image_id: Path(image_id).stem for image_id in files}, photos)
     dates = sorted(BACKFILL)
-    runs = _backfill(airflow, api, root, warehouse, dates)
+    late = dates[-1]
+    for date in dates[:-1]:
+        _write(root, date, {image_id: Path(image_id).stem for image_id in BACKFILL[date]}, photos)
+    known = _create_backfill(airflow, api, root, warehouse, dates, {"poke_interval_s": 3})
+    deadline = time.monotonic() + 600
+    while not (run_id := next((r["dag_run_id"] for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]
+                               ["dag_runs"] if r["dag_run_id"] not in known and r["logical_date"][:10] == late), None)):
+        assert time.monotonic() < deadline, "the backfill created no run for the late day"
+        time.sleep(2)
+    # No partition yet: the gate is up_for_reschedule between its looks (no worker slot), ingest waits.
+    while (state := _task_state(api, run_id)) != "up_for_reschedule":
+        assert state in ("absent", None, "scheduled", "queued", "running") and time.monotonic() < deadline, state
+        time.sleep(1)
+    assert _task_state(api, run_id, "ingest") is None and not (warehouse / "ingest" / f"dt={late}").exists()
+    # The folder appears and fills, without its marker: still waiting.
+    _write(root, late, {image_id: Path(image_id).stem for image_id in BACKFILL[late]}, photos, marker=False)
+    logs = airflow.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / "task_id=wait_for_partition"
+    seen = f"input partition {root}/dt={late} not ready: no _SUCCESS; looking again in 3 s"
+    while seen not in "".join(p.read_text() for p in logs.rglob("*.log")):
+        assert time.monotonic() < deadline, "the gate did not look at the new folder"
+        assert _task_state(api, run_id) in ("up_for_reschedule", "scheduled", "queued", "running")
+        time.sleep(1)
+    assert _task_state(api, run_id, "ingest") is None
+    # The producer is done: the marker appears, the run goes on and publishes the partition.
+    (root / f"dt={late}" / "_SUCCESS").write_text("")
+    runs = _wait_backfill(api, known, dates)
     assert sorted(r["logical_date"][:10] for r in runs) == dates
     assert all(r["state"] == "success" for r in runs), runs
     for date, files in BACKFILL.items():
         rows = pq.read_table(str(warehouse / "features" / f"dt={date}")).to_pylist()
         assert {r["image_id"]: r["label"] for r in rows} == files
+    assert not (warehouse / "_staging" / "ready").exists()
     # max_active_runs: never more than 2 of the backfill's runs at once
     spans = [(r["start_date"], r["end_date"]) for r in runs]
     for start, _ in spans:
