@@ -1,4 +1,4 @@
-"""The engines package imports without a circle: each module alone in a fresh interpreter, and the
+"""The library, and the engines package above all, import without a circle: each module alone in a fresh interpreter, and the
 graph of its import statements (module level and inside functions) has no cycle. Fast: no model,
 no JVM."""
 
@@ -13,9 +13,9 @@ from imgfeat import paths
 PACKAGE = "imgfeat.engines"
 
 
-def _modules() -> dict[str, object]:
+def _modules(package: str = PACKAGE) -> dict[str, object]:
     """Module name -> source path of every module of the package."""
-    root = paths.REPO / "imgfeat" / "engines"
+    root = paths.REPO.joinpath(*package.split("."))
     out = {}
     for f in sorted(root.rglob("*.py")):
         parts = f.relative_to(paths.REPO).with_suffix("").parts
@@ -69,6 +69,12 @@ def test_the_engines_import_graph_has_no_cycle():
     # the shared names come from the leaf module, never from the package (whose get_engine imports them)
     assert not any(PACKAGE in deps for deps in graph.values())
     assert graph[f"{PACKAGE}.common"] == set()
+
+
+def test_the_whole_library_import_graph_has_no_cycle():
+    graph = _imports(_modules("imgfeat"))
+    assert len(graph) > 40 and {"imgfeat.spark.args", "imgfeat.layout"} <= graph["imgfeat.spark.runner"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
 @pytest.mark.parametrize("module", sorted(_modules()))
