@@ -169,8 +169,15 @@ def test_operator_refuses_a_bad_parameter_before_spark_submit(dag, flag, value, 
     assert task._hook is None  # no spark-submit was prepared
 
 
-@pytest.mark.parametrize("dag_file", ["image_features.py", "feature_catalog.py"])
-def test_dag_file_is_cheap_to_parse(dag_file):
+def _dag_files():
+    from imgfeat import paths
+
+    files = sorted(p.name for p in (paths.REPO / "dags").glob("*.py"))
+    assert {"image_features.py", "feature_catalog.py", "feature_index.py", "train_descriptor.py"} <= set(files)
+    return files
+
+
+def test_every_dag_file_is_cheap_to_parse():
     import subprocess
     import sys
 
@@ -179,8 +186,14 @@ def test_dag_file_is_cheap_to_parse(dag_file):
     code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; runpy.run_path('dags/' + sys.argv[1]);"
             "heavy = [m for m in ('pyspark', 'openvino', 'cv2', 'pandas', 'numpy') if m in sys.modules];"
             "print(','.join(heavy))")
-    out = subprocess.run([sys.executable, "-c", code, dag_file], cwd=paths.REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    heavy = {f: subprocess.run([sys.executable, "-c", code, f], cwd=paths.REPO, capture_output=True, text=True,
+                               check=True).stdout.strip() for f in _dag_files()}
+    assert heavy == dict.fromkeys(_dag_files(), "")
+
+
+def test_every_dag_file_loads_its_dags_without_import_errors(bag):
+    assert bag.import_errors == {}
+    assert sorted({d.fileloc.rsplit("/", 1)[1] for d in bag.dags.values()}) == _dag_files()
 
 
 # --- cluster submission: the command the operator gives spark-submit for YARN ---------------------
