@@ -40,10 +40,16 @@ def _table(path):
 
 
 def test_the_dag_run_succeeds_with_five_spark_submits(run):
+    import re
+
     assert run["rc"] == 0, run["log"][-3000:]
-    for stage in STAGES:
-        assert "spark-submit --master local[2]" in run["log"] and "--py-files " in run["log"]
-        assert f"spark_apps/{stage}.py --partition-date {DATE}" in run["log"]
+    submits = re.findall(r"Spark-Submit cmd: (spark-submit .*)", run["log"])
+    # one spark-submit per stage, in pipeline order, each for the run's partition
+    assert [re.search(r" \S+/spark_apps/(\w+)\.py --partition-date (\S+) ", cmd).groups() for cmd in submits] == [
+        (stage, DATE) for stage in STAGES]
+    for cmd in submits:  # each on the connection's local master, shipping the package as --py-files
+        assert cmd.startswith("spark-submit --master local[2] "), cmd
+        assert re.search(rf" --py-files {re.escape(str(paths.REPO))}/build/imgfeat-\w+\.zip ", cmd), cmd
     for stage in STAGES[:-1]:
         meta = json.loads((run["warehouse"] / stage / f"dt={DATE}" / "_stage.json").read_text())
         assert meta["rows"] == 3 + 6 + len(badfiles.EXPECTED)
