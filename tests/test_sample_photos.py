@@ -79,9 +79,13 @@ def test_same_seed_same_bytes(partition, tmp_path):
 
 
 def test_refuses_non_empty_out_dir(partition, sources):
+    import re
+
     out, _ = partition
-    with pytest.raises(FileExistsError):
+    before = _digests(out)
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(out))} is not empty; a partition is written into a new folder$"):
         sp.build_partition(out, 2, cache_dir=sources.parent)
+    assert _digests(out) == before  # left as it was
 
 
 def test_paste_box_is_the_alpha_bbox(sources):
