@@ -156,10 +156,15 @@ def test_make_run_refuses_bad_arguments_before_any_spark_job(args, message, tmp_
 def test_catalog_entry_of_a_published_partition(run):
     from imgfeat import catalog
 
-    m = json.loads((run["warehouse"] / "runs" / f"dt={DATE}" / "manifest.json").read_text())
     entry = catalog.record(str(run["warehouse"]), DATE)
     assert json.loads((run["warehouse"] / "catalog" / f"dt={DATE}.json").read_text()) == entry
-    assert (entry["published"], entry["quarantined"], entry["commit_id"]) == (m["published"], m["quarantined"], m["commit_id"])
+    # what the partition's published tables hold, and the commit that wrote them
+    features = _table(run["warehouse"] / "features" / f"dt={DATE}")
+    commit = json.loads((run["warehouse"] / "features" / f"dt={DATE}" / "_stage.json").read_text())["commit_id"]
+    assert (entry["partition_date"], entry["images_in"], entry["published"], entry["quarantined"], entry["commit_id"]) == (
+        DATE, 3 + 6 + len(badfiles.EXPECTED), len(features),
+        len(_table(run["warehouse"] / "quarantine" / f"dt={DATE}")), commit)
+    assert entry["model"] == features[0]["model"] and entry["code_bits"] == 64 and entry["revision"] == 1
     assert entry["features"] == f"{run['warehouse']}/features/dt={DATE}"
 
 
@@ -227,5 +232,5 @@ def test_make_run_records_the_runs_real_start_and_end_times(tmp_path, photos, mo
         start, end = (dt.datetime.fromisoformat(x).replace(tzinfo=dt.timezone.utc) for x in (start, end))
         assert started <= start <= end <= ended, (dag_id, start, end, started, ended)
         assert 0 < (end - start).total_seconds() <= wall
-        assert json.loads(conf)["partition_date"] == date if isinstance(conf, str) else True
+        assert json.loads(conf)["partition_date"] == date, (dag_id, conf)
     assert f"image_features dt={date}" in out.stdout
