@@ -39,6 +39,14 @@ def targets(x0: np.ndarray, w: np.ndarray, c: np.ndarray) -> np.ndarray:
     return (z > np.median(z, axis=0)).astype(np.float32)
 
 
+def objective(rotated: np.ndarray, b: np.ndarray, w: np.ndarray, c: np.ndarray) -> float:
+    """A round's training objective, as BigDL's MSECriterion averages it over the round's samples:
+    the mean squared error between the targets `b` [N, bits] and the sigmoid outputs of every
+    crop's rotations (`rotated` [angles, N, dim])."""
+    y = 1 / (1 + np.exp(-(rotated @ w + c)))
+    return float(np.mean((y - b) ** 2))
+
+
 def report(x0: np.ndarray, rotated: np.ndarray, w: np.ndarray, c: np.ndarray) -> dict:
     """The three objectives on the sample: `rotated` is [angles, N, dim] and includes angle 0."""
     y = 1 / (1 + np.exp(-(x0 @ w + c)))

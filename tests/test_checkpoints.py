@@ -1,11 +1,10 @@
 """Airflow's view of checkpoints (no Spark): committed, current, stale. (Writable: test_storage.py.)"""
 
 import json
-import os
 
 import pytest
 
-from imgfeat import checkpoints
+from imgfeat import checkpoints, storage
 from imgfeat.layout import STAGES
 
 DATE = "2026-11-07"
@@ -75,7 +74,12 @@ def test_file_uris_are_local(tmp_path):
     assert checkpoints.input_exists(f"file://{tmp_path}", DATE)
     assert checkpoints.input_exists(f"file:{tmp_path}", DATE)
     assert not checkpoints.input_exists(str(tmp_path), "2026-11-08")
-    assert os.path.isdir(tmp_path)
+    assert not checkpoints.input_exists(f"file://{tmp_path}", "2026-11-08")
+    # a file: URI is read and written at its local path, not sent to WebHDFS
+    storage.write_json(f"file://{tmp_path}/runs/m.json", {"commit_id": "c1"})
+    assert json.loads((tmp_path / "runs" / "m.json").read_text()) == {"commit_id": "c1"}
+    assert storage.read_json(f"file:{tmp_path}/runs/m.json") == {"commit_id": "c1"}
+    assert storage.list_names(f"file://{tmp_path}") == ["dt=2026-11-07", "runs"]
 
 
 def test_an_unreachable_namenode_is_one_line(monkeypatch):

@@ -48,6 +48,18 @@ def test_report_measures_the_three_objectives():
     assert rep["bit_balance_max_deviation"] <= 0.1
 
 
+def test_objective_is_the_mean_squared_error_of_every_rotation_against_the_targets():
+    b = np.array([[1.0], [0.0]])  # two crops, one bit
+    flat = np.zeros((1, 2, 2))  # one angle, outputs sigmoid(c) = 0.75 for both crops
+    assert deepbit.objective(flat, b, np.zeros((2, 1)), np.array([np.log(3)])) == pytest.approx(
+        (0.25 ** 2 + 0.75 ** 2) / 2)
+    # the crops' own descriptors hit their targets; their "rotations" (zero vectors) output 0.5
+    rotated = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    w = np.array([[100.0], [-100.0]])
+    assert deepbit.objective(rotated[:1], b, w, np.zeros(1)) == pytest.approx(0, abs=1e-12)
+    assert deepbit.objective(rotated, b, w, np.zeros(1)) == pytest.approx((0 + 0 + 0.25 + 0.25) / 4)
+
+
 def test_learned_coder_round_trips_through_its_model_file_and_uses_the_sign_of_the_layer():
     x = _sample(50)
     w, c = deepbit.pca_init(x, 32)

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import jpeg
 from imgfeat import checkpoints, paths
-from imgfeat.layout import STAGES, Warehouse
+from imgfeat.layout import STAGES
 from imgfeat.spark.checkpoint import FAULT_EXIT
 from imgfeat.spark.runner import StageFailed, parse, run
 
@@ -203,17 +203,18 @@ def test_two_runs_of_one_partition_started_together_give_one_complete_result(spa
 def test_the_second_run_fails_fast_naming_the_holder(input_root, model_dir, tmp_path):
     wh = tmp_path / "warehouse"
     args = _args(input_root, wh, model_dir)
+    run_ids = ("backfill__a", "manual__b")
     procs = [_submit("ingest", args, {**HOLD, "AIRFLOW_CTX_DAG_ID": "image_features", "AIRFLOW_CTX_DAG_RUN_ID": run_id,
                                       "IMGFEAT_LEASE_WAIT_S": "0"})
-             for run_id in ("backfill__a", "manual__b")]
-    results = sorted(_wait(p) for p in procs)
-    assert [rc for rc, _ in results] == [0, 1], results
-    lost = [line for line in results[1][1].splitlines() if line.startswith("imgfeat ingest failed")]
+             for run_id in run_ids]
+    results = [_wait(p) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1], results
+    loser = [rc for rc, _ in results].index(1)
+    lost = [line for line in results[loser][1].splitlines() if line.startswith("imgfeat ingest failed")]
+    # it names the other run, the holder
     assert len(lost) == 1 and lost[0].startswith(f"imgfeat ingest failed: partition dt={DATE} is leased by run "
-                                                 "image_features/")
-    assert "(stage ingest, pid " in lost[0] and " until 20" in lost[0]
-    winner = "backfill__a" if "manual__b" in lost[0] else "manual__b"
-    assert winner not in lost[0]  # names the other run, the holder
+                                                 f"image_features/{run_ids[1 - loser]} (stage ingest, pid "), lost
+    assert " until 20" in lost[0]
     assert (wh / "ingest" / f"dt={DATE}" / "_stage.json").exists()
 
 

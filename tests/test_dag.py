@@ -101,19 +101,23 @@ def test_application_args_name_the_partition_and_roots(dag):
     ({"params": {"partition_date": "2026-11-03"}, "data_interval_start": None}, "2026-11-03"),
     ({"params": {"partition_date": None}, "data_interval_start": "2026-11-04T00:00:00+00:00"}, "2026-11-04"),
     ({"params": {"partition_date": "2026-11-03"}, "data_interval_start": "2026-11-04T00:00:00+00:00"}, "2026-11-03"),
+    ({"params": {"partition_date": None}, "data_interval_start": "2026-11-04T23:59:59+00:00"}, "2026-11-04"),
     ({"params": {"partition_date": None}, "data_interval_start": None}, ""),  # manual run, no logical date
     ({"params": {"partition_date": None}}, ""),  # Asset-triggered run: no data interval at all
 ])
 def test_the_partition_is_the_param_else_the_data_interval_start(dag, context, partition):
-    import jinja2
     import pendulum
 
-    template = dict(zip(*[iter(dag.get_task("detect").application_args)] * 2))["--partition-date"]
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    env.filters["ds"] = lambda d: d.strftime("%Y-%m-%d")
+    # The task renders its own arguments (Airflow's Jinja environment and `ds` filter), with the
+    # DAG's params as a run resolves them and the data interval start as Airflow passes it.
+    context = {**context, "params": {**dag.params.validate(), **context["params"]}}
     if context.get("data_interval_start"):
-        context = {**context, "data_interval_start": pendulum.parse(context["data_interval_start"])}
-    assert env.from_string(template).render(**context) == partition
+        context["data_interval_start"] = pendulum.parse(context["data_interval_start"])
+    task = copy.copy(dag.get_task("detect"))
+    task.render_template_fields(context)
+    rendered = dict(zip(*[iter(task.application_args)] * 2))
+    assert rendered["--partition-date"] == partition
+    assert rendered["--code-bits"] == "64"  # the other arguments were rendered too
 
 
 def test_a_run_without_partition_is_refused_naming_the_parameter(dag):
@@ -165,9 +169,15 @@ def test_operator_refuses_a_bad_parameter_before_spark_submit(dag, flag, value, 
     assert task._hook is None  # no spark-submit was prepared
 
 
-@pytest.mark.parametrize("dag_file", ["image_features.py", "feature_catalog.py", "feature_index.py",
-                                      "train_descriptor.py"])
-def test_dag_file_is_cheap_to_parse(dag_file):
+def _dag_files():
+    from imgfeat import paths
+
+    files = sorted(p.name for p in (paths.REPO / "dags").glob("*.py"))
+    assert {"image_features.py", "feature_catalog.py", "feature_index.py", "train_descriptor.py"} <= set(files)
+    return files
+
+
+def test_every_dag_file_is_cheap_to_parse():
     import subprocess
     import sys
 
@@ -176,8 +186,14 @@ def test_dag_file_is_cheap_to_parse(dag_file):
     code = ("import sys; sys.path.insert(0, 'plugins'); import runpy; runpy.run_path('dags/' + sys.argv[1]);"
             "heavy = [m for m in ('pyspark', 'openvino', 'cv2', 'pandas', 'numpy') if m in sys.modules];"
             "print(','.join(heavy))")
-    out = subprocess.run([sys.executable, "-c", code, dag_file], cwd=paths.REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    heavy = {f: subprocess.run([sys.executable, "-c", code, f], cwd=paths.REPO, capture_output=True, text=True,
+                               check=True).stdout.strip() for f in _dag_files()}
+    assert heavy == dict.fromkeys(_dag_files(), "")
+
+
+def test_every_dag_file_loads_its_dags_without_import_errors(bag):
+    assert bag.import_errors == {}
+    assert sorted({d.fileloc.rsplit("/", 1)[1] for d in bag.dags.values()}) == _dag_files()
 
 
 def test_airflow_plugin_loader_leaves_the_imgfeat_airflow_package_alone():

@@ -4,13 +4,12 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import E2E_DATE, KNOWN, feature_rows
 from devtools import badfiles
-from devtools.local import airflow_env, dags_test, ensure_airflow_db
+from devtools.local import airflow_env, dags_test
 from imgfeat import paths
 from imgfeat.layout import STAGES
 
@@ -41,10 +40,16 @@ def _table(path):
 
 
 def test_the_dag_run_succeeds_with_five_spark_submits(run):
+    import re
+
     assert run["rc"] == 0, run["log"][-3000:]
-    for stage in STAGES:
-        assert "spark-submit --master local[2]" in run["log"] and "--py-files " in run["log"]
-        assert f"spark_apps/{stage}.py --partition-date {DATE}" in run["log"]
+    submits = re.findall(r"Spark-Submit cmd: (spark-submit .*)", run["log"])
+    # one spark-submit per stage, in pipeline order, each for the run's partition
+    assert [re.search(r" \S+/spark_apps/(\w+)\.py --partition-date (\S+) ", cmd).groups() for cmd in submits] == [
+        (stage, DATE) for stage in STAGES]
+    for cmd in submits:  # each on the connection's local master, shipping the package as --py-files
+        assert cmd.startswith("spark-submit --master local[2] "), cmd
+        assert re.search(rf" --py-files {re.escape(str(paths.REPO))}/build/imgfeat-\w+\.zip ", cmd), cmd
     for stage in STAGES[:-1]:
         meta = json.loads((run["warehouse"] / stage / f"dt={DATE}" / "_stage.json").read_text())
         assert meta["rows"] == 3 + 6 + len(badfiles.EXPECTED)
@@ -151,10 +156,15 @@ def test_make_run_refuses_bad_arguments_before_any_spark_job(args, message, tmp_
 def test_catalog_entry_of_a_published_partition(run):
     from imgfeat import catalog
 
-    m = json.loads((run["warehouse"] / "runs" / f"dt={DATE}" / "manifest.json").read_text())
     entry = catalog.record(str(run["warehouse"]), DATE)
     assert json.loads((run["warehouse"] / "catalog" / f"dt={DATE}.json").read_text()) == entry
-    assert (entry["published"], entry["quarantined"], entry["commit_id"]) == (m["published"], m["quarantined"], m["commit_id"])
+    # what the partition's published tables hold, and the commit that wrote them
+    features = _table(run["warehouse"] / "features" / f"dt={DATE}")
+    commit = json.loads((run["warehouse"] / "features" / f"dt={DATE}" / "_stage.json").read_text())["commit_id"]
+    assert (entry["partition_date"], entry["images_in"], entry["published"], entry["quarantined"], entry["commit_id"]) == (
+        DATE, 3 + 6 + len(badfiles.EXPECTED), len(features),
+        len(_table(run["warehouse"] / "quarantine" / f"dt={DATE}")), commit)
+    assert entry["model"] == features[0]["model"] and entry["code_bits"] == 64 and entry["revision"] == 1
     assert entry["features"] == f"{run['warehouse']}/features/dt={DATE}"
 
 
@@ -222,5 +232,5 @@ def test_make_run_records_the_runs_real_start_and_end_times(tmp_path, photos, mo
         start, end = (dt.datetime.fromisoformat(x).replace(tzinfo=dt.timezone.utc) for x in (start, end))
         assert started <= start <= end <= ended, (dag_id, start, end, started, ended)
         assert 0 < (end - start).total_seconds() <= wall
-        assert json.loads(conf)["partition_date"] == date if isinstance(conf, str) else True
+        assert json.loads(conf)["partition_date"] == date, (dag_id, conf)
     assert f"image_features dt={date}" in out.stdout

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import jpeg
 from devtools import badfiles
-from imgfeat.layout import STAGES, Warehouse
+from imgfeat.layout import STAGES
 from imgfeat.spark.runner import StageFailed, parse, run
 
 pytestmark = pytest.mark.spark
@@ -68,11 +68,21 @@ def test_published_rows_carry_labels_boxes_codes(spark, warehouse):
         assert rows[f"bad/{name}"].label == "cat", name
 
 
-def test_manifest_counts(warehouse):
-    wh, _, metas = warehouse
+def test_manifest_counts(spark, warehouse):
+    wh, _, _ = warehouse
     m = json.loads((wh / "runs" / f"dt={DATE}" / "manifest.json").read_text())
-    assert m == metas["publish"]
     assert (m["images_in"], m["published"], m["quarantined"]) == (20, 12, 8)
+    # it counts and names the published tables as they are on disk, and the checkpoint they came from
+    features = spark.read.parquet(str(wh / "features" / f"dt={DATE}"))
+    assert (features.count(), spark.read.parquet(str(wh / "quarantine" / f"dt={DATE}")).count()) == (12, 8)
+    assert {r.model for r in features.select("model").distinct().collect()} == {m["model"]}
+    assert m["model"].endswith(";code=simhash64c-s20160626") and (m["code_bits"], m["score_threshold"]) == (64, 0.3)
+    assert m["partition_date"] == DATE
+    embed = json.loads((wh / "embed" / f"dt={DATE}" / "_stage.json").read_text())
+    assert m["upstream_commit"] == embed["commit_id"] != m["commit_id"]
+    for table in ("features", "quarantine"):
+        meta = json.loads((wh / table / f"dt={DATE}" / "_stage.json").read_text())
+        assert (meta["commit_id"], meta["upstream_commit"]) == (m["commit_id"], embed["commit_id"])
     # the partition's first ingest: every file is new; no run revisited it, it revisited none
     assert (m["revision"], m["files_new"], m["files_gone"], m["late_partitions"], m["revisited_by"]) == (
         1, 20, 0, [], None)

@@ -79,9 +79,13 @@ def test_same_seed_same_bytes(partition, tmp_path):
 
 
 def test_refuses_non_empty_out_dir(partition, sources):
+    import re
+
     out, _ = partition
-    with pytest.raises(FileExistsError):
+    before = _digests(out)
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(out))} is not empty; a partition is written into a new folder$"):
         sp.build_partition(out, 2, cache_dir=sources.parent)
+    assert _digests(out) == before  # left as it was
 
 
 def test_paste_box_is_the_alpha_bbox(sources):
@@ -103,12 +107,17 @@ def test_paste_box_is_the_alpha_bbox(sources):
     assert diff[inside].mean() > 0.5 and not diff[~inside].any()
 
 
-def test_cli_writes_truth_outside(tmp_path, sources):
+def test_cli_writes_truth_outside(tmp_path, sources, capsys):
     out, truth = tmp_path / "part", tmp_path / "truth.json"
     assert sp.main(["--out", str(out), "--count", "3", "--seed", "1",
                     "--cache", str(sources.parent), "--truth", str(truth)]) == 0
     records = json.loads(truth.read_text())
     assert sorted(r["image_id"] for r in records) == sorted(_digests(out))
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         sp.main(["--out", str(tmp_path / "p2"), "--count", "1",
                  "--truth", str(tmp_path / "p2" / "truth.json")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "python -m devtools.sample_photos: error: --truth must be outside --out: the pipeline reads the whole partition")
+    assert not (tmp_path / "p2").exists()  # refused before anything was written

@@ -182,9 +182,25 @@ def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
 
 
 def test_codes_are_deterministic_and_sized_by_k():
+    import os
+    import subprocess
+    import sys
+
+    from imgfeat import paths
+
     x = descriptor.l2_normalize(np.random.RandomState(1).rand(3, 1280))
-    for k in (32, 64, 128):
-        a, b = descriptor.binary_codes(x, k), descriptor.binary_codes(x.copy(), k)
-        assert a.shape == (3, k // 8) and np.array_equal(a, b)
-    with pytest.raises(ValueError):
+    # Another process (another executor, the next run) derives its own projection from the same
+    # embeddings: its codes must be the same bytes.
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys, numpy as np; from imgfeat import descriptor;"
+         "x = np.frombuffer(sys.stdin.buffer.read(), np.float32).reshape(3, 1280);"
+         "print(' '.join(descriptor.binary_codes(x, k).tobytes().hex() for k in (32, 64, 128)))"],
+        input=x.tobytes(), cwd=paths.REPO, env={**os.environ, "PYTHONHASHSEED": "1"},
+        capture_output=True, check=True).stdout.decode().split()
+    assert len(other) == 3
+    for k, theirs in zip((32, 64, 128), other):
+        a = descriptor.binary_codes(x, k)
+        assert a.shape == (3, k // 8) and a.tobytes().hex() == theirs, k
+        assert len({row.tobytes() for row in a}) == 3  # three different embeddings, three codes
+    with pytest.raises(ValueError, match="^code_bits must be a multiple of 8, got 12$"):
         descriptor.binary_codes(x, 12)

@@ -142,8 +142,11 @@ def fit_described(spark, rotated, bits: int, rounds: int = 5, epochs: int = 30, 
     # BigDL: a multiple of the total cores, and no larger than the data (a small sample gets 2+ batches)
     samples_n = len(keys) * rot.shape[0]
     batch = max(cores, min(batch_size, samples_n // 2) // cores * cores)
+    objective = []  # per round: [before, after] its optimisation, over all its samples
     for _ in range(rounds):
-        by_key = spark.sparkContext.broadcast(dict(zip(keys, deepbit.targets(x0, w, c))))
+        b = deepbit.targets(x0, w, c)
+        before = deepbit.objective(rot, b, w, c)
+        by_key = spark.sparkContext.broadcast(dict(zip(keys, b)))
         samples = rotated.flatMap(lambda kv: [Sample.from_ndarray(x, by_key.value[kv[0]]) for x in kv[1]])
         model = Optimizer.create(model=model, training_set=samples, criterion=MSECriterion(),
                                  optim_method=Adam(learningrate=learning_rate), end_trigger=MaxEpoch(epochs),
@@ -151,7 +154,8 @@ def fit_described(spark, rotated, bits: int, rounds: int = 5, epochs: int = 30, 
         weight, bias = model.get_weights()
         w, c = weight.T.astype(np.float32), bias.astype(np.float32)
         by_key.unpersist()
-    return w, c, {"crops": len(keys), **deepbit.report(x0, rot, w, c)}
+        objective.append([before, deepbit.objective(rot, b, w, c)])
+    return w, c, {"crops": len(keys), **deepbit.report(x0, rot, w, c), "objective_by_round": objective}
 
 
 def train(spark, args) -> dict:
