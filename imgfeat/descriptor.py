@@ -126,7 +126,3 @@ def load_coder(read_text, warehouse, bits: int, name: str | None = None) -> Code
     if coder.bits != bits:
         raise ValueError(f"descriptor model {name} has {coder.bits} bits, not {bits}")
     return coder
-
-
-def hamming(a: bytes, b: bytes) -> int:
-    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())

@@ -126,3 +126,10 @@ def hdfs(tmp_path_factory):
 
     with HDFS(tmp_path_factory.mktemp("hdfs"), permissions=True) as h:
         yield h
+
+
+def hamming(a: bytes, b: bytes) -> int:
+    """Bits that differ between two packed codes: the tests' oracle, independent of faiss."""
+    import numpy as np
+
+    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())

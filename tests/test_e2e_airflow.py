@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import E2E_DATE, KNOWN, feature_rows
+from conftest import E2E_DATE, feature_rows, hamming, KNOWN
 from devtools import badfiles
 from devtools.local import airflow_env, dags_test
 from imgfeat import paths
@@ -173,8 +173,6 @@ def test_engine_bigdl_runs_the_dag_and_agrees_with_openvino(run, tmp_path):
     image agrees with the OpenVINO run within the issue's tolerances."""
     import numpy as np
 
-    from imgfeat import descriptor
-
     warehouse = tmp_path / "warehouse-bigdl"
     shutil.copytree(run["warehouse"], warehouse)  # the engine shapes detect onward: ingest is kept
     conf = {**run["conf"], "warehouse_root": str(warehouse), "engine": "bigdl"}
@@ -198,7 +196,7 @@ def test_engine_bigdl_runs_the_dag_and_agrees_with_openvino(run, tmp_path):
         assert ix * iy / (area[0] + area[1] - ix * iy) >= 0.9, image_id
         assert abs(a["score"] - b["score"]) <= 0.02, image_id
         assert float(np.dot(a["embedding"], b["embedding"])) >= 0.99, image_id
-        assert descriptor.hamming(a["code"], b["code"]) <= 2, image_id
+        assert hamming(a["code"], b["code"]) <= 2, image_id
     quarantine = lambda w: sorted((r["image_id"], r["reason"]) for r in _table(w / "quarantine" / f"dt={DATE}"))  # noqa: E731
     assert quarantine(warehouse) == quarantine(run["warehouse"])
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import E2E_DATE, jpeg
+from conftest import E2E_DATE, hamming, jpeg
 from devtools import badfiles
 from devtools.local import dags_test
 from imgfeat import descriptor, search
@@ -53,9 +53,9 @@ def test_the_index_holds_every_published_code(indexed):
 def test_duplicates_list_every_pair_within_the_radius(indexed):
     rows = indexed["features"]
     radius = default_radius(descriptor.code_name(64), 64)
-    expected = {(a["image_id"], b["image_id"], descriptor.hamming(a["code"], b["code"]))
+    expected = {(a["image_id"], b["image_id"], hamming(a["code"], b["code"]))
                 for a in rows for b in rows
-                if a is not b and descriptor.hamming(a["code"], b["code"]) <= radius}
+                if a is not b and hamming(a["code"], b["code"]) <= radius}
     got = _table(indexed["warehouse"] / "duplicates" / f"dt={DATE}")
     assert {(r["image_id"], r["match_image_id"], r["hamming"]) for r in got} == expected
     assert {r["match_partition"] for r in got} == {DATE}
@@ -89,8 +89,8 @@ def test_similar_by_image_id_ranks_by_hamming_distance(indexed):
     codes = {r["image_id"]: r["code"] for r in indexed["features"]}
     assert len(hits) == 5 and f"dt={DATE}/shop/coffee.jpg" not in [h["key"] for h in hits]
     assert [h["hamming"] for h in hits] == sorted(
-        descriptor.hamming(codes["shop/coffee.jpg"], c) for i, c in codes.items() if i != "shop/coffee.jpg")[:5]
-    assert all(h["hamming"] == descriptor.hamming(codes["shop/coffee.jpg"], codes[h["key"].split("/", 1)[1]]) for h in hits)
+        hamming(codes["shop/coffee.jpg"], c) for i, c in codes.items() if i != "shop/coffee.jpg")[:5]
+    assert all(h["hamming"] == hamming(codes["shop/coffee.jpg"], codes[h["key"].split("/", 1)[1]]) for h in hits)
 
 
 def test_similar_by_picture_file_finds_the_published_original(indexed, photos, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import jpeg
+from conftest import hamming, jpeg
 from devtools import badfiles
 from imgfeat import decode, descriptor, schemas
 from imgfeat.engines import INPUT_SIZE
@@ -175,8 +175,8 @@ def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
         assert v.shape == (1280,) and abs(np.linalg.norm(v) - 1) < 1e-5
     assert all(len(c) == 8 for c in out["code"]) and set(out["code_bits"]) == {64}
     codes = out["code"].to_dict()
-    near = max(descriptor.hamming(codes["cat"], codes[k]) for k in ("cat-recompressed", "cat-flipped", "cat-cropped"))
-    far = min(descriptor.hamming(codes["cat"], codes[k]) for k in ("rocket", "coffee"))
+    near = max(hamming(codes["cat"], codes[k]) for k in ("cat-recompressed", "cat-flipped", "cat-cropped"))
+    far = min(hamming(codes["cat"], codes[k]) for k in ("rocket", "coffee"))
     assert near <= 8 and far >= 16, (near, far)
     assert emb["cat"] @ emb["cat-flipped"] > emb["cat"] @ emb["rocket"]
 
