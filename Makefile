@@ -50,7 +50,7 @@ run: setup
 	$(PY) -m imgfeat.cli run $(RUN_ARGS)
 
 test: setup
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m devtools.bench $(BENCH_ARGS)
