@@ -8,14 +8,13 @@ its predecessor holds now: every `_stage.json`
 read). So when an upstream stage is re-made (forced, or after its checkpoint was deleted), every
 downstream checkpoint becomes stale and is recomputed by the next run, even without `force`.
 
-Unreachable storage raises storage.StorageError (importable here too, as checkpoints.StorageError).
+Unreachable storage raises storage.StorageError.
 """
 
 from __future__ import annotations
 
 from imgfeat import params, storage
 from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, is_listed, previous_stage
-from imgfeat.storage import StorageError  # noqa: F401 - what the reads below raise, importable from here too
 
 
 def stage_meta(warehouse_root: str, stage: str, date: str) -> dict | None:

@@ -84,7 +84,7 @@ def test_file_uris_are_local(tmp_path):
 
 def test_an_unreachable_namenode_is_one_line(monkeypatch):
     monkeypatch.setenv("IMGFEAT_WEBHDFS_URL", "http://127.0.0.1:9")
-    with pytest.raises(checkpoints.StorageError) as e:
+    with pytest.raises(storage.StorageError) as e:
         checkpoints.current("hdfs://127.0.0.1:8020/warehouse", "ingest", DATE)
     assert str(e.value) == ("NameNode of hdfs://127.0.0.1:8020/warehouse/ingest/dt=2026-11-07/_SUCCESS is "
                             "unreachable (WebHDFS http://127.0.0.1:9 refused the connection)")
