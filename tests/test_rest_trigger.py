@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import E2E_DATE, feature_rows
+from conftest import E2E_DATE, KNOWN
 from devtools.airflow_services import LocalAirflow
 from devtools.processes import alive
 
@@ -35,7 +35,12 @@ def airflow(tmp_path_factory):
 
 class Api:
     def __init__(self, af: LocalAirflow):
-        self.url, self.token = af.url, af.token()
+        self.af, self.url, self.token = af, af.url, af.token()
+
+    def scheduler_alive(self) -> None:
+        """Fails at once when the scheduler process is gone (nothing would ever run again)."""
+        assert "scheduler" in self.af.pids(), \
+            f"the scheduler died: see {self.af.home / 'services' / 'scheduler.log'}"
 
     def __call__(self, method, path, body=None):
         req = urllib.request.Request(f"{self.url}/api/v2{path}", method=method,
@@ -80,6 +85,7 @@ def _wait(api, run_id, timeout=900, dag_id=DAG) -> dict:
             _, tis = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
             return {"state": run["state"], "tasks": {t["task_id"]: (t["state"], t["try_number"]) for t in tis["task_instances"]}}
         assert time.monotonic() < deadline, f"run {run_id} still {run['state']}"
+        api.scheduler_alive()
         time.sleep(3)
 
 
@@ -106,9 +112,11 @@ def test_login_takes_the_generated_password_only(airflow):
     assert login(generated) == 201
 
 
-def test_a_rest_trigger_with_params_publishes_the_partition(api, local_run, tmp_path):
+def test_a_rest_trigger_with_params_publishes_the_partition(api, e2e_input, tmp_path):
+    import pyarrow.parquet as pq
+
     warehouse = tmp_path / "warehouse"
-    run_id = _trigger(api, {"partition_date": E2E_DATE, "input_root": str(local_run["root"]),
+    run_id = _trigger(api, {"partition_date": E2E_DATE, "input_root": str(e2e_input["root"]),
                             "warehouse_root": str(warehouse)})
     result = _wait(api, run_id)
     assert result["state"] == "success", result
@@ -117,8 +125,14 @@ def test_a_rest_trigger_with_params_publishes_the_partition(api, local_run, tmp_
     revisit = {t: v for t, v in result["tasks"].items() if t.startswith("revisit.")}
     assert revisit and all(v == ("skipped", 0) for v in revisit.values()), revisit
     assert all(state == "success" and tries == 1 for t, (state, tries) in result["tasks"].items() if t not in revisit)
-    assert feature_rows(warehouse / "features" / f"dt={E2E_DATE}") == \
-        feature_rows(local_run["warehouse"] / "features" / f"dt={E2E_DATE}")
+    # the partition's pictures: the known photos under their labels, every planted bad file quarantined
+    # with its reason, every other file published
+    rows = {r["image_id"]: r for r in pq.read_table(str(warehouse / "features" / f"dt={E2E_DATE}")).to_pylist()}
+    quarantine = pq.read_table(str(warehouse / "quarantine" / f"dt={E2E_DATE}")).to_pylist()
+    assert {k: rows[k]["label"] for k in KNOWN} == KNOWN
+    bad = {k: v for k, v in e2e_input["bad"].items() if v is not None}
+    assert {r["image_id"]: r["reason"].split(":")[0] for r in quarantine} == bad
+    assert set(rows) == set(KNOWN) | set(e2e_input["sample"]) | (set(e2e_input["bad"]) - set(bad))
     # publish emitted the features Asset: feature_catalog ran, without a logical date, on that partition.
     deadline = time.monotonic() + 180
     while not (runs := api("GET", "/dags/feature_catalog/dagRuns")[1]["dag_runs"]):
@@ -188,23 +202,24 @@ def _create_backfill(airflow, api, root, warehouse, dates, conf=None) -> set:
     from imgfeat import paths
 
     known = {r["dag_run_id"] for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]}
+    retry = []
     cmd = [sys.executable, "-m", "devtools.airflow_services", "--port", str(airflow.port),
            "--home", str(airflow.home), "cli",
            "backfill", "create", "--dag-id", DAG,
            "--from-date", dates[0], "--to-date", dates[-1], "--max-active-runs", "2",
            "--dag-run-conf", json.dumps({"input_root": str(root), "warehouse_root": str(warehouse), **(conf or {})})]
     for attempt in range(3):
-        out = subprocess.run(cmd, env=airflow.env, cwd=paths.REPO, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(cmd + retry, env=airflow.env, cwd=paths.REPO, capture_output=True, text=True, timeout=120)
         if out.returncode == 0 or "database is locked" not in out.stderr or attempt == 2:
             break
         # SQLite has one writer: next to a busy scheduler, creating the runs can fail half-way
-        # (Airflow cleans such a backfill up on PostgreSQL/MySQL only). Cancel it, drop its runs, retry.
+        # (Airflow cleans such a backfill up on PostgreSQL/MySQL only). Cancel it (its queued runs
+        # fail) and create it again reprocessing failed runs: Airflow clears those back to queued.
+        # (Deleting them instead crashed the scheduler, which was creating their task instances.)
         for b in api("GET", f"/backfills?dag_id={DAG}")[1]["backfills"]:
             if not b["completed_at"]:
                 assert api("PUT", f"/backfills/{b['id']}/cancel")[0] == 200
-        for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]["dag_runs"]:
-            if r["dag_run_id"] not in known:
-                assert api("DELETE", f"/dags/{DAG}/dagRuns/{r['dag_run_id']}")[0] == 204
+        retry = ["--reprocess-behavior", "failed"]
     assert out.returncode == 0, out.stdout + out.stderr
     return known
 
@@ -220,6 +235,7 @@ def _wait_backfill(api, known, dates) -> list:
                 and all(b["completed_at"] for b in backfills)):
             return runs
         assert time.monotonic() < deadline, [(r["logical_date"], r["state"]) for r in runs]
+        api.scheduler_alive()
         time.sleep(5)
 
 
@@ -251,6 +267,7 @@ def _backfill_run(api, known, date, deadline) -> str:
     while not (run_id := next((r["dag_run_id"] for r in api("GET", f"/dags/{DAG}/dagRuns?run_type=backfill&limit=100")[1]
                                ["dag_runs"] if r["dag_run_id"] not in known and r["logical_date"][:10] == date), None)):
         assert time.monotonic() < deadline, f"the backfill created no run for {date}"
+        api.scheduler_alive()
         time.sleep(2)
     return run_id
 
@@ -297,6 +314,7 @@ def test_backfill_publishes_each_partition_after_its_marker_within_max_active_ru
     # No partition yet: the gate is up_for_reschedule between its looks (no worker slot), ingest waits.
     while (state := _task_state(api, run_id)) != "up_for_reschedule":
         assert state in GATE_WAITING and time.monotonic() < deadline, state
+        api.scheduler_alive()
         time.sleep(1)
     assert _task_state(api, run_id, "ingest") is None and not (warehouse / "ingest" / f"dt={late}").exists()
     # The folder appears and fills, without its marker: still waiting.
