@@ -17,7 +17,9 @@ import pytest
 from devtools.local import airflow_env
 from imgfeat import paths
 
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="imgfeat-airflow-"))
+# The session's var directory (as `make run` has var/): its airflow/ is the session's Airflow home.
+_VAR = Path(tempfile.mkdtemp(prefix="imgfeat-var-"))
+_AIRFLOW_HOME = _VAR / "airflow"
 os.environ.update({k: v for k, v in airflow_env(_AIRFLOW_HOME).items()
                    if k.startswith(("AIRFLOW", "SPARK_", "PYSPARK", "IMGFEAT"))})
 sys.path.insert(0, str(paths.REPO / "plugins"))
@@ -99,16 +101,36 @@ def e2e_input(tmp_path_factory, photos) -> dict:
 
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory, e2e_input, airflow_home, model_dir) -> dict:
-    """The clean reference: the DAG through `airflow dags test` on a local input and warehouse."""
-    from devtools.local import dags_test, ensure_airflow_db
+    """The clean reference, run as `make run` runs it (`python -m imgfeat.cli run`): the DAG through
+    `airflow dags test`, then feature_index, on a local input and warehouse. Records the command's
+    output, wall time and the DAG runs it left in the session's Airflow DB."""
+    import datetime as dt
+    import sqlite3
+    import subprocess
+    import time
+
+    from devtools.local import ensure_airflow_db
 
     warehouse = tmp_path_factory.mktemp("warehouse")
     env = airflow_env(airflow_home)
     ensure_airflow_db(env)
-    log = airflow_home / "e2e.log"
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "imgfeat.cli", "run", "--date", E2E_DATE,
+                          "--input", str(e2e_input["root"]), "--warehouse", str(warehouse)],
+                         capture_output=True, text=True, cwd=paths.REPO, env={**env, "IMGFEAT_VAR": str(_VAR)})
+    wall = time.monotonic() - t0
+    ended = dt.datetime.now(dt.timezone.utc)
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        runs = db.execute("select dag_id, conf, start_date, end_date from dag_run where start_date >= ? "
+                          "order by start_date", (started.strftime("%Y-%m-%d %H:%M:%S.%f"),)).fetchall()
+    log = _VAR / "logs" / f"run-dt={E2E_DATE}.log"
     conf = {"partition_date": E2E_DATE, "input_root": str(e2e_input["root"]), "warehouse_root": str(warehouse)}
-    rc = dags_test("image_features", E2E_DATE, conf, env, log_file=log)
-    return {**e2e_input, "rc": rc, "log": log.read_text(), "warehouse": warehouse, "conf": conf, "env": env}
+    return {**e2e_input, "rc": out.returncode, "stdout": out.stdout, "stderr": out.stderr,
+            "log": log.read_text() if log.exists() else out.stdout + out.stderr,
+            "index_log": _VAR / "logs" / f"index-dt={E2E_DATE}.log",
+            "warehouse": warehouse, "conf": conf, "env": env,
+            "started": started, "ended": ended, "wall": wall, "runs": runs}
 
 
 def feature_rows(table_dir) -> list:
@@ -133,3 +155,19 @@ def hamming(a: bytes, b: bytes) -> int:
     import numpy as np
 
     return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
+
+
+# `make test` runs two pytest-xdist workers with --dist loadgroup. Each test module is one group, so
+# its module fixtures are made once; the modules that share the session's reference run
+# (`local_run`) and its HDFS are one group, so those are made once too. One worker runs that group
+# while the other runs the Airflow-scheduler tests and the rest.
+SHARED_RUN_GROUP = {"test_e2e_airflow", "test_e2e_codes", "test_hdfs_pipeline", "test_commit_safety",
+                    "test_storage", "test_devhdfs"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            module = item.module.__name__.rsplit(".", 1)[-1]
+            item.add_marker(pytest.mark.xdist_group("shared-run" if module in SHARED_RUN_GROUP else module))

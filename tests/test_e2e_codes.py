@@ -11,6 +11,7 @@ from conftest import E2E_DATE, hamming, jpeg
 from devtools import badfiles
 from devtools.local import dags_test
 from imgfeat import descriptor, search
+from imgfeat.layout import STAGES
 from imgfeat.spark.index import default_radius
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -32,13 +33,11 @@ def _copy(local_run, tmp_path_factory, name):
 
 @pytest.fixture(scope="module")
 def indexed(local_run, tmp_path_factory):
-    """feature_index run for the partition (as a manual run names it) on a copy of the warehouse."""
+    """The partition as `make run` left it: feature_index ran after the DAG (as a manual run naming
+    the partition), one spark-submit of spark_apps/index.py. A copy of its warehouse."""
     warehouse = _copy(local_run, tmp_path_factory, "indexed")
-    log = warehouse.parent / "index.log"
-    rc = dags_test("feature_index", DATE, {"partition_date": DATE, "warehouse_root": str(warehouse)},
-                   local_run["env"], log_file=log)
-    assert rc == 0, log.read_text()[-3000:]
-    assert f"spark_apps/index.py --warehouse-root {warehouse} --partition-date {DATE}" in log.read_text()
+    log = local_run["index_log"].read_text()
+    assert f"spark_apps/index.py --warehouse-root {local_run['warehouse']} --partition-date {DATE}" in log
     return {**local_run, "warehouse": warehouse, "features": _table(warehouse / "features" / f"dt={DATE}")}
 
 
@@ -164,9 +163,11 @@ def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local
     y = 1 / (1 + np.exp(-(x0 @ w + c)))
     assert abs(np.mean((y - (y > 0.5)) ** 2) - model["quantization_loss"]) < 1e-3
 
-    conf = {**local_run["conf"], "warehouse_root": str(warehouse), "code_bits": 8, "force": True}
+    # The next run asks 8 bits: the current layer is its code, so embed onward are recomputed.
+    conf = {**local_run["conf"], "warehouse_root": str(warehouse), "code_bits": 8}
     log = warehouse.parent / "run.log"
     assert dags_test("image_features", DATE, conf, local_run["env"], log_file=log) == 0, log.read_text()[-3000:]
+    assert {s for s in STAGES if f"spark_apps/{s}.py --partition-date {DATE}" in log.read_text()} == {"embed", "publish"}
     before = {r["image_id"]: r for r in _table(local_run["warehouse"] / "features" / f"dt={DATE}")}
     after = _table(warehouse / "features" / f"dt={DATE}")
     assert {r["image_id"] for r in after} == set(before)
