@@ -157,17 +157,37 @@ def hamming(a: bytes, b: bytes) -> int:
     return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
 
 
-# `make test` runs two pytest-xdist workers with --dist loadgroup. Each test module is one group, so
-# its module fixtures are made once; the modules that share the session's reference run
-# (`local_run`) and its HDFS are one group, so those are made once too. One worker runs that group
-# while the other runs the Airflow-scheduler tests and the rest.
-SHARED_RUN_GROUP = {"test_e2e_airflow", "test_e2e_codes", "test_hdfs_pipeline", "test_commit_safety",
-                    "test_storage", "test_devhdfs"}
+# `make test` runs two pytest-xdist workers, each taking whole units of work: a test module, or one
+# of the two units below. Memory decides them: the BigDL tests leave the `spark` session's JVM at
+# about 12 GB, so every module using that session is in one unit, BigDL's last (see
+# pytest_collection_modifyitems); the other worker meanwhile runs the Airflow-scheduler tests and the
+# HDFS pipeline (its own reference run and HDFS). Each unit's session and module fixtures are made once.
+UNITS = {
+    "jvm": {"test_bench_scale", "test_bigdl", "test_checkpoint", "test_commit_safety", "test_devhdfs",
+            "test_duplicates", "test_e2e_airflow", "test_e2e_codes", "test_hostile", "test_pipeline", "test_storage"},
+    "scheduler-hdfs": {"test_rest_trigger", "test_hdfs_pipeline"},
+}
+LAST = "test_bigdl"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            module = item.module.__name__.rsplit(".", 1)[-1]
-            item.add_marker(pytest.mark.xdist_group("shared-run" if module in SHARED_RUN_GROUP else module))
+    # BigDL's tests run last in their unit: its session JVM is small until they load BigDL's models.
+    items.sort(key=lambda item: _module(item.nodeid) == LAST)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    # (xdist's own --dist loadgroup does not group under pytest 9: it renames node ids through an
+    # attribute pytest 9 no longer reads.) Units in collection order, not by size.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return next((unit for unit, modules in UNITS.items() if module in modules), module)
+
+    config.option.loadscopereorder = False
+    return Units(config, log)
