@@ -231,6 +231,17 @@ def positive_int(value, name: str) -> int:
     return _integer(value, name, 1, "a positive integer")
 
 
+# The training sample is held on the driver: this many crops x 5 rotations x 1280 floats (512 MB).
+MAX_CROPS = 20_000
+
+
+def max_crops(value, name: str = "max_crops") -> int:
+    n = positive_int(value, name)
+    if n > MAX_CROPS:
+        raise ParamError(name, f"at most {MAX_CROPS} (the driver holds the sample's descriptors), got {n}")
+    return n
+
+
 def non_negative_int(value, name: str) -> int:
     return _integer(value, name, 0, "an integer >= 0")
 

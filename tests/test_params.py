@@ -49,6 +49,14 @@ def test_code_bits(value, ok):
         assert params.code_bits(value) == ok
 
 
+def test_max_crops_is_bounded_by_what_the_driver_holds():
+    assert params.max_crops("20000") == 20000 == params.MAX_CROPS
+    with pytest.raises(params.ParamError, match="^max_crops: at most 20000 .*, got 20001$"):
+        params.max_crops(20001)
+    with pytest.raises(params.ParamError, match="^max_crops: expected a positive integer, got 0$"):
+        params.max_crops(0)
+
+
 def test_engine():
     assert params.engine("openvino") == "openvino"
     with pytest.raises(params.ParamError, match="^engine: unknown engine 'tensorrt'"):

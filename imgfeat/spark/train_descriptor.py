@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="code length K to learn (multiple of 8)")
     p.add_argument("--partitions", type=typed(lambda v: params.positive_int(v, "partitions")), default=30,
                    help="sample the crops of this many latest partitions")
-    p.add_argument("--max-crops", type=typed(lambda v: params.positive_int(v, "max_crops")), default=20000)
+    p.add_argument("--max-crops", type=typed(params.max_crops), default=params.MAX_CROPS,
+                   help=f"sample at most this many distinct crops (at most {params.MAX_CROPS})")
     p.add_argument("--rounds", type=typed(lambda v: params.positive_int(v, "rounds")), default=5)
     p.add_argument("--epochs", type=typed(lambda v: params.positive_int(v, "epochs")), default=30,
                    help="BigDL epochs per round")
