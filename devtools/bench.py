@@ -147,28 +147,42 @@ def warm_stages(input_root: Path, warehouse: Path, args: list[str], engine: str)
     return out
 
 
-def bench_search(n: int, queries: int = 200, k: int = 10) -> int:
-    """`similar`'s search over n indexed codes (`search.Index`, faiss IndexBinaryFlat): exhaustive, so
-    its time depends on the count and length of the codes, not on their values (random here)."""
+def bench_search(n: int, queries: int = 200, k: int = 10, shards: int = 10) -> int:
+    """`similar`'s search over n indexed codes in `shards` partitions (`search.Index`: each shard
+    searched exhaustively by faiss IndexBinaryFlat, then merged): its time depends on the count and
+    length of the codes, not on their values (random here)."""
+    import tempfile
+
     import numpy as np
+    import pyarrow.parquet as pq
 
     from imgfeat import search
+    from imgfeat.layout import SUCCESS, Warehouse
 
     rng = np.random.default_rng(0)
-    print(f"search: {n} indexed codes, {queries} queries, top {k}, exhaustive Hamming (faiss IndexBinaryFlat)")
-    print(f"{'bits':>5}{'build s':>9}{'ms/query':>10}{'queries/s':>11}{'index MB':>10}")
+    print(f"search: {n} indexed codes in {shards} shards, {queries} queries, top {k}, exhaustive Hamming "
+          "(faiss IndexBinaryFlat per shard)")
+    print(f"{'bits':>5}{'load s':>9}{'ms/query':>10}{'queries/s':>11}{'codes MB':>10}")
     for bits in (32, 64, 128):
-        codes = rng.integers(0, 256, (n, bits // 8), dtype=np.uint8)
-        started = time.perf_counter()
-        index = search.Index(f"bench{bits}", bits, np.arange(n).astype(str), codes,
-                             np.full(n, "", dtype=str), np.zeros((n, 0), np.float16))
-        built = time.perf_counter() - started
-        q = rng.integers(0, 256, (queries, bits // 8), dtype=np.uint8)
-        started = time.perf_counter()
-        for code in q:
-            index.search(code, k)
-        per = (time.perf_counter() - started) / queries
-        print(f"{bits:>5}{built:>9.2f}{per * 1000:>10.1f}{1 / per:>11.0f}{codes.nbytes / 2**20:>10.1f}")
+        with tempfile.TemporaryDirectory(prefix="imgfeat-bench-search-") as root:
+            code = f"simhash{bits}c-bench"
+            per_shard = n // shards
+            for s in range(shards):
+                codes = rng.integers(0, 256, (per_shard, bits // 8), dtype=np.uint8)
+                ids = [f"img{i:08d}.jpg" for i in range(per_shard)]
+                shard = Path(Warehouse(root).index_shard(code, f"2026-01-{s + 1:02d}"))
+                shard.mkdir(parents=True)
+                pq.write_table(search.shard_table(zip(ids, codes, [None] * per_shard)), shard / "part-00000.parquet")
+                (shard / SUCCESS).touch()
+            started = time.perf_counter()
+            index = search.load_index(root, code=code)
+            loaded = time.perf_counter() - started
+            q = rng.integers(0, 256, (queries, bits // 8), dtype=np.uint8)
+            started = time.perf_counter()
+            for c in q:
+                index.search(c, k)
+            per = (time.perf_counter() - started) / queries
+            print(f"{bits:>5}{loaded:>9.2f}{per * 1000:>10.1f}{1 / per:>11.0f}{len(index) * bits / 8 / 2**20:>10.1f}")
     return 0
 
 
@@ -184,7 +198,16 @@ def main(argv=None) -> int:
     ap.add_argument("--search", action="store_true",
                     help="only the similarity search: a million codes, exhaustive Hamming search")
     ap.add_argument("--search-codes", type=int, default=1_000_000, help=argparse.SUPPRESS)
+    ap.add_argument("--scale", action="store_true",
+                    help="only the index, duplicates, reuse and search at 1 and 10 million synthetic rows "
+                         "(devtools/bench_scale.py), with peak memory")
+    ap.add_argument("--scale-rows", default="1000000,10000000", help="comma-separated store sizes for --scale")
     a = ap.parse_args(argv)
+    if a.scale:
+        from devtools import bench_scale
+
+        exact = bench_scale.run([int(n) for n in a.scale_rows.split(",")])["exactness"]
+        return 0 if exact["duplicates_exact"] and exact["similar_exact"] else 1
     if a.search:
         return bench_search(a.search_codes)
     if not a.engine:

@@ -151,13 +151,14 @@ def cmd_similar(a) -> int:
             code, embedding, _ = search.describe_file(data, Path(a.image).name, warehouse, index, a.model_dir)
             exclude = None
         else:
-            row = index.row(a.image_id)
-            code, embedding, exclude = index.codes[row], index.embeddings[row].astype("float32"), str(index.keys[row])
-        hits = index.search(code, k + (exclude is not None), embedding if a.rerank else None)
+            shard, row = index.locate(a.image_id)
+            exclude = index.key(shard, row)
+            code = shard.codes[row]
+            embedding = index.embeddings([exclude])[exclude] if a.rerank else None
+        hits = index.search(code, k, embedding if a.rerank else None, exclude=exclude)
     except (params.ParamError, search.SearchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    hits = [h for h in hits if h["key"] != exclude][:k]
     if a.json:
         print(json.dumps({"index": index.code, "indexed_images": len(index), "hits": hits}))
         return 0

@@ -9,7 +9,8 @@
   WAREHOUSE/catalog/dt=<date>.json             catalog entry of a published partition (feature_catalog DAG)
   WAREHOUSE/descriptors/deepbit<K>/<version>.json  a learned K-bit code layer (train_descriptor DAG)
   WAREHOUSE/descriptors/deepbit<K>/current.json    {"version": ...}: the layer new runs use
-  WAREHOUSE/index/<code>/                      the similarity index of every partition published with a code
+  WAREHOUSE/index/<code>/shards/dt=<date>/     the similarity index of a code: one shard per partition
+                                               (image_id, code, label; committed like a checkpoint)
   WAREHOUSE/duplicates/dt=<date>/              near-duplicate groups of a partition's images
   WAREHOUSE/_staging/<name>/dt=<date>/<id>/    where one attempt of a stage writes before its atomic rename
   WAREHOUSE/_staging/.probe-<id>/              storage.check_writable's probe (created, then removed at once)
@@ -94,6 +95,12 @@ class Warehouse:
 
     def index(self, code: str) -> str:
         return _join(self.index_root(), code)
+
+    def index_shards(self, code: str) -> str:
+        return _join(self.index(code), "shards")
+
+    def index_shard(self, code: str, date: str) -> str:
+        return _join(self.index_shards(code), f"dt={date}")
 
     def staging_root(self, name: str, date: str) -> str:
         """Where the attempts of `name` for `date` stage their output, one directory each."""

@@ -25,7 +25,8 @@ EMBED = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, {RE
 # The output contract (README "Output contract"): column order matters to readers of the files.
 FEATURES = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, model string, {REUSED}"
 QUARANTINE = "image_id string, stage string, reason string"
-# Near-duplicates of a partition's image: one row per match in this or an earlier partition.
+# Near-duplicates of a partition: one row per image that has one in this or an earlier partition,
+# its group (named by the group's earliest key) and its nearest match.
 DUPLICATES = "image_id string, group_id string, match_partition string, match_image_id string, hamming int"
 
 STAGE_SCHEMAS = {"ingest": INGEST, "detect": DETECT, "crop": CROP, "embed": EMBED}

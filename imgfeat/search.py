@@ -1,133 +1,181 @@
-"""Similarity search and near-duplicate groups over published binary codes, with faiss.
+"""Similarity search over published binary codes: a sharded index, one shard per partition.
 
-An index holds, for every image published with one code (`descriptor.Coder.name`), its key
-"dt=<date>/<image_id>", its packed code, label and its float embedding (float16, for optional
-re-ranking). Codes are searched exhaustively by Hamming distance (faiss IndexBinaryFlat): exact,
-and measured by `make bench` at a fraction of a second for a million 64-bit codes.
-It is stored as one .npz file, so a refresh replaces it atomically.
+WAREHOUSE/index/<code>/shards/dt=<date>/ holds one partition's image_id, packed code and label as
+Parquet sorted by image_id, committed like a checkpoint by a Spark executor (`spark/index.py`); a
+new partition adds or replaces its own shard only. The committed shard directories are the index.
+
+A query reads only the code column of each shard (8 bytes a picture for 64-bit codes), searches
+it exhaustively by Hamming distance with faiss (IndexBinaryFlat: exact), and merges the shards'
+candidates by (distance, key): exactly the order of one flat index over every shard, whose keys
+"dt=<date>/<image_id>" sort by shard, then by row. Keys and labels are read for the hits only;
+float embeddings (`--rerank`) for the candidates only, from the features table.
 """
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-INDEX_FILE = "index.npz"
+SHARD_SCHEMA = "image_id string, code binary, label string"
 
 
 class SearchError(ValueError):
     """A query that cannot be answered; the message says why."""
 
 
+def shard_table(rows):
+    """A shard as Arrow (sorted by image_id): rows of (image_id, code bytes, label or None). The
+    Spark job writes the same columns; tests and the benchmark write shards with this."""
+    import pyarrow as pa
+
+    rows = sorted(rows, key=lambda r: r[0])
+    return pa.table({"image_id": pa.array([r[0] for r in rows], pa.string()),
+                     "code": pa.array([bytes(r[1]) for r in rows], pa.binary()),
+                     "label": pa.array([r[2] for r in rows], pa.string())})
+
+
 @dataclass
-class Index:
-    code: str
+class Shard:
+    """One partition's rows: codes in memory, keys and labels read when first needed."""
+    date: str
+    path: str
     bits: int
-    keys: np.ndarray  # str, "dt=<date>/<image_id>"
-    codes: np.ndarray  # uint8 [N, bits/8]
-    labels: np.ndarray  # str ("" when nothing was detected)
-    embeddings: np.ndarray  # float16 [N, dim]
-
-    def __post_init__(self):
-        import faiss
-
-        if self.codes.shape[1] * 8 != self.bits:
-            raise SearchError(f"index {self.code}: codes of {self.codes.shape[1] * 8} bits, expected {self.bits}")
-        self._faiss = faiss.IndexBinaryFlat(self.bits)
-        if len(self.codes):
-            self._faiss.add(np.ascontiguousarray(self.codes))
-        self._rows = {k: i for i, k in enumerate(self.keys)}
+    codes: np.ndarray  # uint8 [n, bits/8], rows in image_id order
+    _columns: object = field(default=None, repr=False)  # Arrow table of image_id, label
+    _faiss: object = field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.codes)
 
-    def row(self, key: str) -> int:
-        """The row of "dt=<date>/<image_id>", or of a bare image_id that only one partition has."""
-        if key in self._rows:
-            return self._rows[key]
-        found = [i for k, i in self._rows.items() if k.split("/", 1)[1] == key]
+    def columns(self):
+        if self._columns is None:
+            self._columns = _read_parquet(self.path, ["image_id", "label"])
+        return self._columns
+
+    def image_id(self, row: int) -> str:
+        return self.columns().column("image_id")[row].as_py()
+
+    def label(self, row: int) -> str | None:
+        return self.columns().column("label")[row].as_py()
+
+    def find(self, image_id: str) -> int | None:
+        """The row of `image_id` (rows are sorted by it)."""
+        ids = self.columns().column("image_id").to_numpy(zero_copy_only=False)
+        i = int(np.searchsorted(ids, image_id))
+        return i if i < len(ids) and ids[i] == image_id else None
+
+    def nearest(self, code: np.ndarray, k: int) -> list[tuple[int, int]]:
+        """(distance, row) of every row at most as far as this shard's k-th nearest, ties included."""
+        import faiss
+
+        if not len(self) or k <= 0:
+            return []
+        if self._faiss is None:
+            self._faiss = faiss.IndexBinaryFlat(self.bits)
+            self._faiss.add(np.ascontiguousarray(self.codes))
+        dist, _ = self._faiss.search(code, min(k, len(self)))
+        lims, d, rows = self._faiss.range_search(code, int(dist[0].max()) + 1)
+        return sorted(zip(d.tolist(), rows.tolist()))
+
+
+class Index:
+    """Every shard of one code, in partition order."""
+
+    def __init__(self, code: str, bits: int, shards: list[Shard], features_root: str | None = None):
+        self.code, self.bits, self.shards, self.features_root = code, bits, shards, features_root
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.shards)
+
+    def _shard(self, date: str) -> Shard | None:
+        return next((s for s in self.shards if s.date == date), None)
+
+    def locate(self, key: str) -> tuple[Shard, int]:
+        """(shard, row) of "dt=<date>/<image_id>", or of a bare image_id that only one partition has."""
+        if key.startswith("dt=") and "/" in key:
+            date, image_id = key[3:].split("/", 1)
+            shard = self._shard(date)
+            row = None if shard is None else shard.find(image_id)
+            if row is not None:
+                return shard, row
+        found = [(s, r) for s in self.shards if (r := s.find(key)) is not None]
         if len(found) == 1:
             return found[0]
         if found:
             raise SearchError(f"image_id {key!r} is in {len(found)} partitions: name one as dt=<date>/{key}")
         raise SearchError(f"image_id {key!r} is not in the index of {self.code} ({len(self)} images)")
 
-    def search(self, code: np.ndarray, k: int, embedding: np.ndarray | None = None,
-               candidates: int = 100) -> list[dict]:
-        """The k nearest images of one packed code. With `embedding`, the `candidates` nearest by
-        Hamming distance are re-ranked by the cosine similarity of their float embeddings."""
-        code = np.asarray(code, np.uint8).reshape(1, -1)
+    def key(self, shard: Shard, row: int) -> str:
+        return f"dt={shard.date}/{shard.image_id(row)}"
+
+    def embeddings(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """The float embeddings of `keys`, read from the features table (their partitions only)."""
+        import pyarrow.compute as pc
+
+        if self.features_root is None:
+            raise SearchError(f"index {self.code}: no features table to read embeddings from")
+        by_date: dict[str, set] = {}
+        for k in keys:
+            date, image_id = k[3:].split("/", 1)
+            by_date.setdefault(date, set()).add(image_id)
+        out = {}
+        for date, ids in by_date.items():
+            t = _read_parquet(f"{self.features_root}/dt={date}", ["image_id", "embedding"],
+                              pc.field("image_id").isin(sorted(ids)))
+            for image_id, emb in zip(t.column("image_id").to_pylist(), t.column("embedding").to_pylist()):
+                out[f"dt={date}/{image_id}"] = np.asarray(emb, np.float32)
+        return out
+
+    def search(self, code: np.ndarray, k: int, embedding: np.ndarray | None = None, candidates: int = 100,
+               exclude: str | None = None) -> list[dict]:
+        """The k nearest images of one packed code, by (Hamming distance, key); `exclude`: a key
+        left out (the query's own row). With `embedding`, the `candidates` nearest are re-ranked by
+        the cosine similarity of their float embeddings."""
+        code = np.ascontiguousarray(np.asarray(code, np.uint8).reshape(1, -1))
         if code.shape[1] * 8 != self.bits:
             raise SearchError(f"a {code.shape[1] * 8}-bit query code against the {self.bits}-bit index {self.code}")
-        n = min(len(self), max(k, candidates if embedding is not None else k))
-        if n == 0:
-            return []
-        dist, idx = self._faiss.search(code, n)
-        hits = [{"key": str(self.keys[i]), "hamming": int(d), "label": str(self.labels[i]) or None}
-                for d, i in zip(dist[0], idx[0]) if i >= 0]
+        n = max(k, candidates if embedding is not None else k) + (exclude is not None)
+        found = [(d, i, row) for i, s in enumerate(self.shards) for d, row in s.nearest(code, n)]
+        found.sort()  # shards in partition order, rows in image_id order: (distance, key) order
+        hits = []
+        for d, i, row in found:
+            shard = self.shards[i]
+            key = self.key(shard, row)
+            if key != exclude:
+                hits.append({"key": key, "hamming": int(d), "label": shard.label(row)})
+            if len(hits) == n - (exclude is not None):
+                break
         if embedding is not None:
-            rows = idx[0][idx[0] >= 0]
-            cos = self.embeddings[rows].astype(np.float32) @ np.asarray(embedding, np.float32)
-            for h, c in zip(hits, cos):
-                h["cosine"] = round(float(c), 4)
-            hits.sort(key=lambda h: (-h["cosine"], h["hamming"]))
+            vectors = self.embeddings([h["key"] for h in hits])
+            query = np.asarray(embedding, np.float32)
+            for h in hits:
+                h["cosine"] = round(float(vectors[h["key"]] @ query), 4)
+            hits.sort(key=lambda h: (-h["cosine"], h["hamming"], h["key"]))
         return hits[:k]
 
-    def within(self, codes: np.ndarray, radius: int) -> list[list[tuple[int, int]]]:
-        """For each query code, the (row, distance) of every indexed code within `radius` (inclusive)."""
-        if not len(self) or not len(codes):
-            return [[] for _ in range(len(codes))]
-        lims, dist, idx = self._faiss.range_search(np.ascontiguousarray(codes, np.uint8), radius + 1)
-        return [[(int(idx[j]), int(dist[j])) for j in range(lims[q], lims[q + 1])] for q in range(len(codes))]
 
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, code=np.array(self.code), bits=np.array(self.bits), keys=self.keys, codes=self.codes,
-                 labels=self.labels, embeddings=self.embeddings)
-        return buf.getvalue()
+def _read_parquet(path: str, columns: list[str], filter=None):
+    """Columns of a Parquet directory on a local path or a Hadoop URI (WebHDFS)."""
+    import pyarrow.parquet as pq
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "Index":
-        z = np.load(io.BytesIO(data), allow_pickle=False)
-        return cls(str(z["code"]), int(z["bits"]), z["keys"], z["codes"], z["labels"], z["embeddings"])
+    from imgfeat import params, storage
+
+    local = params.local_path(path)
+    if local is not None:
+        return pq.read_table(local, columns=columns, filters=filter, memory_map=True)
+    fs, p = storage.filesystem(path)
+    return pq.read_table(p, columns=columns, filters=filter, filesystem=fs)
 
 
-def build(code: str, bits: int, rows) -> Index:
-    """An index of `rows`: (key, code bytes, label or None, embedding) tuples."""
-    rows = sorted(rows, key=lambda r: r[0])
-    dim = len(rows[0][3]) if rows else 0
-    return Index(code, bits,
-                 np.array([r[0] for r in rows], dtype=str),
-                 np.frombuffer(b"".join(bytes(r[1]) for r in rows), np.uint8).reshape(len(rows), bits // 8),
-                 np.array([r[2] or "" for r in rows], dtype=str),
-                 np.array([r[3] for r in rows], dtype=np.float16).reshape(len(rows), dim))
+def shard_dates(warehouse: str, code: str) -> list[str]:
+    """The partitions with a committed shard of `code`, in order."""
+    from imgfeat import storage
+    from imgfeat.layout import SUCCESS, Warehouse
 
-
-def duplicates(index: Index, date: str, radius: int) -> list[dict]:
-    """Near-duplicate rows of partition `date`: each of its images with every other indexed image
-    of this or an earlier partition within `radius`. Images linked by such matches form a group,
-    named by its earliest member (ordered by partition, then image_id): usually the original."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    prefix = f"dt={date}/"
-    own = [i for i, k in enumerate(index.keys) if k.startswith(prefix)]
-    pairs = []
-    for i, found in zip(own, index.within(index.codes[own], radius)):
-        pairs += [(i, j, d) for j, d in found if j != i and index.keys[j][3:13] <= date]
-    if not pairs:
-        return []
-    n = len(index)
-    graph = coo_matrix((np.ones(len(pairs)), ([p[0] for p in pairs], [p[1] for p in pairs])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    first = {}
-    for i in np.unique([p for pair in pairs for p in pair[:2]]):  # keys are sorted: the first seen is the earliest
-        first.setdefault(component[i], str(index.keys[i]))
-    return [{"image_id": index.keys[i][len(prefix):], "group_id": first[component[i]],
-             "match_partition": index.keys[j][3:13], "match_image_id": index.keys[j][14:], "hamming": d}
-            for i, j, d in sorted(pairs)]
+    root = Warehouse(warehouse).index_shards(code)
+    return sorted(n[3:] for n in storage.list_names(root)
+                  if n.startswith("dt=") and storage.exists(f"{root}/{n}/{SUCCESS}"))
 
 
 def load_index(warehouse: str, bits: int | None = None, code: str | None = None) -> Index:
@@ -137,8 +185,9 @@ def load_index(warehouse: str, bits: int | None = None, code: str | None = None)
     from imgfeat.descriptor import code_bits_of
     from imgfeat.layout import Warehouse
 
-    root = Warehouse(warehouse).index_root()
-    codes = [c for c in storage.list_names(root) if storage.exists(f"{root}/{c}/{INDEX_FILE}")]
+    wh = Warehouse(warehouse)
+    root = wh.index_root()
+    codes = [c for c in storage.list_names(root) if shard_dates(warehouse, c)]
     if not codes:
         raise SearchError(f"no similarity index under {root}: the feature_index DAG builds one after each publish")
     if code is None:
@@ -152,10 +201,31 @@ def load_index(warehouse: str, bits: int | None = None, code: str | None = None)
         code = learned[-1] if learned else fitting[0]
     elif code not in codes:
         raise SearchError(f"no index of code {code} under {root}; it has {', '.join(codes)}")
-    index = Index.from_bytes(storage.read_bytes(f"{root}/{code}/{INDEX_FILE}"))
-    if bits is not None and index.bits != bits:
-        raise SearchError(f"the index {code} holds {index.bits}-bit codes, not {bits}")
-    return index
+    index_bits = code_bits_of(code)
+    if bits is not None and index_bits != bits:
+        raise SearchError(f"the index {code} holds {index_bits}-bit codes, not {bits}")
+    shards = []
+    for date in shard_dates(warehouse, code):
+        path = wh.index_shard(code, date)
+        codes_ = _packed(_read_parquet(path, ["code"]).column("code"), index_bits)
+        shards.append(Shard(date, path, index_bits, codes_))
+    return Index(code, index_bits, shards, wh.features_root())
+
+
+def _packed(column, bits: int) -> np.ndarray:
+    """A binary column of bits/8-byte codes as one uint8 [n, bits/8] array (no Python loop)."""
+    import pyarrow as pa
+
+    width = bits // 8
+    parts = []
+    for chunk in column.chunks:
+        try:
+            fixed = chunk.cast(pa.binary(width))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise SearchError(f"a shard holds codes that are not {bits} bits long") from None
+        data = np.frombuffer(fixed.buffers()[1], np.uint8)
+        parts.append(data[fixed.offset * width:(fixed.offset + len(fixed)) * width])
+    return np.concatenate(parts or [np.zeros(0, np.uint8)]).reshape(-1, width)
 
 
 def describe_file(data: bytes, name: str, warehouse: str, index: Index, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -83,6 +83,11 @@ def _resolve(path: str):
     return fs, _AUTHORITY.sub("", path, count=1) or "/"
 
 
+def filesystem(path: str):
+    """(fsspec file system, path on it) of a local path or URI: for readers such as pyarrow."""
+    return _resolve(path)
+
+
 def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror

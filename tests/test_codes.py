@@ -97,75 +97,133 @@ def _code(bits_on, bits=16):
     return np.packbits(b).tobytes()
 
 
-def _index():
-    emb = np.eye(4, dtype=np.float32)
-    rows = [("dt=2026-11-01/a.jpg", _code([]), "cup", emb[0]),
-            ("dt=2026-11-02/b.jpg", _code([0]), "cup", emb[0]),
-            ("dt=2026-11-02/c.jpg", _code([0, 1, 2, 3, 4, 5]), None, emb[1]),
-            ("dt=2026-11-02/d.jpg", _code([0, 1, 2, 3, 4, 5, 6]), "cat", emb[2]),
-            ("dt=2026-11-03/a.jpg", _code([1]), "cup", emb[3])]
-    return search.build("deepbit16-test", 16, rows)
+ROWS = {"2026-11-01": [("a.jpg", _code([]), "cup", 0)],
+        "2026-11-02": [("b.jpg", _code([0]), "cup", 0), ("c.jpg", _code([0, 1, 2, 3, 4, 5]), None, 1),
+                       ("d.jpg", _code([0, 1, 2, 3, 4, 5, 6]), "cat", 2)],
+        "2026-11-03": [("a.jpg", _code([1]), "cup", 3)]}
 
 
-def test_search_returns_exact_hamming_neighbours_and_reranks_by_cosine():
-    index = _index()
+def write_shards(root, code, rows, embeddings=None):
+    """Committed shards (and, for re-ranking, features with embeddings) as spark/index.py leaves them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    wh = Warehouse(str(root))
+    for date, rs in rows.items():
+        shard = Path(wh.index_shard(code, date))
+        shard.mkdir(parents=True)
+        pq.write_table(search.shard_table([r[:3] for r in rs]), shard / "part-00000.parquet")
+        (shard / "_SUCCESS").touch()
+        if embeddings is not None:
+            features = Path(wh.table("features", date))
+            features.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"image_id": [r[0] for r in rs],
+                                     "embedding": [embeddings[r[3]].tolist() for r in rs]}),
+                           features / "part-00000.parquet")
+
+
+@pytest.fixture
+def index(tmp_path):
+    write_shards(tmp_path, "deepbit16-test", ROWS, np.eye(4, dtype=np.float32))
+    return search.load_index(str(tmp_path))
+
+
+def test_search_returns_exact_hamming_neighbours_and_reranks_by_cosine(index):
     hits = index.search(np.frombuffer(_code([]), np.uint8), 3)
     assert [(h["key"], h["hamming"]) for h in hits] == [
         ("dt=2026-11-01/a.jpg", 0), ("dt=2026-11-02/b.jpg", 1), ("dt=2026-11-03/a.jpg", 1)]
-    assert hits[0]["label"] == "cup"
+    assert [h["label"] for h in hits] == ["cup", "cup", "cup"]
     reranked = index.search(np.frombuffer(_code([]), np.uint8), 2, embedding=np.eye(4)[2])
     assert reranked[0]["key"] == "dt=2026-11-02/d.jpg" and reranked[0]["cosine"] == 1.0
+    # the query's own row left out: the next one takes its place
+    assert [h["key"] for h in index.search(np.frombuffer(_code([]), np.uint8), 2, exclude="dt=2026-11-01/a.jpg")] == [
+        "dt=2026-11-02/b.jpg", "dt=2026-11-03/a.jpg"]
 
 
-def test_index_round_trips_through_bytes():
-    index = _index()
-    again = search.Index.from_bytes(index.to_bytes())
-    assert again.code == "deepbit16-test" and again.bits == 16 and list(again.keys) == list(index.keys)
-    np.testing.assert_array_equal(again.codes, index.codes)
-    assert list(again.labels) == ["cup", "cup", "", "cat", "cup"]
+def test_each_partition_is_a_shard_read_back_in_image_id_order(index):
+    assert index.code == "deepbit16-test" and index.bits == 16 and len(index) == 5
+    assert [(s.date, len(s)) for s in index.shards] == [("2026-11-01", 1), ("2026-11-02", 3), ("2026-11-03", 1)]
+    shard = index.shards[1]
+    assert [shard.image_id(i) for i in range(3)] == ["b.jpg", "c.jpg", "d.jpg"]
+    assert [bytes(c) for c in shard.codes] == [r[1] for r in ROWS["2026-11-02"]]
+    assert [shard.label(i) for i in range(3)] == ["cup", None, "cat"]
 
 
-def test_duplicates_group_a_partition_with_earlier_partitions_only():
-    index = _index()
-    rows = search.duplicates(index, "2026-11-02", radius=1)
-    assert rows == [
-        {"image_id": "b.jpg", "group_id": "dt=2026-11-01/a.jpg", "match_partition": "2026-11-01",
-         "match_image_id": "a.jpg", "hamming": 1},
-        {"image_id": "c.jpg", "group_id": "dt=2026-11-02/c.jpg", "match_partition": "2026-11-02",
-         "match_image_id": "d.jpg", "hamming": 1},
-        {"image_id": "d.jpg", "group_id": "dt=2026-11-02/c.jpg", "match_partition": "2026-11-02",
-         "match_image_id": "c.jpg", "hamming": 1},
-    ]  # dt=2026-11-03/a.jpg is within 1 of b.jpg but later: it is 11-03's duplicate, not 11-02's
-    assert search.duplicates(index, "2026-11-02", radius=0) == []
-    assert {r["image_id"] for r in search.duplicates(index, "2026-11-03", radius=2)} == {"a.jpg"}
+def test_sharded_search_equals_one_flat_index(tmp_path):
+    """Random 32-bit codes over 4 shards, many ties: every query's top k, by (distance, key), is
+    what a brute-force scan of all rows gives."""
+    from conftest import hamming
+
+    rng = np.random.RandomState(7)
+    rows, flat = {}, []
+    for day in range(1, 5):
+        date = f"2026-11-0{day}"
+        ids = [f"img{n:04d}.jpg" for n in rng.choice(5000, 300, replace=False)]
+        codes = [bytes(c) for c in rng.randint(0, 256, (300, 4), dtype=np.uint8) & np.uint8(0x0F)]  # few bits: ties
+        rows[date] = [(i, c, None) for i, c in zip(ids, codes)]
+        flat += [(f"dt={date}/{i}", c) for i, c in zip(ids, codes)]
+    write_shards(tmp_path, "simhash32c-test", rows)
+    index = search.load_index(str(tmp_path))
+    for q in rng.randint(0, 256, (20, 4), dtype=np.uint8) & np.uint8(0x0F):
+        expected = sorted((hamming(bytes(q), c), k) for k, c in flat)[:25]
+        assert [(h["hamming"], h["key"]) for h in index.search(q, 25)] == expected
 
 
 @pytest.mark.parametrize("key,message", [
     ("nothing.jpg", "image_id 'nothing.jpg' is not in the index of deepbit16-test (5 images)"),
     ("a.jpg", "image_id 'a.jpg' is in 2 partitions: name one as dt=<date>/a.jpg"),
 ])
-def test_unknown_or_ambiguous_image_ids_are_refused(key, message):
+def test_unknown_or_ambiguous_image_ids_are_refused(index, key, message):
     with pytest.raises(search.SearchError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        _index().row(key)
-    assert _index().row("c.jpg") == 2
+        index.locate(key)
+    shard, row = index.locate("c.jpg")
+    assert (shard.date, row) == ("2026-11-02", 1) and index.key(*index.locate("dt=2026-11-03/a.jpg")) == "dt=2026-11-03/a.jpg"
 
 
-def test_a_query_code_of_another_length_is_refused():
+def test_a_query_code_of_another_length_is_refused(index):
     with pytest.raises(search.SearchError, match="a 64-bit query code against the 16-bit index deepbit16-test"):
-        _index().search(np.zeros(8, np.uint8), 3)
+        index.search(np.zeros(8, np.uint8), 3)
 
 
 def test_load_index_picks_the_learned_index_and_refuses_another_code_length(tmp_path):
     for code in ("simhash16c-s20160626", "deepbit16-20261101T000000-aaaaaaaa", "deepbit16-20261120T000000-bbbbbbbb"):
-        idx = search.build(code, 16, [("dt=2026-11-01/a.jpg", _code([1]), "cup", np.ones(4))])
-        (tmp_path / "index" / code).mkdir(parents=True)
-        (tmp_path / "index" / code / search.INDEX_FILE).write_bytes(idx.to_bytes())
+        write_shards(tmp_path, code, {"2026-11-01": [("a.jpg", _code([1]), "cup", 0)]})
+    # a shard without _SUCCESS (a write in progress) is not part of the index
+    (tmp_path / "index" / "deepbit16-20261130T000000-cccccccc" / "shards" / "dt=2026-11-01").mkdir(parents=True)
     assert search.load_index(str(tmp_path)).code == "deepbit16-20261120T000000-bbbbbbbb"
     assert search.load_index(str(tmp_path), code="simhash16c-s20160626").code == "simhash16c-s20160626"
     with pytest.raises(search.SearchError, match="no index of 64-bit codes under .*; it has deepbit16-"):
         search.load_index(str(tmp_path), bits=64)
     with pytest.raises(search.SearchError, match="no similarity index under"):
         search.load_index(str(tmp_path / "empty"))
+
+
+def test_mih_candidates_contain_every_pair_within_the_radius():
+    """Pigeonhole: two codes within r meet on some substring position where one's value is among
+    the other's probes (its values' neighbours within r // m), for every m."""
+    from imgfeat import mih
+
+    rng = np.random.RandomState(3)
+    codes = rng.randint(0, 256, (400, 8), dtype=np.uint8)
+    codes[200:] = codes[:200] ^ (rng.rand(200, 64) < 0.06).reshape(200, 8, 8).dot(1 << np.arange(7, -1, -1)).astype(np.uint8)
+    bits = mih.unpack(codes)
+    dist = (bits[:, None, :] != bits[None, :, :]).sum(axis=2)
+    for radius in (0, 3, 5):
+        within = {(i, j) for i, j in zip(*np.nonzero(dist <= radius)) if i != j}
+        for m in sorted({2, 4, max(2, radius + 1), mih.plan(64, radius, len(codes))[0]}):  # 64 bits: m >= 2
+            s = radius // m
+            exact = mih.substrings(bits, m)
+            found = set()
+            for j, probes in mih.probes(bits, m, s):
+                bucket = {}
+                for k, v in enumerate(exact[:, j].tolist()):
+                    bucket.setdefault(v, []).append(k)
+                found |= {(i, k) for i, row in enumerate(probes.tolist()) for v in row for k in bucket.get(v, ())
+                          if k != i}
+            assert within <= found, (radius, m)
+    # the cheapest split: probes per code times (1 + the expected bucket size)
+    assert mih.plan(64, 5, 10_000_000) == (3, 1) and mih.plan(64, 5, 100) == (6, 0)
 
 
 # --- evaluation metrics ----------------------------------------------------------------------------

@@ -43,28 +43,31 @@ def indexed(local_run, tmp_path_factory):
 
 def test_the_index_holds_every_published_code(indexed):
     meta = json.loads((indexed["warehouse"] / "duplicates" / f"dt={DATE}" / "_stage.json").read_text())
-    index = search.Index.from_bytes((indexed["warehouse"] / "index" / meta["code"] / "index.npz").read_bytes())
-    codes = {f"dt={DATE}/{r['image_id']}": r["code"] for r in indexed["features"]}
+    index = search.load_index(str(indexed["warehouse"]), code=meta["code"])
+    codes = {r["image_id"]: r["code"] for r in indexed["features"]}
     assert meta["code"] == descriptor.code_name(64) and index.bits == 64  # no layer trained: the projection
-    assert dict(zip(index.keys, (c.tobytes() for c in index.codes))) == codes
+    [shard] = index.shards  # the partition's shard, in image_id order
+    assert shard.date == DATE and [shard.image_id(i) for i in range(len(shard))] == sorted(codes)
+    assert [bytes(c) for c in shard.codes] == [codes[i] for i in sorted(codes)]
+    shard_meta = json.loads((indexed["warehouse"] / "index" / meta["code"] / "shards" / f"dt={DATE}" / "_stage.json").read_text())
+    features_meta = json.loads((indexed["warehouse"] / "features" / f"dt={DATE}" / "_stage.json").read_text())
+    assert (shard_meta["rows"], shard_meta["features_commit"]) == (len(codes), features_meta["commit_id"])
 
 
-def test_duplicates_list_every_pair_within_the_radius(indexed):
+def test_duplicates_give_each_image_its_group_and_nearest_match(indexed):
+    from test_duplicates import _oracle
+
     rows = indexed["features"]
     radius = default_radius(descriptor.code_name(64), 64)
-    expected = {(a["image_id"], b["image_id"], hamming(a["code"], b["code"]))
-                for a in rows for b in rows
-                if a is not b and hamming(a["code"], b["code"]) <= radius}
-    got = _table(indexed["warehouse"] / "duplicates" / f"dt={DATE}")
-    assert {(r["image_id"], r["match_image_id"], r["hamming"]) for r in got} == expected
-    assert {r["match_partition"] for r in got} == {DATE}
+    got = sorted(_table(indexed["warehouse"] / "duplicates" / f"dt={DATE}"), key=lambda r: r["image_id"])
+    assert got == _oracle({DATE: [(r["image_id"], r["code"]) for r in rows]}, DATE, radius)
     # the sample's copy of the coffee photo is a near-duplicate of it, in one group named by the first
-    pairs = {(r["image_id"], r["match_image_id"]) for r in got}
-    assert ("sample/photos/img_0000.jpg", "shop/coffee.jpg") in pairs
     groups = {r["image_id"]: r["group_id"] for r in got}
     assert groups["sample/photos/img_0000.jpg"] == groups["shop/coffee.jpg"] == min(
         f"dt={DATE}/{i}" for i, g in groups.items() if g == groups["shop/coffee.jpg"])
     assert "shop/chelsea.jpg" not in groups
+    meta = json.loads((indexed["warehouse"] / "duplicates" / f"dt={DATE}" / "_stage.json").read_text())
+    assert (meta["rows"], meta["groups"], meta["radius"]) == (len(got), len(set(groups.values())), radius)
 
 
 def _similar(indexed, *args):

@@ -159,7 +159,7 @@ def test_a_rest_trigger_with_params_publishes_the_partition(api, e2e_input, tmp_
         (0, f"dt={E2E_DATE}")]
     meta = json.loads((warehouse / "duplicates" / f"dt={E2E_DATE}" / "_stage.json").read_text())
     assert meta["indexed_images"] == manifest["published"] and meta["code"] == manifest["model"].rsplit("code=", 1)[1]
-    assert (warehouse / "index" / meta["code"] / "index.npz").is_file()
+    assert (warehouse / "index" / meta["code"] / "shards" / f"dt={E2E_DATE}" / "_SUCCESS").is_file()
 
 
 @pytest.mark.parametrize("conf,field", [({"code_bits": 12}, "code_bits"), ({"engine": "tensorrt"}, "engine"),

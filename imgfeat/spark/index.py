@@ -1,24 +1,29 @@
-"""index: after a partition is published, refresh the similarity index of its code and write the
-partition's near-duplicates table.
+"""index: after a partition is published, write its shard of the similarity index and its
+near-duplicates table, as Spark jobs (nothing proportional to the store reaches the driver).
 
   spark-submit spark_apps/index.py --warehouse-root W --partition-date D [--duplicate-radius R]
 
-The index covers every partition published with the same code (`search.Index`), at
-WAREHOUSE/index/<code>/index.npz (replaced atomically). The duplicates table of the partition,
-WAREHOUSE/duplicates/dt=<date>/, pairs each of its images with the images of this or an earlier
-partition within Hamming distance R (`search.duplicates`), committed like a checkpoint.
+The partition's shard, WAREHOUSE/index/<code>/shards/dt=<date>/ (`imgfeat.search`), is its
+image_id, code and label sorted by image_id, written by one executor and committed like a
+checkpoint; it is rewritten only when the partition's features were (their commit id is recorded),
+and a shard of the same partition under another code is removed. The duplicates table,
+WAREHOUSE/duplicates/dt=<date>/, gives each image of the partition that has a near-duplicate
+within Hamming distance R in this or an earlier partition its group and nearest match
+(`imgfeat.spark.duplicates`: multi-index hashing joins and connected components).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
 from imgfeat import params, search
 from imgfeat.layout import SUCCESS, Warehouse
 
+ROWS_PER_SHUFFLE_PARTITION = 250_000
 # Hamming radius of a near-duplicate, by code kind and length: the largest radius at which the
 # false-match rate stays at or below 0.1% on the evaluation corpus (`make eval`, README table).
 DUPLICATE_RADIUS = {"deepbit": {32: 2, 64: 8, 128: 21}, "simhash": {32: 1, 64: 5, 128: 14}}
@@ -45,42 +50,69 @@ def code_of(model: str) -> str:
     return model.rsplit("code=", 1)[1]
 
 
-def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
-    from pyspark.sql import functions as F
-
-    from imgfeat import schemas
-    from imgfeat.spark.checkpoint import commit, write_text_atomically
-    from imgfeat.spark.hadoop import HadoopFS
+def write_shard(spark, wh: Warehouse, date: str) -> tuple[str, int]:
+    """Commit the partition's shard (unless it is current) and drop its shards of other codes;
+    returns the partition's (code, bits)."""
     from imgfeat.spark import StageFailed
-    from imgfeat.spark import reuse
+    from imgfeat.spark.checkpoint import commit, is_committed, read_meta
+    from imgfeat.spark.hadoop import HadoopFS
 
-    started = time.time()
     fs = HadoopFS(spark)
     own = wh.table("features", date)
     if not fs.exists(f"{own}/{SUCCESS}"):
         raise StageFailed(f"features {own} are not published: run image_features for dt={date} first")
-    first = spark.read.parquet(own).select("model", "code_bits").first()
+    features = spark.read.parquet(own)
+    first = features.select("model", "code_bits").first()
     if first is None:
         raise StageFailed(f"features {own} hold no image")
     code, bits = code_of(first["model"]), first["code_bits"]
-    radius = default_radius(code, bits) if radius is None else radius
-    root = wh.features_root()
-    rows = (reuse.all_published(spark, root).where(F.col("model").endswith(f"code={code}"))
-            .select(F.concat(F.lit("dt="), "dt", F.lit("/"), "image_id").alias("key"), "code", "label", "embedding")
-            .collect())
-    index = search.build(code, bits, [(r.key, r.code, r.label, r.embedding) for r in rows])
-    write_text_atomically(spark, f"{wh.index(code)}/{search.INDEX_FILE}", index.to_bytes())
-    dupes = search.duplicates(index, date, radius)
-    df = spark.createDataFrame([tuple(d[c] for c in schemas.columns(schemas.DUPLICATES)) for d in dupes],
-                               schemas.DUPLICATES).coalesce(1)
-    groups = len({d["group_id"] for d in dupes})
-    info = commit(spark, df, wh.table("duplicates", date), wh.staging_root("duplicates", date),
-                  wh.new_staging("duplicates", date),
-                  lambda written: {"rows": written.count(), "images": len({d["image_id"] for d in dupes}),
-                                   "groups": groups, "radius": radius, "code": code,
-                                   "index": wh.index(code), "indexed_images": len(index),
-                                   "duration_s": round(time.time() - started, 3)})
-    return info
+    features_commit = read_meta(spark, own)["commit_id"]
+    shard = wh.index_shard(code, date)
+    if not (is_committed(fs, shard) and read_meta(spark, shard).get("features_commit") == features_commit):
+        rows = features.select("image_id", "code", "label").repartition(1).sortWithinPartitions("image_id")
+        commit(spark, rows, shard, wh.staging_root("index", date), wh.new_staging("index", date),
+               lambda written: {"rows": written.count(), "code": code, "bits": bits, "partition_date": date,
+                                "features_commit": features_commit})
+    for other in fs.list_names(wh.index_root()):  # the partition was re-published with another code
+        if other != code and fs.exists(wh.index_shard(other, date)):
+            fs.delete(wh.index_shard(other, date))
+    return code, bits
+
+
+def write_duplicates(spark, wh: Warehouse, date: str, code: str, bits: int, radius: int) -> dict:
+    """Commit the partition's duplicates table against the shards of `code` up to `date`."""
+    from imgfeat import schemas
+    from imgfeat.spark.checkpoint import commit, read_meta
+    from imgfeat.spark.duplicates import near_duplicates
+    from imgfeat.spark.hadoop import HadoopFS
+
+    fs = HadoopFS(spark)
+    shards = wh.index_shards(code)
+    dates = sorted(n[3:] for n in fs.list_names(shards) if n.startswith("dt=") and fs.exists(f"{shards}/{n}/{SUCCESS}"))
+    indexed = sum(read_meta(spark, f"{shards}/dt={d}")["rows"] for d in dates)
+    # Shuffles sized by the store (Spark's default, 200, makes a small store pay 200 tasks a stage).
+    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions",
+                   str(max(spark.sparkContext.defaultParallelism, math.ceil(indexed / ROWS_PER_SHUFFLE_PARTITION))))
+    try:
+        history = (spark.read.schema(f"{search.SHARD_SCHEMA}, dt string").option("basePath", shards)
+                   .parquet(*[f"{shards}/dt={d}" for d in dates if d <= date]).select("dt", "image_id", "code"))
+        dupes = near_duplicates(history, date, bits, radius).coalesce(1)
+        return commit(spark, dupes.select(*schemas.columns(schemas.DUPLICATES)), wh.table("duplicates", date),
+                      wh.staging_root("duplicates", date), wh.new_staging("duplicates", date),
+                      lambda written: {"rows": written.count(), "images": written.count(),
+                                       "groups": written.select("group_id").distinct().count(), "radius": radius,
+                                       "code": code, "index": wh.index(code), "indexed_images": indexed})
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", shuffle)
+
+
+def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
+    started = time.time()
+    code, bits = write_shard(spark, wh, date)
+    shard_s = time.time() - started
+    info = write_duplicates(spark, wh, date, code, bits, default_radius(code, bits) if radius is None else radius)
+    return {**info, "shard_s": round(shard_s, 3), "duration_s": round(time.time() - started, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

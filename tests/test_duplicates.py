@@ -1,0 +1,124 @@
+"""Near-duplicates as Spark joins (`imgfeat.spark.duplicates`): exactly what brute force gives."""
+
+import numpy as np
+import pytest
+
+from conftest import hamming
+from test_codes import ROWS
+
+pytestmark = pytest.mark.spark
+
+
+def _history(spark, rows: dict, upto: str):
+    return spark.createDataFrame([(date, r[0], bytearray(r[1])) for date, rs in rows.items() if date <= upto
+                                  for r in rs], "dt string, image_id string, code binary")
+
+
+def _run(spark, rows, date, bits, radius):
+    from imgfeat.spark.duplicates import near_duplicates
+
+    got = near_duplicates(_history(spark, rows, date), date, bits, radius).collect()
+    return sorted((r.asDict() for r in got), key=lambda r: r["image_id"])
+
+
+def test_each_image_gets_its_group_and_nearest_match_in_this_or_an_earlier_partition(spark):
+    assert _run(spark, ROWS, "2026-11-02", 16, 1) == [
+        {"image_id": "b.jpg", "group_id": "dt=2026-11-01/a.jpg", "match_partition": "2026-11-01",
+         "match_image_id": "a.jpg", "hamming": 1},
+        {"image_id": "c.jpg", "group_id": "dt=2026-11-02/c.jpg", "match_partition": "2026-11-02",
+         "match_image_id": "d.jpg", "hamming": 1},
+        {"image_id": "d.jpg", "group_id": "dt=2026-11-02/c.jpg", "match_partition": "2026-11-02",
+         "match_image_id": "c.jpg", "hamming": 1},
+    ]  # dt=2026-11-03/a.jpg is within 1 of b.jpg but later: it is 11-03's duplicate, not 11-02's
+    assert _run(spark, ROWS, "2026-11-02", 16, 0) == []
+    assert [r["image_id"] for r in _run(spark, ROWS, "2026-11-03", 16, 2)] == ["a.jpg"]
+
+
+def _oracle(rows: dict, date: str, radius: int) -> list[dict]:
+    """Brute force: every pair (image of `date`, other image up to `date`) within the radius; groups
+    are the connected components of those pairs, named by their least key."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    keys = sorted((f"dt={d}/{r[0]}", r[1]) for d, rs in rows.items() if d <= date for r in rs)
+    pairs = [(i, j, hamming(a, b)) for i, (ka, a) in enumerate(keys) if ka.startswith(f"dt={date}/")
+             for j, (kb, b) in enumerate(keys) if j != i and hamming(a, b) <= radius]
+    if not pairs:
+        return []
+    n = len(keys)
+    _, comp = connected_components(coo_matrix((np.ones(len(pairs)), ([p[0] for p in pairs], [p[1] for p in pairs])),
+                                              shape=(n, n)), directed=False)
+    members = {p for pair in pairs for p in pair[:2]}
+    name = {}
+    for i in sorted(members):
+        name.setdefault(comp[i], keys[i][0])
+    best = {}
+    for i, j, d in pairs:
+        best[i] = min(best.get(i, (d, keys[j][0])), (d, keys[j][0]))
+    return sorted(({"image_id": keys[i][0][len(f"dt={date}/"):], "group_id": name[comp[i]],
+                    "match_partition": m[3:13], "match_image_id": m[14:], "hamming": d}
+                   for i, (d, m) in best.items()), key=lambda r: r["image_id"])
+
+
+def test_the_join_finds_exactly_the_brute_force_duplicates(spark):
+    """Three partitions of random 32-bit codes with planted near-copies, exact copies and chains."""
+    rng = np.random.RandomState(11)
+    base = rng.randint(0, 256, (120, 4), dtype=np.uint8)
+    rows = {}
+    for day in range(3):
+        date = f"2026-11-0{day + 1}"
+        picks = rng.choice(len(base), 90, replace=True)  # repeats: exact copies within and across days
+        noise = (rng.rand(90, 32) < rng.choice([0, 0.03, 0.08], 90)[:, None]).reshape(90, 4, 8)
+        codes = base[picks] ^ (noise @ (1 << np.arange(7, -1, -1))).astype(np.uint8)
+        rows[date] = [(f"p{day}/{i:03d}.jpg", bytes(c)) for i, c in enumerate(codes)]
+    for radius in (0, 2, 4):
+        expected = _oracle(rows, "2026-11-03", radius)
+        assert len(expected) > 20
+        assert _run(spark, rows, "2026-11-03", 32, radius) == expected, radius
+
+
+def _publish(spark, wh, date, rows, code_name, commit_id):
+    """A published features partition as publish leaves it (the columns the index reads)."""
+    import json
+    from pathlib import Path
+
+    from imgfeat import schemas
+
+    cols = schemas.columns(schemas.FEATURES)
+    data = [tuple({"image_id": i, "label": "cup", "code": bytearray(c), "code_bits": len(c) * 8,
+                   "model": f"m;engine=openvino;min_score=0.3;code={code_name}"}.get(k) for k in cols)
+            for i, c in rows]
+    target = Path(wh.table("features", date))
+    spark.createDataFrame(data, schemas.FEATURES).coalesce(1).write.mode("overwrite").parquet(str(target))
+    (target / "_stage.json").write_text(json.dumps({"commit_id": commit_id}))
+
+
+def test_refresh_adds_one_shard_per_partition_and_rewrites_it_only_when_republished(spark, tmp_path):
+    import json
+
+    from imgfeat import search
+    from imgfeat.layout import Warehouse
+    from imgfeat.spark.index import refresh
+
+    wh = Warehouse(str(tmp_path))
+    code = "simhash16c-test"
+    _publish(spark, wh, "2026-11-01", [("a.jpg", ROWS["2026-11-01"][0][1])], code, "c1")
+    _publish(spark, wh, "2026-11-02", [(r[0], r[1]) for r in ROWS["2026-11-02"]], code, "c2")
+    first = refresh(spark, wh, "2026-11-01", radius=1)
+    info = refresh(spark, wh, "2026-11-02", radius=1)
+    assert (first["rows"], info["rows"], info["groups"], info["indexed_images"]) == (0, 3, 2, 4)
+    shard_meta = lambda d: json.loads((tmp_path / "index" / code / "shards" / f"dt={d}" / "_stage.json").read_text())  # noqa: E731
+    before = shard_meta("2026-11-01")
+    assert (before["rows"], before["features_commit"]) == (1, "c1")
+    # a refresh with nothing re-published keeps the shard; a re-publish replaces it
+    refresh(spark, wh, "2026-11-01", radius=1)
+    assert shard_meta("2026-11-01") == before
+    _publish(spark, wh, "2026-11-01", [("a.jpg", ROWS["2026-11-01"][0][1]), ("z.jpg", b"\xff\xff")], code, "c3")
+    refresh(spark, wh, "2026-11-01", radius=1)
+    assert (shard_meta("2026-11-01")["rows"], shard_meta("2026-11-01")["features_commit"]) == (2, "c3")
+    assert [(s.date, len(s)) for s in search.load_index(str(tmp_path)).shards] == [("2026-11-01", 2), ("2026-11-02", 3)]
+    # re-published with another code: the partition's shard moves to that code's index
+    _publish(spark, wh, "2026-11-02", [(r[0], r[1] + b"\x00") for r in ROWS["2026-11-02"]], "simhash24c-test", "c4")
+    refresh(spark, wh, "2026-11-02", radius=1)
+    assert not (tmp_path / "index" / code / "shards" / "dt=2026-11-02").exists()
+    assert [s.date for s in search.load_index(str(tmp_path), code="simhash24c-test").shards] == ["2026-11-02"]
