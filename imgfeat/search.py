@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SHARD_SCHEMA = "image_id string, code binary, label string"
+CACHED_SHARDS = 16  # shards whose image_id and label columns stay in memory between lookups
 
 
 class SearchError(ValueError):
@@ -84,6 +85,16 @@ class Index:
 
     def __init__(self, code: str, bits: int, shards: list[Shard], features_root: str | None = None):
         self.code, self.bits, self.shards, self.features_root = code, bits, shards, features_root
+        self._cached: list[Shard] = []  # least recently used first
+
+    def _use(self, shard: Shard) -> Shard:
+        """`shard`, its columns kept among the CACHED_SHARDS most recently used (memory stays bounded
+        by that, not by the store, however many queries touch however many shards)."""
+        self._cached = [s for s in self._cached if s is not shard] + [shard]
+        for old in self._cached[:-CACHED_SHARDS]:
+            old._columns = None
+        self._cached = self._cached[-CACHED_SHARDS:]
+        return shard
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
@@ -96,10 +107,10 @@ class Index:
         if key.startswith("dt=") and "/" in key:
             date, image_id = key[3:].split("/", 1)
             shard = self._shard(date)
-            row = None if shard is None else shard.find(image_id)
+            row = None if shard is None else self._use(shard).find(image_id)
             if row is not None:
                 return shard, row
-        found = [(s, r) for s in self.shards if (r := s.find(key)) is not None]
+        found = [(s, r) for s in self.shards if (r := self._use(s).find(key)) is not None]
         if len(found) == 1:
             return found[0]
         if found:
@@ -107,7 +118,7 @@ class Index:
         raise SearchError(f"image_id {key!r} is not in the index of {self.code} ({len(self)} images)")
 
     def key(self, shard: Shard, row: int) -> str:
-        return f"dt={shard.date}/{shard.image_id(row)}"
+        return f"dt={shard.date}/{self._use(shard).image_id(row)}"
 
     def embeddings(self, keys: list[str]) -> dict[str, np.ndarray]:
         """The float embeddings of `keys`, read from the features table (their partitions only)."""
