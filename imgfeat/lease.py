@@ -5,7 +5,7 @@ trigger). Each stage app holds the partition's lease while it runs:
 
   WAREHOUSE/_leases/dt=<date>.json
   {"token": "<uuid>", "stage": "ingest", "dag_id": ..., "run_id": ..., "task_id": ..., "try_number": ...,
-   "host": ..., "pid": ..., "proc_start": ..., "acquired_at": "<ISO UTC>", "expires_at": "<ISO UTC>",
+   "host": ..., "pid": ..., "process_started": ..., "acquired_at": "<ISO UTC>", "expires_at": "<ISO UTC>",
    "expires_at_s": <epoch seconds>}
 
 Taking it is one atomic create-if-absent on the warehouse's file system (HDFS: `create(path,
@@ -54,27 +54,23 @@ def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _proc_start(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot) from /proc, or None without /proc."""
+def _started(pid: int) -> str | None:
+    """When the process started (psutil: epoch seconds), or None when it is gone or a zombie. With
+    the pid, it names one process: a pid reused by a later process has another start time."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+        p = psutil.Process(pid)
+        return None if p.status() == psutil.STATUS_ZOMBIE else f"{p.create_time():.2f}"
+    except (psutil.Error, ValueError):  # gone, not ours to see, or not a valid pid
         return None
-    return None if fields[0] == "Z" else fields[19]
 
 
-def _alive(pid: int, start: str | None) -> bool:
-    if os.path.isdir("/proc"):
-        now = _proc_start(pid)
-        return now is not None and (start is None or now == start)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _alive(pid: int, started: str | None) -> bool:
+    """The process `pid` still runs (and, with `started`, is the same process). A record without a
+    start time (an older lease) is alive while its pid is."""
+    now = _started(pid)
+    return now is not None and (started is None or now == started)
 
 
 def me(stage: str) -> dict:
@@ -82,7 +78,7 @@ def me(stage: str) -> dict:
     env = os.environ
     return {"stage": stage, "dag_id": env.get("AIRFLOW_CTX_DAG_ID"), "run_id": env.get("AIRFLOW_CTX_DAG_RUN_ID"),
             "task_id": env.get("AIRFLOW_CTX_TASK_ID"), "try_number": env.get("AIRFLOW_CTX_TRY_NUMBER"),
-            "host": socket.gethostname(), "pid": os.getpid(), "proc_start": _proc_start(os.getpid())}
+            "host": socket.gethostname(), "pid": os.getpid(), "process_started": _started(os.getpid())}
 
 
 def describe(record: dict) -> str:
@@ -105,7 +101,7 @@ def reclaimable(record: dict | None, mtime_s: float, mine: dict, now: float) -> 
     if mine.get("run_id") and (record.get("dag_id"), record.get("run_id")) == (mine["dag_id"], mine["run_id"]):
         return "left by an earlier attempt of the same run"
     if record.get("host") == mine["host"] and record.get("pid") != mine["pid"] and \
-            not _alive(int(record.get("pid", -1)), record.get("proc_start")):
+            not _alive(int(record.get("pid", -1)), record.get("process_started")):
         return "its process is gone"
     return None
 
