@@ -166,18 +166,29 @@ def read_json(path: str) -> dict | None:
 
 @_mapped
 def write_json(path: str, obj: dict) -> None:
-    """Replace `path` with `obj` as JSON, creating its directories. A local file is replaced
-    atomically (a temporary file renamed onto it); on HDFS the file is overwritten (WebHDFS cannot
-    rename onto an existing file)."""
+    """Replace `path` with `obj` as JSON, creating its directories, through a hidden temporary file
+    next to it, so a reader never sees a part of it. A local file is replaced atomically (rename).
+    On HDFS (fsspec's WebHDFS writes a file in two requests, create then append; and a rename does
+    not replace a file) the old file is deleted, then the complete temporary one renamed into
+    place: a reader in between finds no file, as before the first write."""
     data = json.dumps(obj, indent=2, sort_keys=True).encode()
     fs, p = _resolve(path)
-    if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(p, data)  # WebHDFS CREATE makes the parent directories
+    tmp = f"{posixpath.dirname(p)}/.{posixpath.basename(p)}.{uuid.uuid4().hex}.tmp"
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(posixpath.dirname(p), exist_ok=True)
+        fs.pipe_file(tmp, data)
+        os.replace(tmp, p)
         return
-    fs.makedirs(posixpath.dirname(p), exist_ok=True)
-    tmp = f"{p}.{uuid.uuid4().hex}.tmp"
-    fs.pipe_file(tmp, data)
-    os.replace(tmp, p)
+    fs.pipe_file(tmp, data)  # WebHDFS CREATE makes the parent directories
+    try:
+        if _info(fs, p) is not None:
+            fs.rm(p)
+        fs.mv(tmp, p)  # WebHDFS RENAME answers false rather than failing: check
+        if _info(fs, tmp) is not None or _info(fs, p) is None:
+            raise OSError(f"could not rename {tmp} to {p}")
+    finally:
+        if _info(fs, tmp) is not None:
+            fs.rm(tmp)
 
 
 @_mapped
