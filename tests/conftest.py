@@ -160,15 +160,17 @@ def hamming(a: bytes, b: bytes) -> int:
     return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
 
 
-# `make test` runs two pytest-xdist workers, each taking whole units of work: a test module, or the
-# "jvm" unit below, whose modules share the session's reference run (`local_run`), its HDFS and its
-# in-process Spark session (made once per worker). The units are queued in collection order, which
-# `pytest_collection_modifyitems` sets: the "jvm" unit first (one worker), the Airflow-scheduler tests
-# second (the other worker, meanwhile), the rest, then BigDL's tests last: they leave the Spark
-# session's JVM at about 12 GB, so nothing runs after them in their worker.
-UNITS = {"jvm": {"test_bench_scale", "test_checkpoint", "test_commit_safety", "test_devhdfs", "test_duplicates",
-                 "test_e2e_airflow", "test_e2e_codes", "test_hdfs_pipeline", "test_pipeline", "test_storage"}}
-SECOND, LAST = "test_rest_trigger", "test_bigdl"
+# `make test` runs two pytest-xdist workers, each taking whole units of work: a test module, or one
+# of the two units below. Memory decides them: the BigDL tests leave the `spark` session's JVM at
+# about 12 GB, so every module using that session is in one unit, BigDL's last (see
+# pytest_collection_modifyitems); the other worker meanwhile runs the Airflow-scheduler tests and the
+# HDFS pipeline (its own reference run and HDFS). Each unit's session and module fixtures are made once.
+UNITS = {
+    "jvm": {"test_bench_scale", "test_bigdl", "test_checkpoint", "test_commit_safety", "test_devhdfs",
+            "test_duplicates", "test_e2e_airflow", "test_e2e_codes", "test_hostile", "test_pipeline", "test_storage"},
+    "scheduler-hdfs": {"test_rest_trigger", "test_hdfs_pipeline"},
+}
+LAST = "test_bigdl"
 
 
 def _module(nodeid: str) -> str:
@@ -176,11 +178,8 @@ def _module(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        module = _module(item.nodeid)
-        return 0 if module in UNITS["jvm"] else 1 if module == SECOND else 3 if module == LAST else 2
-
-    items.sort(key=rank)  # stable: each module's tests stay together and in order
+    # BigDL's tests run last in their unit: its session JVM is small until they load BigDL's models.
+    items.sort(key=lambda item: _module(item.nodeid) == LAST)
 
 
 def pytest_xdist_make_scheduler(config, log):
