@@ -20,6 +20,8 @@ equal brute force (faiss's exhaustive range search), and `similar` returns what 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -77,6 +79,7 @@ class PeakRSS:
 def _spark():
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the workers' Python: this venv's
     return (SparkSession.builder.master("local[2]").appName("imgfeat-bench-scale")
             .config("spark.ui.enabled", "false").getOrCreate())
 
