@@ -22,8 +22,9 @@ def plan(bits: int, radius: int, n: int) -> tuple[int, int]:
     """(m substrings, neighbour radius s = radius // m) for probing n codes of `bits` bits: the m
     of least expected work per probing code, m x (probes per substring) x (1 + bucket size n / 2^L)
     for L-bit substrings of uniform codes. Short substrings make big buckets, long ones many probes."""
+    fewest = math.ceil(bits / MAX_SUBSTRING_BITS)  # substrings must fit an int64
     best = None
-    for m in range(max(1, math.ceil(bits / MAX_SUBSTRING_BITS)), max(radius + 2, math.ceil(bits / MAX_SUBSTRING_BITS) + 1)):
+    for m in range(fewest, max(radius + 1, fewest) + 1):  # beyond r + 1 substrings, probing gains nothing
         length, s = bits // m, radius // m
         probes = sum(math.comb(length, i) for i in range(s + 1))
         cost = m * probes * (1 + n / 2 ** length)

@@ -179,7 +179,7 @@ def _read_parquet(path: str, columns: list[str], filter=None):
     return pq.read_table(p, columns=columns, filters=filter, filesystem=fs)
 
 
-def shard_dates(warehouse: str, code: str) -> list[str]:
+def _shard_dates(warehouse: str, code: str) -> list[str]:
     """The partitions with a committed shard of `code`, in order."""
     from imgfeat import storage
     from imgfeat.layout import SUCCESS, Warehouse
@@ -198,7 +198,8 @@ def load_index(warehouse: str, bits: int | None = None, code: str | None = None)
 
     wh = Warehouse(warehouse)
     root = wh.index_root()
-    codes = [c for c in storage.list_names(root) if shard_dates(warehouse, c)]
+    dates = {c: _shard_dates(warehouse, c) for c in storage.list_names(root)}  # each code's shards, listed once
+    codes = [c for c, d in dates.items() if d]
     if not codes:
         raise SearchError(f"no similarity index under {root}: the feature_index DAG builds one after each publish")
     if code is None:
@@ -216,7 +217,7 @@ def load_index(warehouse: str, bits: int | None = None, code: str | None = None)
     if bits is not None and index_bits != bits:
         raise SearchError(f"the index {code} holds {index_bits}-bit codes, not {bits}")
     shards = []
-    for date in shard_dates(warehouse, code):
+    for date in dates[code]:
         path = wh.index_shard(code, date)
         codes_ = _packed(_read_parquet(path, ["code"]).column("code"), index_bits)
         shards.append(Shard(date, path, index_bits, codes_))

@@ -37,8 +37,7 @@ def _substrings(codes: DataFrame, m: int, s: int) -> DataFrame:
                 continue
             found = mih.probes(mih.unpack(list(pdf["code"])), m, s)
             for pos, values in found:
-                n, v = values.shape
-                yield pd.DataFrame({"code": pdf["code"].repeat(v).to_numpy(), "pos": pos,
+                yield pd.DataFrame({"code": pdf["code"].repeat(values.shape[1]).to_numpy(), "pos": pos,
                                     "value": values.reshape(-1)})
 
     return codes.mapInPandas(rows, "code binary, pos int, value long")
