@@ -163,8 +163,9 @@ def hamming(a: bytes, b: bytes) -> int:
 # `make test` runs two pytest-xdist workers, each taking whole units of work: a test module, or one
 # of the two units below. Memory decides them: the BigDL tests leave the `spark` session's JVM at
 # about 12 GB, so every module using that session is in one unit, BigDL's last (see
-# pytest_collection_modifyitems); the other worker meanwhile runs the Airflow-scheduler tests and the
-# HDFS pipeline (its own reference run and HDFS). Each unit's session and module fixtures are made once.
+# pytest_collection_modifyitems), with test_hostile for balance; the other worker meanwhile runs the
+# Airflow-scheduler tests and the HDFS pipeline (its own reference run and HDFS). Each unit's session
+# and module fixtures are made once.
 UNITS = {
     "jvm": {"test_bench_scale", "test_bigdl", "test_checkpoint", "test_commit_safety", "test_devhdfs",
             "test_duplicates", "test_e2e_airflow", "test_e2e_codes", "test_hostile", "test_pipeline", "test_storage"},
