@@ -2,6 +2,7 @@
 
     python -m devtools.airflow_services start|stop|status     (make airflow / make airflow-stop)
     python -m devtools.airflow_services cli ARGS...          the `airflow` CLI in that environment
+                                                             (devtools.airflow_cli: waits for SQLite's lock)
 
 Same home, DAGs and connections as `make run` (devtools.local.airflow_env), LocalExecutor on the
 SQLite DB. Each component runs in its own process group, recorded in AIRFLOW_HOME/services.json,
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     if rest and a.action != "cli":
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if a.action == "cli":  # e.g. cli backfill create --dag-id image_features --from-date ... --to-date ...
-        return subprocess.run([_airflow(), *rest], env=af.env).returncode
+        return subprocess.run([sys.executable, "-m", "devtools.airflow_cli", *rest], env=af.env).returncode
     if a.action == "start":
         pids = af.start()
         print(f"Airflow is up at {af.url} (login {USER}, password in {af.secrets_file}); pids {pids}; logs in {af.home / 'services'}")
