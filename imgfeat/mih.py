@@ -26,11 +26,15 @@ def plan(bits: int, radius: int, n: int) -> tuple[int, int]:
     best = None
     for m in range(fewest, max(radius + 1, fewest) + 1):  # beyond r + 1 substrings, probing gains nothing
         length, s = bits // m, radius // m
-        probes = sum(math.comb(length, i) for i in range(s + 1))
-        cost = m * probes * (1 + n / 2 ** length)
+        cost = m * probes_per_substring(bits, m, s) * (1 + n / 2 ** length)
         if best is None or cost < best[0]:
             best = (cost, m, s)
     return best[1], best[2]
+
+
+def probes_per_substring(bits: int, m: int, s: int) -> int:
+    """How many values a probing code looks up per substring: its own and those within s."""
+    return sum(math.comb(bits // m, i) for i in range(s + 1))
 
 
 def bounds(bits: int, m: int) -> list[tuple[int, int]]:
@@ -74,7 +78,10 @@ def probes(bit_rows: np.ndarray, m: int, s: int) -> list[tuple[int, np.ndarray]]
             for j, (a, b) in enumerate(bounds(bit_rows.shape[1], m))]
 
 
-def hamming(a, b) -> np.ndarray:
-    """Distances between two equal-length sequences of packed codes, pairwise by position."""
-    x = unpack(a) ^ unpack(b)
-    return x.sum(axis=1).astype(np.int32)
+def words(codes) -> np.ndarray:
+    """Packed codes (equal-length bytes) as int64 [n, ceil(K / 64)], big-endian, zero-padded: the
+    Hamming distance is the sum of the popcounts of the words' XORs (Spark's bit_count)."""
+    width = len(codes[0]) if len(codes) else 8
+    padded = -width % 8
+    buf = b"".join(bytes(c) + b"\0" * padded for c in codes)
+    return np.frombuffer(buf, ">i8").reshape(len(codes), (width + padded) // 8).astype(np.int64)

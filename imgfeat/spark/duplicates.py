@@ -1,12 +1,15 @@
 """Near-duplicates of one partition, as Spark joins: nothing proportional to the store on the driver.
 
   1. Distinct codes only: n copies of one picture are one code (they match each other at distance 0).
+     Each code's earliest image key ("dt=<date>/<image_id>") is an aggregate over the history; the
+     second earliest is needed, and computed, only for the partition's own codes.
   2. Candidates by multi-index hashing (`imgfeat.mih`): the partition's codes probe the substrings
      of every code of this and earlier partitions; a join on (position, value) pairs them, and the
-     exact Hamming distance keeps those within the radius.
+     exact Hamming distance (bit_count of the codes' 64-bit words, in the JVM) keeps those within
+     the radius before anything else touches the candidates.
   3. Groups: connected components of that code graph by min-label propagation (each code starts
-     with its earliest image key, "dt=<date>/<image_id>"; each round takes the least label of
-     its neighbours, until none changes), so a group is named by its earliest member.
+     with its earliest image key; each round takes the least label of its neighbours, until none
+     changes), so a group is named by its earliest member.
   4. One row per image of the partition that has a near-duplicate: its group and its nearest match
      (least distance, then earliest key), another picture of this or an earlier partition. n copies
      cost n rows.
@@ -14,53 +17,68 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
 
 from imgfeat import mih
 
 MAX_ROUNDS = 50
 
 
-@pandas_udf("int")
-def _hamming(a: pd.Series, b: pd.Series) -> pd.Series:
-    return pd.Series(mih.hamming(list(a), list(b)))
+def _substrings(codes: DataFrame, bits: int, m: int, s: int, side: str) -> DataFrame:
+    """(<side>, pos, value, <side>0..) of each code's substrings, with their neighbours within s when
+    s > 0; <side>0.. are the code's 64-bit words, for the exact distance after the join."""
+    n_words = math.ceil(bits / 64)
+    word_cols = [f"{side}{i}" for i in range(n_words)]
 
-
-def _substrings(codes: DataFrame, m: int, s: int) -> DataFrame:
-    """(code, pos, value) of each code's substrings, with their neighbours within s when s > 0."""
     def rows(batches):
         for pdf in batches:
             if pdf.empty:
                 continue
-            found = mih.probes(mih.unpack(list(pdf["code"])), m, s)
-            for pos, values in found:
-                yield pd.DataFrame({"code": pdf["code"].repeat(values.shape[1]).to_numpy(), "pos": pos,
-                                    "value": values.reshape(-1)})
+            codes = list(pdf["code"])
+            words = mih.words(codes)
+            for pos, values in mih.probes(mih.unpack(codes), m, s):
+                repeat = values.shape[1]
+                out = {side: pdf["code"].repeat(repeat).to_numpy(), "pos": pos, "value": values.reshape(-1)}
+                out.update({c: words[:, i].repeat(repeat) for i, c in enumerate(word_cols)})
+                yield pd.DataFrame(out)
 
-    return codes.mapInPandas(rows, "code binary, pos int, value long")
+    schema = ", ".join([f"{side} binary", "pos int", "value long", *(f"{c} long" for c in word_cols)])
+    return codes.mapInPandas(rows, schema)
 
 
-def near_duplicates(history: DataFrame, date: str, bits: int, radius: int) -> DataFrame:
+def _distance(bits: int):
+    return sum(F.bit_count(F.col(f"a{i}").bitwiseXOR(F.col(f"b{i}"))) for i in range(math.ceil(bits / 64)))
+
+
+def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, indexed: int | None = None) -> DataFrame:
     """`history`: (dt, image_id, code) of every indexed image of partitions up to `date` with one
-    code. Returns the duplicates rows of partition `date` (schemas.DUPLICATES)."""
+    code; `indexed`, its number of rows if known (it sizes the probing). Returns the duplicates rows
+    of partition `date` (schemas.DUPLICATES)."""
     keyed = history.select(F.concat(F.lit("dt="), "dt", F.lit("/"), "image_id").alias("key"), "dt", "image_id",
                            "code")
-    # The two earliest keys of each code: an image's same-code match is the first that is not itself.
-    ranked = keyed.withColumn("_rank", F.row_number().over(Window.partitionBy("code").orderBy("key")))
-    first = (ranked.where(F.col("_rank") <= 2).groupBy("code")
-             .agg(F.min(F.when(F.col("_rank") == 1, F.col("key"))).alias("first"),
-                  F.min(F.when(F.col("_rank") == 2, F.col("key"))).alias("second"))).cache()
+    # Read several times; on disk, so the JVM's heap does not grow with the store.
+    first = keyed.groupBy("code").agg(F.min("key").alias("first")).persist(StorageLevel.DISK_ONLY)
     own = keyed.where(F.col("dt") == date).select("key", "image_id", "code")
     own_codes = own.select("code").distinct().cache()
-    m, s = mih.plan(bits, radius, first.count())
-    probed = _substrings(own_codes, m, s).withColumnRenamed("code", "a")
-    indexed = _substrings(first.select("code"), m, 0).withColumnRenamed("code", "b")
-    edges = (probed.join(indexed, ["pos", "value"]).where(F.col("a") != F.col("b"))
-             .select("a", "b").distinct()
-             .withColumn("d", _hamming("a", "b")).where(F.col("d") <= radius)).cache()
+    # An own image's same-code match: its code's earliest key, or the second earliest if it is that.
+    own_first = own_codes.join(first, "code")
+    second = (keyed.join(own_first, "code").where(F.col("key") > F.col("first"))
+              .groupBy("code").agg(F.min("key").alias("second")))
+
+    m, s = mih.plan(bits, radius, history.count() if indexed is None else indexed)
+    probed = _substrings(own_codes, bits, m, s, "a")
+    indexed_substrings = _substrings(first.select("code"), bits, m, 0, "b")
+    # A sort-merge join: the planner cannot see that probing multiplies the codes' rows (hundreds
+    # of times at radius 8), and a broadcast of its underestimate ran a 1 GB driver out of heap.
+    edges = (probed.hint("merge").join(indexed_substrings, ["pos", "value"])
+             .where(F.col("a") != F.col("b"))
+             .withColumn("d", _distance(bits)).where(F.col("d") <= radius)
+             .select("a", "b", "d").distinct()).cache()
 
     # Groups: min-label propagation over the code graph (both directions of each edge).
     both = edges.select("a", "b").union(edges.select(F.col("b").alias("a"), F.col("a").alias("b")))
@@ -80,7 +98,7 @@ def near_duplicates(history: DataFrame, date: str, bits: int, radius: int) -> Da
     # of the nearest other code.
     nearest_other = (edges.join(first.select(F.col("code").alias("b"), F.col("first").alias("match")), "b")
                      .groupBy("a").agg(F.min(F.struct("d", "match")).alias("other")))
-    rows = (own.join(first, "code")
+    rows = (own.join(own_first, "code").join(second, "code", "left")
             .withColumn("same", F.when(F.col("first") != F.col("key"), F.col("first")).otherwise(F.col("second")))
             .join(nearest_other.withColumnRenamed("a", "code"), "code", "left")
             .withColumn("best", F.least(F.when(F.col("same").isNotNull(), F.struct(F.lit(0).alias("d"),

@@ -19,11 +19,14 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 
-from imgfeat import params, search
+from imgfeat import mih, params, search
 from imgfeat.layout import SUCCESS, Warehouse
 
-ROWS_PER_SHUFFLE_PARTITION = 250_000
+# The duplicates job's shuffles are sized by their biggest side, the probing rows of the MIH join
+# (about 50 bytes each): this many per task keeps each task's sort small in a 1 GB driver.
+ROWS_PER_SHUFFLE_PARTITION = 1_000_000
 # Hamming radius of a near-duplicate, by code kind and length: the largest radius at which the
 # false-match rate stays at or below 0.1% on the evaluation corpus (`make eval`, README table).
 DUPLICATE_RADIUS = {"deepbit": {32: 2, 64: 8, 128: 21}, "simhash": {32: 1, 64: 5, 128: 14}}
@@ -89,22 +92,38 @@ def write_duplicates(spark, wh: Warehouse, date: str, code: str, bits: int, radi
     fs = HadoopFS(spark)
     shards = wh.index_shards(code)
     dates = sorted(n[3:] for n in fs.list_names(shards) if n.startswith("dt=") and fs.exists(f"{shards}/{n}/{SUCCESS}"))
-    indexed = sum(read_meta(spark, f"{shards}/dt={d}")["rows"] for d in dates)
-    # Shuffles sized by the store (Spark's default, 200, makes a small store pay 200 tasks a stage).
-    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
-    spark.conf.set("spark.sql.shuffle.partitions",
-                   str(max(spark.sparkContext.defaultParallelism, math.ceil(indexed / ROWS_PER_SHUFFLE_PARTITION))))
-    try:
+    rows = {d: read_meta(spark, f"{shards}/dt={d}")["rows"] for d in dates if d <= date}
+    indexed = sum(rows.values())
+    m, s = mih.plan(bits, radius, indexed)
+    probing = max(rows.get(date, 0) * m * mih.probes_per_substring(bits, m, s), indexed * m)
+    settings = {
+        # Shuffles sized by the probing rows (Spark's default, 200, makes a small store pay 200 tasks
+        # a stage; too few make sorts that do not fit a task's memory).
+        "spark.sql.shuffle.partitions": max(spark.sparkContext.defaultParallelism,
+                                            math.ceil(probing / ROWS_PER_SHUFFLE_PARTITION)),
+    }
+    with _session_conf(spark, settings):
         history = (spark.read.schema(f"{search.SHARD_SCHEMA}, dt string").option("basePath", shards)
-                   .parquet(*[f"{shards}/dt={d}" for d in dates if d <= date]).select("dt", "image_id", "code"))
-        dupes = near_duplicates(history, date, bits, radius).coalesce(1)
+                   .parquet(*[f"{shards}/dt={d}" for d in rows]).select("dt", "image_id", "code"))
+        dupes = near_duplicates(history, date, bits, radius, indexed).coalesce(1)
         return commit(spark, dupes.select(*schemas.columns(schemas.DUPLICATES)), wh.table("duplicates", date),
                       wh.staging_root("duplicates", date), wh.new_staging("duplicates", date),
                       lambda written: {"rows": written.count(), "images": written.count(),
                                        "groups": written.select("group_id").distinct().count(), "radius": radius,
                                        "code": code, "index": wh.index(code), "indexed_images": indexed})
+
+
+@contextmanager
+def _session_conf(spark, settings: dict):
+    """The session's SQL settings changed for the block, then restored."""
+    before = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, str(v))
+    try:
+        yield
     finally:
-        spark.conf.set("spark.sql.shuffle.partitions", shuffle)
+        for k, v in before.items():
+            spark.conf.unset(k) if v is None else spark.conf.set(k, v)
 
 
 def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:

@@ -35,6 +35,15 @@ def all_published(spark, features_root: str) -> DataFrame:
             .option("ignoreMissingFiles", "true").parquet(features_root))
 
 
+# A partition with at most this many rows is broadcast to the store's scan (its digests, about 100
+# bytes a row): the store is then read once and never shuffled. Bigger ones join by shuffling both.
+BROADCAST_ROWS = 500_000
+
+
+def _small(df: DataFrame, rows: int) -> DataFrame:
+    return F.broadcast(df) if rows <= BROADCAST_ROWS else df
+
+
 def mark(ingested: DataFrame, index: DataFrame | None, date: str, own: bool = True) -> DataFrame:
     """`ingested` plus `reused_from` (null: to infer); quarantined rows are never reused.
     `own=False`: the partition's own published rows are not sources (a forced re-run)."""
@@ -42,12 +51,17 @@ def mark(ingested: DataFrame, index: DataFrame | None, date: str, own: bool = Tr
         index = index.where(F.col("dt") != date)
     if index is None:
         return ingested.withColumn("reused_from", F.lit(None).cast("string"))
-    own = (index.where(F.col("dt") == date).select("image_id", "sha256")
-           .distinct().withColumn("_own", F.lit(True)))
-    first = index.groupBy("sha256").agg(F.min(F.struct("dt", "image_id")).alias("_first"))
     # Only the ids and digests are joined; the image bytes join back by image_id.
-    keys = (ingested.where(F.col("quarantine_stage").isNull()).select("image_id", "sha256")
-            .join(own, ["image_id", "sha256"], "left").join(first, "sha256", "left")
+    wanted = ingested.where(F.col("quarantine_stage").isNull()).select("image_id", "sha256")
+    # Only the published rows that share a digest with this partition matter: the store is scanned
+    # against the partition's digests, not aggregated whole, so a run costs one scan of the store's
+    # digests whatever the number of earlier partitions.
+    digests = wanted.select("sha256").distinct()
+    matches = index.select("dt", "image_id", "sha256").join(_small(digests, wanted.count()), "sha256")
+    own = (matches.where(F.col("dt") == date).select("image_id", "sha256")
+           .distinct().withColumn("_own", F.lit(True)))
+    first = matches.groupBy("sha256").agg(F.min(F.struct("dt", "image_id")).alias("_first"))
+    keys = (wanted.join(own, ["image_id", "sha256"], "left").join(first, "sha256", "left")
             .select("image_id", F.when(F.col("_own"), F.concat(F.lit(f"dt={date}/"), "image_id"))
                     .when(F.col("_first").isNotNull(),
                           F.concat(F.lit("dt="), "_first.dt", F.lit("/"), "_first.image_id"))
@@ -66,8 +80,13 @@ def resolve(embedded: DataFrame, index: DataFrame | None, date: str, model: str)
     reused = embedded.where(F.col("reused_from").isNotNull())
     if index is None:
         index = embedded.sparkSession.createDataFrame([], f"{schemas.FEATURES}, dt string")
-    src = index.select(_source_ref("dt", "image_id").alias("_src"),
-                       *[F.col(c).alias(f"_src_{c}") for c in (*PAYLOAD, "model", "reused_from")])
+    # Only the source rows are read: their partitions (pruned by dt), then the rows themselves.
+    refs = reused.select(F.col("reused_from").alias("_src")).distinct()
+    source_dates = [r[0] for r in refs.select(F.substring("_src", 4, 10)).distinct().collect()]
+    src = (index.where(F.col("dt").isin(source_dates))
+           .select(_source_ref("dt", "image_id").alias("_src"),
+                   *[F.col(c).alias(f"_src_{c}") for c in (*PAYLOAD, "model", "reused_from")])
+           .join(_small(refs, embedded.count()), "_src", "left_semi"))
     joined = reused.join(src, reused["reused_from"] == src["_src"], "left")
     missing = F.col("_src").isNull()
     own_row = F.col("reused_from") == F.concat(F.lit(f"dt={date}/"), F.col("image_id"))
