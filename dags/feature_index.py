@@ -4,9 +4,9 @@ Scheduled on the `imgfeat_features` Asset, so it runs after every successful pub
 logical date: the partition comes from the Asset event). The task `partitions` names the partitions
 of the run's events, validated: a bad or missing event `extra` fails the run naming the key, before
 any spark-submit. `index` is mapped over them: one Spark application (one task instance, retried
-alone) per partition refreshes WAREHOUSE/index/<code>/ (a faiss binary index over every partition
-published with the same code, which `python -m imgfeat.cli similar` queries) and writes
-WAREHOUSE/duplicates/dt=<date>/. A manual run indexes the partition named by the `partition_date` param.
+alone) per partition writes its shard of the index, WAREHOUSE/index/<code>/shards/dt=<date>/ (which
+`python -m imgfeat.cli similar` searches with every other shard of the code), and its near-duplicates,
+WAREHOUSE/duplicates/dt=<date>/ (spark_apps/index.py). A manual run indexes the partition named by the `partition_date` param.
 """
 
 import pendulum

@@ -92,6 +92,12 @@ def test_manifest_counts(spark, warehouse):
     assert set(m["stages"]) == set(STAGES) and all(s["duration_s"] > 0 for s in m["stages"].values())
     for stage in ("ingest", "detect", "crop", "embed"):
         assert (m["stages"][stage]["rows"], m["stages"][stage]["quarantined"]) == (20, 8)
+    # the bytes each stage's checkpoint holds, as on disk (Hadoop's local file system hides its .crc files)
+    def on_disk(*dirs):
+        return sum(f.stat().st_size for d in dirs for f in d.rglob("*") if f.is_file() and f.suffix != ".crc")
+    for stage in ("ingest", "detect", "crop", "embed"):
+        assert m["stages"][stage]["bytes"] == on_disk(wh / stage / f"dt={DATE}") > 0
+    assert m["stages"]["publish"]["bytes"] == on_disk(wh / "features" / f"dt={DATE}", wh / "quarantine" / f"dt={DATE}")
 
 
 def test_rerunning_a_stage_gives_the_same_rows(spark, warehouse):

@@ -29,6 +29,11 @@ class HadoopFS:
         """Names of the entries directly under the directory `path`."""
         return [st.getPath().getName() for st in self._fs(path).listStatus(self._path(path))]
 
+    def size(self, path: str) -> int:
+        """Bytes of the files under `path` (0 when it does not exist)."""
+        fs, p = self._fs(path), self._path(path)
+        return fs.getContentSummary(p).getLength() if fs.exists(p) else 0
+
     def delete(self, path: str) -> None:
         self._fs(path).delete(self._path(path), True)
 

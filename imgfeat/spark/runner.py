@@ -306,13 +306,15 @@ def run_publish(spark, args, wh, held=None):
         "files_gone": metas["ingest"].get("files_gone", 0),
         "late_partitions": args.late_partitions,
         "revisited_by": args.revisited_by,
-        "stages": {s: {k: metas[s][k] for k in ("rows", "quarantined", "duration_s", "finished_at")}
-                   for s in metas},
+        # bytes: what each stage's checkpoint holds on the warehouse's file system now
+        "stages": {s: {**{k: metas[s][k] for k in ("rows", "quarantined", "duration_s", "finished_at")},
+                       "bytes": fs.size(wh.checkpoint(s, date))} for s in metas},
         "outputs": {"features": wh.table("features", date), "quarantine": wh.table("quarantine", date)},
     }
     manifest["stages"]["publish"] = {"rows": counts["features"], "quarantined": counts["quarantine"],
                                      "duration_s": round(time.time() - started, 3),
-                                     "finished_at": _now()}
+                                     "finished_at": _now(),
+                                     "bytes": sum(fs.size(wh.table(t, date)) for t in ("features", "quarantine"))}
     write_text_atomically(spark, wh.manifest(date), json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
