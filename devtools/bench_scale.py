@@ -138,16 +138,18 @@ def write_store_shards(spark, root: Path, dates: list[str], per_partition: int =
     """Shards of every partition in `dates`, in one job (setup, not measured)."""
     from pyspark.sql import functions as F
 
+    from imgfeat import search
     from imgfeat.layout import STAGE_META, SUCCESS, Warehouse
 
     wh = Warehouse(str(root))
     shards = Path(wh.index_shards(CODE))
-    marker = shards / f".written-{len(dates)}"
+    marker = shards / f".written-{len(dates)}-rg{search.SHARD_ROW_GROUP_BYTES}"
     if marker.exists():
         return
     (spark.read.parquet(wh.features_root()).where(F.col("dt").isin(dates))
      .select("dt", "image_id", "code", "label").repartition(len(dates), "dt").sortWithinPartitions("dt", "image_id")
-     .write.mode("overwrite").partitionBy("dt").parquet(str(shards)))
+     .write.option("parquet.block.size", search.SHARD_ROW_GROUP_BYTES)  # as spark/index.py writes them
+     .mode("overwrite").partitionBy("dt").parquet(str(shards)))
     for date in dates:
         part = Path(wh.index_shard(CODE, date))
         (part / SUCCESS).touch()

@@ -121,15 +121,16 @@ def clear_staging(fs: HadoopFS, staging_root: str, keep: str | None = None, leas
             fs.delete(path)
 
 
-def commit(spark, df, target: str, staging_root: str, staging: str, meta, lease=None, stage: str | None = None) -> dict:
+def commit(spark, df, target: str, staging_root: str, staging: str, meta, lease=None, stage: str | None = None,
+           options: dict | None = None) -> dict:
     """Write `df` to `target` atomically. `meta(written_df) -> dict` computes `_stage.json`.
     `staging` is this attempt's own directory under `staging_root`; `lease` the partition lease
     held (`imgfeat.lease.Lease`), checked right before the checkpoint is replaced; `stage` names
-    the stage for fault injection."""
+    the stage for fault injection; `options`, the Parquet writer's."""
     fs = HadoopFS(spark)
     restore(fs, target)
     clear_staging(fs, staging_root, keep=staging, leased=lease is not None)
-    df.write.mode("errorifexists").parquet(staging)
+    df.write.options(**(options or {})).mode("errorifexists").parquet(staging)
     info = meta(spark.read.parquet(staging))
     fs.write_text(f"{staging}/{STAGE_META}", json.dumps(info, indent=2, sort_keys=True))
     fault(stage, "after_write")

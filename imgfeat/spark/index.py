@@ -75,7 +75,8 @@ def write_shard(spark, wh: Warehouse, date: str) -> tuple[str, int]:
         rows = features.select("image_id", "code", "label").repartition(1).sortWithinPartitions("image_id")
         commit(spark, rows, shard, wh.staging_root("index", date), wh.new_staging("index", date),
                lambda written: {"rows": written.count(), "code": code, "bits": bits, "partition_date": date,
-                                "features_commit": features_commit})
+                                "features_commit": features_commit},
+               options={"parquet.block.size": search.SHARD_ROW_GROUP_BYTES})
     for other in fs.list_names(wh.index_root()):  # the partition was re-published with another code
         if other != code and fs.exists(wh.index_shard(other, date)):
             fs.delete(wh.index_shard(other, date))
