@@ -22,8 +22,8 @@ import numpy as np
 SHARD_SCHEMA = "image_id string, code binary, label string"
 # Shards are written in row groups of about this size, so a hit's key and label cost one small read
 # (a whole shard's image_id column, 7.5 MB at 100k pictures, made 10M-row queries 50x slower).
-SHARD_ROW_GROUP_BYTES = 1 << 20
-CACHED_GROUPS = 64  # row groups of image_id and label kept in memory between lookups
+SHARD_ROW_GROUP_BYTES = 256 << 10
+CACHED_GROUPS = 256  # row groups of image_id and label kept in memory between lookups (about 64 MB)
 
 
 class SearchError(ValueError):
@@ -85,18 +85,26 @@ class Shard:
         i = int(np.searchsorted(ids, image_id))
         return i if i < len(ids) and ids[i] == image_id else None
 
-    def nearest(self, code: np.ndarray, k: int) -> list[tuple[int, int]]:
-        """(distance, row) of every row at most as far as this shard's k-th nearest, ties included."""
+    def _index(self):
         import faiss
 
-        if not len(self) or k <= 0:
-            return []
         if self._faiss is None:
             self._faiss = faiss.IndexBinaryFlat(self.bits)
             self._faiss.add(np.ascontiguousarray(self.codes))
-        dist, _ = self._faiss.search(code, min(k, len(self)))
-        lims, d, rows = self._faiss.range_search(code, int(dist[0].max()) + 1)
-        return sorted(zip(d.tolist(), rows.tolist()))
+        return self._faiss
+
+    def knn(self, code: np.ndarray, k: int) -> list[tuple[int, int]]:
+        """(distance, row) of the shard's min(k, rows) nearest, by distance; at the last distance,
+        faiss picks which of the tied rows come back."""
+        if not len(self) or k <= 0:
+            return []
+        dist, rows = self._index().search(code, min(k, len(self)))
+        return list(zip(dist[0].tolist(), rows[0].tolist()))
+
+    def within(self, code: np.ndarray, radius: int) -> list[tuple[int, int]]:
+        """(distance, row) of every row at most `radius` away."""
+        _, d, rows = self._index().range_search(code, radius + 1)
+        return list(zip(d.tolist(), rows.tolist()))
 
 
 class Index:
@@ -169,7 +177,17 @@ class Index:
         if code.shape[1] * 8 != self.bits:
             raise SearchError(f"a {code.shape[1] * 8}-bit query code against the {self.bits}-bit index {self.code}")
         n = max(k, candidates if embedding is not None else k) + (exclude is not None)
-        found = [(d, i, row) for i, s in enumerate(self.shards) for d, row in s.nearest(code, n)]
+        # One k-NN scan per shard gives every row nearer than the n-th distance overall (a shard
+        # holding n of them would lower it). Rows at exactly that distance compete by key, so only a
+        # shard that may have more of them than it returned is scanned again for all of them.
+        knn = [s.knn(code, n) for s in self.shards]
+        distances = sorted(d for rows in knn for d, _ in rows)
+        last = distances[n - 1] if len(distances) >= n else None
+        found = []
+        for i, (shard, rows) in enumerate(zip(self.shards, knn)):
+            if last is not None and len(rows) == n < len(shard) and rows[-1][0] == last:
+                rows = shard.within(code, last)
+            found += [(d, i, row) for d, row in rows if last is None or d <= last]
         found.sort()  # shards in partition order, rows in image_id order: (distance, key) order
         hits = []
         for d, i, row in found:
