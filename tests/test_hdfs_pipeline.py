@@ -47,6 +47,12 @@ def reference(local_run):
             "quarantine": _quarantine(wh / "quarantine" / f"dt={DATE}")}
 
 
+def _rows(table_dir) -> list:
+    import pyarrow.parquet as pq
+
+    return sorted(tuple(r.values()) for r in pq.read_table(str(table_dir)).to_pylist())
+
+
 def _quarantine(table_dir) -> list:
     import pyarrow.parquet as pq
 
@@ -117,7 +123,7 @@ def cluster(tmp_path_factory):
 
 
 def test_dag_on_hdfs_and_a_standalone_cluster_publishes_the_local_rows(
-        hdfs, client, hdfs_input, cluster, airflow_home, reference, tmp_path):
+        hdfs, client, hdfs_input, cluster, airflow_home, reference, local_run, tmp_path):
     warehouse = f"{hdfs.uri}/warehouse/cluster"
     conn = {"conn_type": "spark", "host": "spark://127.0.0.1", "port": cluster.port}
     rc, log = _dag(airflow_home, hdfs, "cluster", hdfs_input, warehouse,
@@ -131,6 +137,21 @@ def test_dag_on_hdfs_and_a_standalone_cluster_publishes_the_local_rows(
     assert len(apps) == len(STAGES)
     assert all(list(app.glob("*/imgfeat-*.zip")) for app in apps)
     assert cluster.state()["completedapps"] and len(cluster.state()["completedapps"]) == len(STAGES)
+
+    # feature_index, as the Asset event would start it: one Spark application on the cluster writes
+    # the partition's index shard and duplicates on HDFS, the same rows as the local run's.
+    env = airflow_env(airflow_home, {**hdfs.dfs_env(), "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(conn)})
+    log = airflow_home / "hdfs-cluster-index.log"
+    rc = dags_test("feature_index", None, {"partition_date": DATE, "warehouse_root": warehouse}, env, log_file=log)
+    assert rc == 0, log.read_text()[-4000:]
+    assert f"spark-submit --master {cluster.master_url}" in log.read_text()
+    assert len(cluster.state()["completedapps"]) == len(STAGES) + 1
+    local = local_run["warehouse"]
+    code = next((local / "index").iterdir()).name
+    for table in ("duplicates", f"index/{code}/shards"):
+        (tmp_path / "indexed" / table).parent.mkdir(parents=True, exist_ok=True)
+        got = _download(client, tmp_path / "indexed", "/warehouse/cluster", table)
+        assert _rows(got) == _rows(local / table / f"dt={DATE}") and _rows(got)
 
 
 # --- SIGKILL in the middle of every stage --------------------------------------------------------
