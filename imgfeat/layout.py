@@ -6,6 +6,7 @@
   WAREHOUSE/features/dt=<date>/                published features (the output contract)
   WAREHOUSE/quarantine/dt=<date>/              published quarantine: image_id, stage, reason
   WAREHOUSE/runs/dt=<date>/manifest.json       the run manifest
+  WAREHOUSE/runs/dt=<date>/retention.json      which checkpoints retention deleted, and when
   WAREHOUSE/catalog/dt=<date>.json             catalog entry of a published partition (feature_catalog DAG)
   WAREHOUSE/descriptors/deepbit<K>/<version>.json  a learned K-bit code layer (train_descriptor DAG)
   WAREHOUSE/descriptors/deepbit<K>/current.json    {"version": ...}: the layer new runs use
@@ -64,10 +65,13 @@ class Warehouse:
     def __init__(self, root: str):
         self.root = root.rstrip("/")
 
-    def checkpoint(self, stage: str, date: str) -> str:
+    def checkpoint_root(self, stage: str) -> str:
         if stage not in CHECKPOINT_STAGES:
             raise ValueError(f"stage {stage!r} has no checkpoint table")
-        return _join(self.root, stage, f"dt={date}")
+        return _join(self.root, stage)
+
+    def checkpoint(self, stage: str, date: str) -> str:
+        return _join(self.checkpoint_root(stage), f"dt={date}")
 
     def table(self, name: str, date: str) -> str:
         if name not in PUBLISHED_TABLES:
@@ -78,8 +82,14 @@ class Warehouse:
         """The features table of every partition (dt=<date>/ below it)."""
         return _join(self.root, "features")
 
+    def runs_root(self) -> str:
+        return _join(self.root, "runs")
+
     def manifest(self, date: str) -> str:
-        return _join(self.root, "runs", f"dt={date}", "manifest.json")
+        return _join(self.runs_root(), f"dt={date}", "manifest.json")
+
+    def retention_record(self, date: str) -> str:
+        return _join(self.runs_root(), f"dt={date}", "retention.json")
 
     def catalog_entry(self, date: str) -> str:
         return _join(self.root, "catalog", f"dt={date}.json")

@@ -19,6 +19,9 @@ DEFAULTS = {
     # A stage fails when more than this share of the images it infers fail inference (and more than
     # one): a broken engine must fail the run, not quarantine the whole partition.
     "max_inference_failures": 0.05,
+    # After a publish, the intermediate checkpoints (ingest to embed) of partitions published more
+    # than this many days ago are deleted (0: kept for ever); see imgfeat/spark/retention.py.
+    "keep_checkpoints_days": 30,
 }
 # The readiness gate before ingest (wait_for_partition, README "Daily runs"): the marker file a
 # producer writes last ("" = none: wait for a quiet listing instead), seconds.

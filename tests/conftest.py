@@ -168,7 +168,8 @@ def hamming(a: bytes, b: bytes) -> int:
 # and module fixtures are made once.
 UNITS = {
     "jvm": {"test_bench_scale", "test_bigdl", "test_checkpoint", "test_commit_safety", "test_devhdfs",
-            "test_duplicates", "test_e2e_airflow", "test_e2e_codes", "test_hostile", "test_pipeline", "test_storage"},
+            "test_duplicates", "test_e2e_airflow", "test_e2e_codes", "test_hostile", "test_pipeline", "test_retention",
+            "test_storage"},
     "scheduler-hdfs": {"test_rest_trigger", "test_hdfs_pipeline"},
 }
 LAST = "test_bigdl"

@@ -136,7 +136,7 @@ def test_a_run_without_partition_is_refused_naming_the_parameter(dag):
     ("partition_date", "2026-13-45x"), ("score_threshold", 1.5), ("score_threshold", 0),
     ("code_bits", 12), ("code_bits", 4096), ("engine", "tensorrt"), ("ready_marker", "DONE"),
     ("ready_marker", "_k=v"), ("quiet_period_s", -1), ("poke_interval_s", 0), ("wait_timeout_s", -5),
-    ("wait", "yes")])
+    ("wait", "yes"), ("keep_checkpoints_days", -1), ("keep_checkpoints_days", "30d")])
 def test_params_refuse_bad_values(dag, name, value):
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -156,6 +156,7 @@ def test_params_accept_a_manual_run(dag):
     ("--code-bits", "12", "argument --code-bits: expected a multiple of 8"),
     ("--partition-date", "2026-02-30", "argument --partition-date: '2026-02-30' is not a calendar date"),
     ("--warehouse-root", "/tmp/../etc", "argument --warehouse-root: '/tmp/../etc' contains '..'"),
+    ("--keep-checkpoints-days", "-3", "argument --keep-checkpoints-days: expected an integer >= 0, got -3"),
 ])
 def test_operator_refuses_a_bad_parameter_before_spark_submit(dag, flag, value, message):
     from airflow.sdk.exceptions import AirflowFailException

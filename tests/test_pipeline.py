@@ -7,7 +7,7 @@ import pytest
 
 from conftest import jpeg
 from devtools import badfiles
-from imgfeat.layout import STAGES
+from imgfeat.layout import STAGES, Warehouse
 from imgfeat.spark.runner import StageFailed, parse, run
 
 pytestmark = pytest.mark.spark
@@ -231,3 +231,23 @@ def test_a_partition_that_gained_files_infers_only_the_new_ones(spark, partition
     assert after["photos/late.jpg"].label == "cup" and after["photos/late.jpg"].reused_from is None
     copy = after["photos/chelsea-copy.jpg"]
     assert copy.reused_from == f"dt={DATE}/photos/chelsea.jpg" and copy.code == before["photos/chelsea.jpg"].code
+
+
+def test_a_stage_recomputes_the_checkpoints_retention_deleted_and_publishes_the_same_rows(spark, warehouse):
+    """Retention swept every partition of this module's warehouse (so this test comes last); a re-run
+    of publish recomputes ingest to embed from the input first, and publishes the same values."""
+    import datetime as dt
+
+    from imgfeat.spark import retention
+
+    wh, args, _ = warehouse
+    before = {k: (r.label, r.x1, r.y2, r.code) for k, r in _features(spark, wh, DATE).items()}
+    published = json.loads((wh / "runs" / f"dt={DATE}" / "manifest.json").read_text())["published"]
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31)
+    swept = retention.sweep(spark, Warehouse(str(wh)), "2099-01-01", 30, now=later)
+    assert DATE in swept and not any((wh / s / f"dt={DATE}").exists() for s in STAGES[:-1])
+    assert (wh / "features" / f"dt={DATE}" / "_SUCCESS").exists()
+    run(spark, "publish", args)
+    assert all((wh / s / f"dt={DATE}" / "_SUCCESS").exists() for s in STAGES[:-1])
+    after = {k: (r.label, r.x1, r.y2, r.code) for k, r in _features(spark, wh, DATE).items()}
+    assert after == before and len(after) == published > 0

@@ -63,6 +63,10 @@ def stage_parser(stage: str) -> Parser:
     p.add_argument("--force", type=typed(lambda v: params.boolean(v, "force")), default=False,
                    metavar="{true,false}", help="the run recomputes current checkpoints: the partition's own "
                                                 "earlier rows are not reused (default: false)")
+    p.add_argument("--keep-checkpoints-days", default=params.DEFAULTS["keep_checkpoints_days"],
+                   type=typed(lambda v: params.non_negative_int(v, "keep_checkpoints_days")),
+                   help="after publishing, delete the intermediate checkpoints (ingest to embed) of partitions "
+                        "published more than this many days ago; 0 keeps them (default: %(default)s)")
     p.add_argument("--late-partitions", type=typed(lambda v: params.partition_dates(v, "late_partitions")),
                    default=[], metavar="DATES", help="comma-separated earlier partitions this run revisits for late "
                                                      "files after publishing (recorded in the run manifest)")

@@ -335,9 +335,36 @@ def run(spark, stage: str, args) -> dict:
     wh = Warehouse(args.warehouse_root)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     with lease.hold(spark, wh.lease(args.partition_date), args.partition_date, stage) as held:
+        _recompute_swept(spark, stage, args, wh, held)
         if stage == "publish":
-            return run_publish(spark, args, wh, held)
-        return _run_checkpoint_stage(spark, stage, args, wh, held)
+            info = run_publish(spark, args, wh, held)
+        else:
+            return _run_checkpoint_stage(spark, stage, args, wh, held)
+    # Outside this partition's lease: the sweep takes each swept partition's own.
+    from imgfeat.spark import retention
+
+    swept = retention.sweep(spark, wh, args.partition_date, args.keep_checkpoints_days)
+    if swept:
+        print(f"imgfeat publish: deleted the intermediate checkpoints of {len(swept)} partitions published more "
+              f"than {args.keep_checkpoints_days} days ago: {', '.join(swept)}", file=sys.stderr)
+    return info
+
+
+def _recompute_swept(spark, stage: str, args, wh: Warehouse, held) -> None:
+    """Recompute, in order, the checkpoints before `stage` that retention deleted (a run of an old
+    partition); a checkpoint that was never made is still refused (`_read_previous`)."""
+    from imgfeat.spark.checkpoint import is_committed
+    from imgfeat.spark.hadoop import HadoopFS
+
+    fs = HadoopFS(spark)
+    date = args.partition_date
+    if not fs.exists(wh.retention_record(date)):
+        return
+    for upstream in STAGES[:STAGES.index(stage)]:
+        if not is_committed(fs, wh.checkpoint(upstream, date)):
+            print(f"imgfeat {stage} dt={date}: the {upstream} checkpoint was deleted by retention "
+                  f"({wh.retention_record(date)}); recomputing it first", file=sys.stderr, flush=True)
+            _run_checkpoint_stage(spark, upstream, args, wh, held)
 
 
 def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:

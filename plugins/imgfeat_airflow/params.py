@@ -72,6 +72,10 @@ PARAMS = {
                                        "theirs that gained or changed files since their ingest; 0: off"),
     "force": Param(False, type="boolean",
                    description="Recompute stages whose checkpoint is committed and current"),
+    "keep_checkpoints_days": Param(p.DEFAULTS["keep_checkpoints_days"], type="integer", minimum=0,
+                                   description="After publish, delete the intermediate checkpoints (ingest to "
+                                               "embed) of partitions published more than this many days ago; "
+                                               "features, quarantine and manifests stay; 0: keep them"),
     "reuse": Param(True, type="boolean",
                    description="Copy the published results of images whose content was already published "
                                "with the same model (in this or another partition) instead of inferring again"),
@@ -93,6 +97,7 @@ STAGE_ARGS = [
     "--reuse", "{{ params.reuse | lower }}",
     "--force", "{{ params.force | lower }}",
     "--max-inference-failures", "{{ params.max_inference_failures }}",
+    "--keep-checkpoints-days", "{{ params.keep_checkpoints_days }}",
     "--model-dir", MODEL_DIR,
 ]
 
