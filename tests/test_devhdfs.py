@@ -121,6 +121,18 @@ def test_stop_leaves_nothing(dfs):
     assert dfs.pids == {}
     assert not any(alive(p) for p in pids.values())
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(dfs.base) in "\0".join(p.info["cmdline"] or [])]
-    for port in dfs.ports.values():
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+    # Nothing of ours listens any more. A freed port may be handed to another test's process at once
+    # (the other xdist worker's Spark or HDFS bind ephemeral ports), so a listener is checked by owner.
+    listening = {c.laddr.port: c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    for name, port in dfs.ports.items():
+        owner = listening.get(port)
+        if owner is None:
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) != 0, f"{name} port {port} still answers"
+            continue
+        try:
+            owner_cmd = " ".join(psutil.Process(owner).cmdline())
+        except psutil.NoSuchProcess:  # it went away meanwhile: not a listener of ours either
+            owner_cmd = ""
+        assert owner not in pids.values() and str(dfs.base) not in owner_cmd, \
+            f"{name} port {port} still answers: pid {owner} {owner_cmd[:200]}"
