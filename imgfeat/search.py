@@ -60,24 +60,16 @@ class Shard:
             self._groups = _row_groups(self.path)
         return self._groups
 
-    def group_of(self, row: int) -> int:
-        return bisect.bisect_right([g[0] for g in self.row_groups()], row) - 1
+    def locate_row(self, row: int) -> tuple[int, int]:
+        """(row group, offset in it) of `row`."""
+        groups = self.row_groups()
+        group = bisect.bisect_right(groups, row, key=lambda g: g[0]) - 1
+        return group, row - groups[group][0]
 
     def read_group(self, group: int):
         """image_id and label of one row group, as Arrow."""
         _, fragment, rg = self.row_groups()[group]
         return fragment.subset(row_group_ids=[rg]).to_table(columns=["image_id", "label"])
-
-    def cell(self, row: int, column: str, table=None):
-        group = self.group_of(row)
-        table = self.read_group(group) if table is None else table
-        return table.column(column)[row - self.row_groups()[group][0]].as_py()
-
-    def image_id(self, row: int) -> str:
-        return self.cell(row, "image_id")
-
-    def label(self, row: int) -> str | None:
-        return self.cell(row, "label")
 
     def find(self, image_id: str) -> int | None:
         """The row of `image_id` (rows are sorted by it)."""
@@ -117,14 +109,18 @@ class Index:
     def _cell(self, shard: Shard, row: int, column: str):
         """One value of a hit's row group, which stays among the CACHED_GROUPS most recently used
         (memory is bounded by that, not by the store, however many queries touch however many shards)."""
-        key = (shard.date, shard.group_of(row))
+        group, offset = shard.locate_row(row)
+        key = (shard.date, group)
         table = self._groups.pop(key, None)
         if table is None:
-            table = shard.read_group(key[1])
+            table = shard.read_group(group)
         self._groups[key] = table
         while len(self._groups) > CACHED_GROUPS:
             self._groups.popitem(last=False)
-        return shard.cell(row, column, table)
+        return table.column(column)[offset].as_py()
+
+    def label(self, shard: Shard, row: int) -> str | None:
+        return self._cell(shard, row, "label")
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
@@ -194,7 +190,7 @@ class Index:
             shard = self.shards[i]
             key = self.key(shard, row)
             if key != exclude:
-                hits.append({"key": key, "hamming": int(d), "label": self._cell(shard, row, "label")})
+                hits.append({"key": key, "hamming": int(d), "label": self.label(shard, row)})
             if len(hits) == n - (exclude is not None):
                 break
         if embedding is not None:

@@ -146,9 +146,9 @@ def test_each_partition_is_a_shard_read_back_in_image_id_order(index):
     assert index.code == "deepbit16-test" and index.bits == 16 and len(index) == 5
     assert [(s.date, len(s)) for s in index.shards] == [("2026-11-01", 1), ("2026-11-02", 3), ("2026-11-03", 1)]
     shard = index.shards[1]
-    assert [shard.image_id(i) for i in range(3)] == ["b.jpg", "c.jpg", "d.jpg"]
+    assert [index.key(shard, i) for i in range(3)] == ["dt=2026-11-02/b.jpg", "dt=2026-11-02/c.jpg", "dt=2026-11-02/d.jpg"]
     assert [bytes(c) for c in shard.codes] == [r[1] for r in ROWS["2026-11-02"]]
-    assert [shard.label(i) for i in range(3)] == ["cup", None, "cat"]
+    assert [index.label(shard, i) for i in range(3)] == ["cup", None, "cat"]
 
 
 def test_sharded_search_equals_one_flat_index(tmp_path, monkeypatch):

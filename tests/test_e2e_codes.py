@@ -47,7 +47,7 @@ def test_the_index_holds_every_published_code(indexed):
     codes = {r["image_id"]: r["code"] for r in indexed["features"]}
     assert meta["code"] == descriptor.code_name(64) and index.bits == 64  # no layer trained: the projection
     [shard] = index.shards  # the partition's shard, in image_id order
-    assert shard.date == DATE and [shard.image_id(i) for i in range(len(shard))] == sorted(codes)
+    assert shard.date == DATE and [index.key(shard, i) for i in range(len(shard))] == [f"dt={DATE}/{i}" for i in sorted(codes)]
     assert [bytes(c) for c in shard.codes] == [codes[i] for i in sorted(codes)]
     shard_meta = json.loads((indexed["warehouse"] / "index" / meta["code"] / "shards" / f"dt={DATE}" / "_stage.json").read_text())
     # the features it was written from: those `make run` published (later tests re-publish the same rows)
