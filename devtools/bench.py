@@ -85,21 +85,28 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
     return t
 
 
-def _engine_submit_args(engine: str, stage: str) -> list[str]:
-    """What the operator adds for the engine (imgfeat.engines.stage_submit_settings), as flags."""
-    s = stage_submit_settings(stage, engine)
-    if not s:
-        return []
-    confs = [x for k, v in s["conf"].items() for x in ("--conf", f"{k}={v}")]
-    return ["--jars", s["jars"], "--driver-class-path", s["driver_class_path"],
-            "--driver-memory", s["driver_memory"], *confs]
+def _engine_submit_args(engine: str, stage: str, archive: bool = True) -> list[str]:
+    """What the operator adds (its worker reuse, the engine's settings of
+    imgfeat.engines.stage_submit_settings, the driver's class archive of imgfeat.jvm), as flags."""
+    from imgfeat import jvm
+
+    s = stage_submit_settings(stage, engine) or {}
+    conf = {"spark.python.worker.reuse": "true", **s.get("conf", {})}
+    if archive:
+        conf = jvm.with_driver_options(conf, s.get("driver_class_path", ""))
+    flags = [x for k, v in conf.items() for x in ("--conf", f"{k}={v}")]
+    if s:
+        flags += ["--jars", s["jars"], "--driver-class-path", s["driver_class_path"],
+                  "--driver-memory", s["driver_memory"]]
+    return flags
 
 
-def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict, engine: str) -> dict:
+def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict, engine: str,
+                 archive: bool = True) -> dict:
     out = {}
     for stage in STAGES:
         cmd = ["spark-submit", "--master", os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]"),
-               "--conf", "spark.python.worker.reuse=true", *_engine_submit_args(engine, stage),
+               *_engine_submit_args(engine, stage, archive),
                "--py-files", str(build_zip()), str(paths.REPO / "spark_apps" / f"{stage}.py"),
                "--partition-date", BENCH_DATE, "--input-root", str(input_root),
                "--warehouse-root", str(warehouse), *args]

@@ -192,16 +192,19 @@ def chatter_to(log: Path):
 
 
 def cmd_setup(a) -> int:
+    from imgfeat import jvm
     from imgfeat.engines.models import ModelError, ensure_models
 
     log = paths.var_dir() / "logs" / "setup.log"
     try:
         with chatter_to(log):
             models = ensure_models(paths.model_dir(), paths.cache_dir())
-    except ModelError as e:
+            archive = jvm.build(log)
+    except (ModelError, RuntimeError) as e:
         print(f"setup: {e} (details: {log})", file=sys.stderr)
         return 1
     print(f"models: {models}")
+    print(f"driver class archive: {archive}")
     if a.sample:
         print(f"sample partition: {build_sample(sample_input_root())}")
     return 0

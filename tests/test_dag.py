@@ -258,6 +258,7 @@ def test_yarn_cluster_mode_ships_python_models_and_library_as_archives(monkeypat
             ("--conf", "spark.pyspark.python=./env/bin/python"),
             ("--model-dir", "./models")} <= pairs
     assert task.env_vars is None and "spark.pyspark.driver.python" not in " ".join(cmd)
+    assert "SharedArchiveFile" not in " ".join(cmd)  # the driver's container has no class archive
     py_files = dict(pairs)["--py-files"]
     assert py_files.startswith(str(paths_repo() / "build" / "imgfeat-")) and py_files.endswith(".zip")
     # In cluster mode the driver runs in a container too: nothing may point at this machine's Python.
@@ -276,6 +277,10 @@ def test_yarn_client_mode_keeps_the_local_driver_python(monkeypatch, tmp_path, m
             ("--conf", "spark.pyspark.python=./env/bin/python"),
             ("--conf", f"spark.pyspark.driver.python={sys.executable}")} <= pairs
     assert dict(pairs)["--model-dir"] != "./models"
+    # the driver runs here: it starts from make setup's class archive (imgfeat.jvm)
+    from imgfeat import jvm
+
+    assert ("--conf", f"spark.driver.extraJavaOptions=-XX:SharedArchiveFile={jvm.archive_path()} {jvm.QUIET}") in pairs
 
 
 @pytest.mark.parametrize("mode", ["client", "cluster"])

@@ -113,6 +113,7 @@ class AppSubmitOperator(SparkSubmitOperator):
         retried, in one line naming it."""
         from airflow.sdk.exceptions import AirflowFailException
 
+        from imgfeat import jvm
         from imgfeat.packaging import build_zip
 
         if self._shipped:
@@ -131,6 +132,8 @@ class AppSubmitOperator(SparkSubmitOperator):
             self.conf = {**engine["conf"], **(self.conf or {})}
         self.env_vars = {**ship["env_vars"], **(self.env_vars or {})} or None
         self.conf = {**(self.conf or {}), **ship["conf"]}
+        if deploy_mode != "cluster":  # a driver on this machine starts from `make setup`'s class archive
+            self.conf = jvm.with_driver_options(self.conf, self.driver_class_path or "")
         _set_private_submit_options(self, archives=ship["archives"], driver_memory=engine.get("driver_memory"))
         if ship["model_dir"] and "--model-dir" in [str(a) for a in self.application_args]:
             args = [str(a) for a in self.application_args]
