@@ -74,7 +74,7 @@ def build(log: Path | None = None) -> Path:
                "--py-files", str(build_zip()), __file__, "--warm-up", tmp]
         env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
         with open(log or os.devnull, "ab") as out:
-            rc = subprocess.run(cmd, env=env, stdout=out, stderr=out).returncode
+            rc = subprocess.run(cmd, env=env, stdout=out, stderr=out, check=False).returncode
         if rc != 0:
             raise RuntimeError(f"recording the Spark driver's class archive failed (spark-submit exit {rc})")
         if not recording.exists():
