@@ -10,8 +10,9 @@ Three measurements in one run, on the same partition (>= 200 images built from r
 Ratios compare in-stage Spark throughput with the bare ceiling. Timings vary on shared machines:
 read the ratios, not the absolute numbers. With several engines (the default: openvino and bigdl),
 each is measured in its own process (a JVM keeps the jars it started with) and a last table sets
-them side by side. Last, `similar`'s search over a million codes of 32, 64 and 128 bits
-(`--search` runs only that).
+them side by side. Then OpenVINO's other precisions (bf16) against f32 on the same photos: speed
+and agreement (devtools/agreement.py). Last, `similar`'s search over a million codes of 32, 64 and
+128 bits (`--search` runs only that).
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--search", action="store_true",
                     help="only the similarity search: a million codes, exhaustive Hamming search")
     ap.add_argument("--search-codes", type=int, default=1_000_000, help=argparse.SUPPRESS)
+    ap.add_argument("--precisions", default="bf16",
+                    help="OpenVINO precisions compared with f32 on the bench's photos: speed and agreement")
     ap.add_argument("--scale", action="store_true",
                     help="only the index, duplicates, reuse and search at 1 and 10 million synthetic rows "
                          "(devtools/bench_scale.py), with peak memory")
@@ -219,6 +222,8 @@ def main(argv=None) -> int:
         return bench_search(a.search_codes)
     if not a.engine:
         rc = compare_engines(a, [e.strip() for e in a.engines.split(",") if e.strip()])
+        print()
+        rc = rc or bench_precisions(a.images, [p.strip() for p in a.precisions.split(",") if p.strip()])
         print()
         return rc or bench_search(a.search_codes)
     cores = os.cpu_count() or 1
@@ -281,6 +286,28 @@ def main(argv=None) -> int:
             return 1
         print(f"airflow end-to-end: {e2e:.1f}s wall = {n / e2e:.2f} img/s "
               f"({n / e2e / cores:.2f} img/s/core); Airflow's own overhead ~{e2e - total_wall:.1f}s over the 5 spark-submits")
+    return 0
+
+
+def bench_precisions(images: int, precisions: list[str]) -> int:
+    """Each precision against f32 on the bench's photos, in one process without Spark (ingest,
+    detect, crop, embed): time per image and devtools.agreement's figures next to its gates."""
+    from devtools import agreement
+
+    if not precisions:
+        return 0
+    files = sorted(p for p in Path(input_partition(str(build_input(images)), BENCH_DATE)).rglob("*") if p.is_file())
+    pairs = [(f.name, f.read_bytes()) for f in files]
+    gates = agreement.GATES
+    print(f"precisions against f32, OpenVINO, {len(pairs)} pictures, in-process pipeline (gates: kept object "
+          f"agrees >= {gates['kept_agree']:.0%}, cosine >= {gates['cosine_min']})")
+    print(f"{'precision':<10}{'ms/img':>8}{'f32 ms/img':>12}{'speed-up':>10}{'kept agrees':>13}{'cos min':>9}"
+          f"{'cos mean':>10}  gates")
+    for p in precisions:
+        r = agreement.compare(pairs, str(paths.model_dir()), p)
+        print(f"{p:<10}{r['ms_per_image']:>8.1f}{r['reference_ms_per_image']:>12.1f}"
+              f"{r['reference_ms_per_image'] / r['ms_per_image']:>9.2f}x{r['kept_agree']:>13.1%}"
+              f"{r['cosine_min']:>9.3f}{r['cosine_mean']:>10.4f}  {'pass' if agreement.passes(r) else 'FAIL'}")
     return 0
 
 
