@@ -199,7 +199,11 @@ def cmd_setup(a) -> int:
     try:
         with chatter_to(log):
             models = ensure_models(paths.model_dir(), paths.cache_dir())
-            archive = jvm.build(log)
+            # the drivers' two class paths: Spark's own, and with BigDL's jars (engine=bigdl's stages)
+            from imgfeat.engines import stage_submit_settings
+
+            archive = jvm.build(log=log)
+            jvm.build(stage_submit_settings("detect", "bigdl")["driver_class_path"], log=log)
     except (ModelError, RuntimeError) as e:
         print(f"setup: {e} (details: {log})", file=sys.stderr)
         return 1

@@ -4,10 +4,10 @@ Every stage is its own spark-submit, so every stage pays a new JVM loading and v
 classes of Spark's jars before its first picture; that is most of a stage's fixed cost (measured
 on this machine: a trivial app's first job took 4.3 s, 2.3 s with the archive). `make setup`
 records the classes once (`build`: a small Spark app run with `-XX:ArchiveClassesAtExit`), and the
-operator starts local and client-mode drivers with it (`driver_options`). The JVM checks the
-archive against its class path and Java version itself: an archive that does not match (another
-venv, other jars on the driver's class path, such as BigDL's) is ignored and the classes load as
-usual. At import, the standard library only: the Airflow operator imports it.
+operator starts local and client-mode drivers with it (`driver_options`). One archive per extra
+class path of the driver: none (OpenVINO stages, index) and BigDL's jars (engine=bigdl's detect and
+embed). The JVM checks the archive against its class path and Java version itself: one that does
+not match (another venv, another class path) is ignored and the classes load as usual. At import, the standard library only: the Airflow operator imports it.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ def with_driver_options(conf: dict, driver_class_path: str = "") -> dict:
     return {**conf, "spark.driver.extraJavaOptions": merged}
 
 
-def build(log: Path | None = None) -> Path:
-    """Record the archive of a driver without extra class path (idempotent: kept once built).
+def build(driver_class_path: str = "", log: Path | None = None) -> Path:
+    """Record the archive of a driver with this extra class path (idempotent: kept once built).
 
     The recording app (`_warm_up`) runs what the stages' drivers run: Parquet reads and writes,
     Arrow exchanges with Python workers, joins, aggregates and the binary-file source."""
-    archive = archive_path()
+    archive = archive_path(driver_class_path)
     if archive.exists():
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +71,7 @@ def build(log: Path | None = None) -> Path:
         recording = Path(tmp) / archive.name
         cmd = [str(spark_submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
                "--driver-java-options", f"-XX:ArchiveClassesAtExit={recording} {QUIET}",
+               *(["--driver-class-path", driver_class_path] if driver_class_path else []),
                "--py-files", str(build_zip()), __file__, "--warm-up", tmp]
         env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
         with open(log or os.devnull, "ab") as out:
@@ -115,4 +116,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--warm-up"]:
         _warm_up(sys.argv[2])
     else:
-        print(build(paths.var_dir() / "logs" / "setup.log"))
+        print(build(log=paths.var_dir() / "logs" / "setup.log"))

@@ -300,9 +300,13 @@ def test_engine_bigdl_submits_detect_and_embed_with_bigdl_jars_and_settings(monk
     # the driver's class path: these jars here, their shipped copies in a cluster-mode container
     assert pairs["--driver-class-path"] == ":".join(jars if mode == "client" else [os.path.basename(j) for j in jars])
     confs = {c for a, c in zip(cmd, cmd[1:]) if a == "--conf"}
+    from imgfeat import jvm
+
+    # a driver on this machine also starts from make setup's class archive for BigDL's class path
+    archive = f" -XX:SharedArchiveFile={jvm.archive_path(':'.join(jars))} {jvm.QUIET}" if mode == "client" else ""
     assert {"spark.serializer=org.apache.spark.serializer.JavaSerializer",
             "spark.executor.extraJavaOptions=-Dbigdl.engineType=mkldnn -Xss64m",
-            "spark.driver.extraJavaOptions=-Dlog4j2.info -Dbigdl.engineType=mkldnn -Xss64m",
+            f"spark.driver.extraJavaOptions=-Dlog4j2.info -Dbigdl.engineType=mkldnn -Xss64m{archive}",
             "spark.shuffle.reduceLocality.enabled=false"} <= confs
     assert pairs["--driver-memory"] == "3g"
     from imgfeat_airflow import StageSubmitOperator

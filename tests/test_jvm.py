@@ -7,18 +7,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from imgfeat import jvm
 
 
-def test_setup_built_an_archive_that_a_spark_driver_loads_its_classes_from(tmp_path):
-    archive = jvm.archive_path()
+@pytest.mark.parametrize("engine", ["openvino", "bigdl"])
+def test_setup_built_an_archive_that_a_spark_driver_loads_its_classes_from(tmp_path, engine):
+    from imgfeat.engines import stage_submit_settings
+
+    # the driver's extra class path in a stage of this engine: none, or BigDL's jars
+    class_path = (stage_submit_settings("detect", engine) or {}).get("driver_class_path", "")
+    archive = jvm.archive_path(class_path)
     assert archive.exists(), "make setup builds it"
     app = tmp_path / "app.py"
     app.write_text("from pyspark.sql import SparkSession\n"
                    "s = SparkSession.builder.getOrCreate()\nprint('rows', s.range(3).count())\ns.stop()\n")
-    opts = f"{jvm.driver_options()} -Xlog:class+load=info:file={tmp_path}/classes.log"
+    opts = f"{jvm.driver_options(class_path)} -Xlog:class+load=info:file={tmp_path}/classes.log"
+    extra = ["--driver-class-path", class_path] if class_path else []
     out = subprocess.run([str(Path(sys.executable).with_name("spark-submit")), "--master", "local[1]",
-                          "--conf", "spark.ui.enabled=false", "--driver-java-options", opts, str(app)],
+                          "--conf", "spark.ui.enabled=false", *extra, "--driver-java-options", opts, str(app)],
                          env={**os.environ, "PYSPARK_PYTHON": sys.executable},
                          capture_output=True, text=True, check=True).stdout
     assert "rows 3" in out
