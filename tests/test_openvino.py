@@ -1,0 +1,64 @@
+"""The OpenVINO engine runs only the SSD's network; imgfeat.engines.ssd does TF's resize and NMS in
+numpy/OpenCV. Against the whole converted TF graph (its own preprocessing and NMS loops) on the 18
+real photos of the sample sources and their mirror images: the same detections and features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imgfeat import decode
+from imgfeat.engines import INPUT_SIZE
+
+
+@pytest.fixture(scope="module")
+def whole_graph():
+    """The frozen graph as one OpenVINO model (detector with NMS) and its pooled backbone."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from imgfeat import paths
+
+    model = ov.convert_model(str(paths.cache_dir() / "downloads" / "frozen_inference_graph.pb"))
+    relu6 = [op for op in model.get_ops()
+             if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"]
+    gap = ops.reduce_mean(relu6[0].output(0), ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False)
+    backbone = ov.Model([gap.output(0)], model.get_parameters())
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # as the engine runs (a bf16 CPU's default may differ)
+    return core.compile_model(model, "CPU", f32), core.compile_model(backbone, "CPU", f32)
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    from devtools import sample_photos
+
+    photos, _, _ = sample_photos.catalogue(sample_photos.fetch_sources())
+    rgbs = [decode.decode_rgb(path.read_bytes()) for path, _ in photos]
+    rgbs += [np.ascontiguousarray(rgb[:, ::-1]) for rgb in rgbs]
+    return np.stack([decode.resize(rgb, INPUT_SIZE) for rgb in rgbs])
+
+
+def test_the_network_with_numpy_pre_and_postprocessing_detects_what_the_whole_graph_does(engine, whole_graph, batch):
+    detector, _ = whole_graph
+    assert len(batch) == 36
+    result = detector(batch)
+    outputs = {n.split(":")[0]: result[o] for o in detector.outputs for n in o.get_names()}
+    ours = engine.detect(batch)
+    found = 0
+    for i, d in enumerate(ours):
+        n = int(outputs["num_detections"][i])
+        assert len(d.scores) == n
+        np.testing.assert_array_equal(d.classes, outputs["detection_classes"][i, :n].astype(np.int32))
+        np.testing.assert_allclose(d.boxes, outputs["detection_boxes"][i, :n], atol=1e-5)
+        np.testing.assert_allclose(d.scores, outputs["detection_scores"][i, :n], atol=1e-5)
+        found += n
+    assert found > 36  # real objects were found, not empty lists compared
+
+
+def test_the_backbone_gives_the_whole_graphs_features(engine, whole_graph, batch):
+    _, backbone = whole_graph
+    expected = np.asarray(backbone(batch)[0], np.float32)
+    got = engine.features(batch)
+    assert got.shape == (36, 1280)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
