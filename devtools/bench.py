@@ -255,8 +255,9 @@ def main(argv=None) -> int:
                      (n / b) if b else None, (b / warm) if b else None))
     if a.summary:
         Path(a.summary).write_text(json.dumps({
-            "images": n, "bare_ms": {k: 1000 * v / n for k, v in t_bare.items()},
-            "warm_ms": {k: 1000 * v / n for k, v in t_warm.items()}}))
+            "images": n, "cores": cores, "bare_ms": {k: 1000 * v / n for k, v in t_bare.items()},
+            "warm_ms": {k: 1000 * v / n for k, v in t_warm.items()},
+            "warm_s": sum(t_warm.values()), "wall_s": sum(v[0] for v in t_spark.values())}))
     total_warm = sum(t_warm.values())
     total_wall = sum(v[0] for v in t_spark.values())
     b_total = sum(t_bare.values())
@@ -337,7 +338,21 @@ def compare_engines(a, engines: list[str]) -> int:
               f"{s['warm_ms']['embed']:>13.1f}{infer[e]:>14.1f}{infer[e] / fastest:>11.2f}")
     print("bare: one process, no Spark (BigDL: forward from Python); spark: the warm stage in local mode "
           "(BigDL: distributed predict).")
+    _goals(summaries, infer)
     return 0
+
+
+def _goals(summaries: dict, infer: dict) -> None:
+    """The throughput goals of README "Benchmark" (P1-P4), from this run's figures."""
+    first, s = next(iter(summaries.items()))
+    bare = 1000 / (s["bare_ms"]["detect"] + s["bare_ms"]["embed"])  # img/s of the bare detect + embed
+    e2e = s["images"] / s["warm_s"]
+    print(f"\ngoals, this run ({first} unless named):")
+    print(f"  P1 all five stages warm: {e2e / s['cores']:.2f} img/s per core (goal >= 20)")
+    print(f"  P2 all five stages warm / bare detect+embed: {e2e:.1f} / {bare:.1f} img/s = {e2e / bare:.2f} (goal >= 0.85)")
+    if "bigdl" in infer and "openvino" in infer:
+        print(f"  P3 bigdl / openvino, warm detect+embed: {infer['bigdl'] / infer['openvino']:.2f}x (goal <= 1.5)")
+    print(f"  P4 fixed cost of the five spark-submits (wall - warm): {s['wall_s'] - s['warm_s']:.1f} s (goal <= 25)")
 
 
 if __name__ == "__main__":
