@@ -233,7 +233,14 @@ def main(argv=None) -> int:
     n = len(files)
     print(f"bench: {n} images from real photos, batch {a.batch_size}, engine {a.engine}, {cores} cores", flush=True)
 
-    t_bare = bare(files, a.engine, model_dir, a.batch_size, params.DEFAULTS["score_threshold"], 64)
+    from imgfeat.cli import chatter_to
+
+    # What the JVMs print (Spark's and BigDL's INFO lines, BigDL's `creating:`) goes to the log,
+    # also later from the same JVM: it keeps the file descriptors it started with.
+    log = paths.var_dir() / "logs" / f"bench-{a.engine}.log"
+    print(f"(library output: {log})", flush=True)
+    with chatter_to(log):
+        t_bare = bare(files, a.engine, model_dir, a.batch_size, params.DEFAULTS["score_threshold"], 64)
     from devtools.local import airflow_env
 
     env = airflow_env()
@@ -246,7 +253,8 @@ def main(argv=None) -> int:
                   "--reuse", "false"]
     t_spark = spark_stages(input_root, warehouse, stage_args, env, a.engine)
 
-    t_warm = warm_stages(input_root, warehouse, stage_args, a.engine)
+    with chatter_to(log):
+        t_warm = warm_stages(input_root, warehouse, stage_args, a.engine)
 
     rows = []
     for stage in STAGES:

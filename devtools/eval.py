@@ -140,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     a = ap.parse_args(argv)
     bits = [int(b) for b in a.bits.split(",")]
-    report = run(bits, a.rounds, a.epochs)
+    from imgfeat.cli import chatter_to
+
+    log = paths.var_dir() / "logs" / "eval.log"
+    print(f"eval: describing the corpus and training {a.bits}-bit codes with BigDL "
+          f"(library output: {log}) ...", flush=True)
+    with chatter_to(log):  # BigDL's JVM prints every block id it stores, and `creating:` per layer
+        report = run(bits, a.rounds, a.epochs)
     out = paths.var_dir() / "eval" / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
