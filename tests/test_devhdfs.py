@@ -122,14 +122,16 @@ def test_stop_leaves_nothing(dfs):
     assert not any(alive(p) for p in pids.values())
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(dfs.base) in "\0".join(p.info["cmdline"] or [])]
     # Nothing of ours listens any more. A freed port may be handed to another test's process at once
-    # (the other xdist worker's Spark or HDFS bind ephemeral ports), so a listener is checked by owner.
-    listening = {c.laddr.port: c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    # (the other xdist worker's Spark or HDFS bind ephemeral ports), so a port that answers is checked
+    # by the owner of its listener, looked up after it answered (a CI run failed when the port was
+    # taken between an earlier lookup and the connect).
     for name, port in dfs.ports.items():
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                continue
+            listening = {c.laddr.port: c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
         owner = listening.get(port)
-        if owner is None:
-            with socket.socket() as s:
-                assert s.connect_ex(("127.0.0.1", port)) != 0, f"{name} port {port} still answers"
-            continue
+        assert owner is not None, f"{name} port {port} answers with no listener (a socket of a process of ours?)"
         try:
             owner_cmd = " ".join(psutil.Process(owner).cmdline())
         except psutil.NoSuchProcess:  # it went away meanwhile: not a listener of ours either
