@@ -116,11 +116,21 @@ def fetch(cache_dir: Path | str | None = None) -> Path:
 
 
 def free_ports() -> dict:
-    """Five distinct free loopback ports (held open together so they differ)."""
-    socks = [socket.socket() for _ in FIXED_PORTS]
+    """Five distinct free loopback ports (held open together so they differ), below Linux's
+    ephemeral range (32768+): a port freed by a restart is never handed to another process's
+    bind(0) meanwhile (a CI run failed so, under two test workers)."""
+    import random
+
+    socks = []
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
+        while len(socks) < len(FIXED_PORTS):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", random.randint(20000, 32000)))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
         return {k: s.getsockname()[1] for k, s in zip(FIXED_PORTS, socks)}
     finally:
         for s in socks:
