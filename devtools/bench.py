@@ -50,6 +50,11 @@ def build_input(count: int) -> Path:
     return root
 
 
+def photo_files(root: Path) -> list[Path]:
+    """The pictures of the bench partition under `root` (build_input's), in a stable order."""
+    return sorted(p for p in Path(input_partition(str(root), BENCH_DATE)).rglob("*") if p.is_file())
+
+
 def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, threshold: float, bits: int) -> dict:
     """The same work in one process without Spark; seconds per step."""
     from imgfeat.stages.crop import crop_row
@@ -229,7 +234,7 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     model_dir = str(paths.model_dir())
     input_root = build_input(a.images)
-    files = sorted(p for p in Path(input_partition(str(input_root), BENCH_DATE)).rglob("*") if p.is_file())
+    files = photo_files(input_root)
     n = len(files)
     print(f"bench: {n} images from real photos, batch {a.batch_size}, engine {a.engine}, {cores} cores", flush=True)
 
@@ -305,8 +310,7 @@ def bench_precisions(images: int, precisions: list[str]) -> int:
 
     if not precisions:
         return 0
-    files = sorted(p for p in Path(input_partition(str(build_input(images)), BENCH_DATE)).rglob("*") if p.is_file())
-    pairs = [(f.name, f.read_bytes()) for f in files]
+    pairs = [(f.name, f.read_bytes()) for f in photo_files(build_input(images))]
     gates = agreement.GATES
     print(f"precisions against f32, OpenVINO, {len(pairs)} pictures, in-process pipeline (gates: kept object "
           f"agrees >= {gates['kept_agree']:.0%}, cosine >= {gates['cosine_min']})")

@@ -7,7 +7,8 @@ records the classes once (`build`: a small Spark app run with `-XX:ArchiveClasse
 operator starts local and client-mode drivers with it (`driver_options`). One archive per extra
 class path of the driver: none (OpenVINO stages, index) and BigDL's jars (engine=bigdl's detect and
 embed). The JVM checks the archive against its class path and Java version itself: one that does
-not match (another venv, another class path) is ignored and the classes load as usual. At import, the standard library only: the Airflow operator imports it.
+not match (another venv, another class path) is ignored and the classes load as usual. At import,
+the standard library and imgfeat.paths only: the Airflow operator imports it.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def _warm_up(tmp: str) -> None:
             yield pd.DataFrame({"path": b["path"], "n": b["content"].map(len).astype("int64")})
 
     rows = files.repartition(2).mapInPandas(sizes, "path string, n long")
-    joined = rows.join(F.broadcast(files.select("path", "length")), "path").join(rows.select("path", F.col("n").alias("m")), "path", "left")
+    joined = (rows.join(F.broadcast(files.select("path", "length")), "path")
+              .join(rows.select("path", F.col("n").alias("m")), "path", "left"))
     table = f"{tmp}/table"
     (joined.withColumn("sha", F.sha2(F.col("path"), 256)).coalesce(1).write.mode("overwrite")
      .parquet(table))

@@ -15,15 +15,12 @@ from imgfeat.engines import INPUT_SIZE
 def whole_graph():
     """The frozen graph as one OpenVINO model (detector with NMS) and its pooled backbone."""
     import openvino as ov
-    import openvino.opset13 as ops
 
     from imgfeat import paths
+    from imgfeat.engines.models import pooled_backbone
 
     model = ov.convert_model(str(paths.cache_dir() / "downloads" / "frozen_inference_graph.pb"))
-    relu6 = [op for op in model.get_ops()
-             if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"]
-    gap = ops.reduce_mean(relu6[0].output(0), ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False)
-    backbone = ov.Model([gap.output(0)], model.get_parameters())
+    backbone = pooled_backbone(model)  # with the graph's own resize loop in front
     core = ov.Core()
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # as the engine runs (a bf16 CPU's default may differ)
     return core.compile_model(model, "CPU", f32), core.compile_model(backbone, "CPU", f32)

@@ -81,18 +81,27 @@ def _network(graph: Path):
     tensors["concat"].set_names({"box_encodings"})
     tensors["concat_1"].set_names({"class_logits"})
     detector = ov.Model([tensors["concat"], tensors["concat_1"]], [image], DETECTOR_NAME)
-    # Conversion fuses away TF node names; the backbone's last ReLU6 is the only Clamp with
-    # 1280 channels on the 10x10 grid, and the anchors the only [1, 1917, 4] constant.
-    relu6 = [op for op in detector.get_ops()
-             if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"]
+    # Conversion fuses away TF node names: the anchors are the only [1, 1917, 4] constant.
     anchors = [op for op in model.get_ops()
                if op.get_type_name() == "Constant" and list(op.get_output_shape(0)) == [1, 1917, 4]]
-    if len(relu6) != 1 or len(anchors) != 1:
-        raise ModelError(f"expected one 1280x10x10 ReLU6 and one anchor table in {graph}, "
-                         f"found {len(relu6)} and {len(anchors)}")
+    if len(anchors) != 1:
+        raise ModelError(f"expected one anchor table in {graph}, found {len(anchors)}")
+    return detector, pooled_backbone(detector), anchors[0].get_data().reshape(-1, 4).astype(np.float32)
+
+
+def pooled_backbone(detector):
+    """The embedding network inside a converted detector: MobileNetV2's last ReLU6 (the only Clamp
+    with 1280 channels on the 10x10 grid, NCHW inside OpenVINO), average-pooled; same inputs."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    relu6 = [op for op in detector.get_ops()
+             if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"]
+    if len(relu6) != 1:
+        raise ModelError(f"expected one 1280x10x10 ReLU6 in the detector, found {len(relu6)}")
     gap = ops.reduce_mean(relu6[0].output(0), ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False)
-    backbone = ov.Model([gap.output(0)], [image], BACKBONE_NAME)
-    return detector, backbone, anchors[0].get_data().reshape(-1, 4).astype(np.float32)
+    return ov.Model([gap.output(0)], detector.get_parameters(), BACKBONE_NAME)
 
 
 def _convert_openvino(graph: Path, model_dir: Path) -> None:
