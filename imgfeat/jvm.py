@@ -2,7 +2,7 @@
 
 Every stage is its own spark-submit, so every stage pays a new JVM loading and verifying ~20,000
 classes of Spark's jars before its first picture; that is most of a stage's fixed cost (measured
-on this machine: a trivial app's first job took 4.3 s, 2.3 s with the archive). `make setup`
+on this machine: a trivial app's first job took 4.3 and 4.8 s, 2.8 and 2.3 s with the archive). `make setup`
 records the classes once (`build`: a small Spark app run with `-XX:ArchiveClassesAtExit`), and the
 operator starts local and client-mode drivers with it (`driver_options`). One archive per extra
 class path of the driver: none (OpenVINO stages, index) and BigDL's jars (engine=bigdl's detect and
