@@ -59,3 +59,10 @@ def test_the_backbone_gives_the_whole_graphs_features(engine, whole_graph, batch
     got = engine.features(batch)
     assert got.shape == (36, 1280)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_compiled_networks_leave_their_threads_unpinned(engine, batch):
+    """An executor's tasks each compile their own networks: pinned, their threads would share cores."""
+    engine.detect(batch[:1])
+    engine.features(batch[:1])
+    assert [m.get_property("ENABLE_CPU_PINNING") for m in (engine._detector, engine._backbone)] == [False, False]
