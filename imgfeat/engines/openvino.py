@@ -20,6 +20,14 @@ def compile_cache() -> str:
     return os.environ.get("IMGFEAT_OPENVINO_CACHE", os.path.join(tempfile.gettempdir(), "imgfeat-openvino-cache"))
 
 
+def cpu_capabilities() -> list[str]:
+    """What this CPU can run natively, as OpenVINO reports it (FP32, BF16, INT8, ...). OpenVINO runs
+    a precision hint the CPU lacks in f32, silently."""
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 class OpenVinoEngine:
     name = "openvino"
 
