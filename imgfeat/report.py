@@ -24,8 +24,7 @@ def choose_samples(doubtful: list[str], shuffled: list[str], n: int = SAMPLES) -
     look at), up to half of `n`, then the others in `shuffled`'s order (a fixed shuffle: a re-run
     shows the same pictures)."""
     chosen = doubtful[: n // 2]
-    taken = set(chosen)
-    return chosen + [i for i in shuffled if i not in taken][: n - len(chosen)]
+    return chosen + [i for i in shuffled if i not in set(chosen)][: n - len(chosen)]
 
 
 def thumbnails(content: bytes, width: int, height: int, box: tuple[int, int, int, int], label: str | None,
