@@ -110,11 +110,14 @@ def _engine_submit_args(engine: str, stage: str, archive: bool = True) -> list[s
 
 def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict, engine: str,
                  archive: bool = True, events: Path | None = None) -> dict:
-    """stage -> (wall s, the stage's own duration_s); with `events`, Spark's event log of each
-    spark-submit goes there, for `submit_parts`."""
+    """stage -> (wall s, the stage's own duration_s, its `submit_parts` or None); with `events`,
+    each spark-submit writes Spark's event log into `events/<stage>/`."""
     out = {}
     for stage in STAGES:
-        log = ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}"] if events else []
+        log = []
+        if events:
+            (events / stage).mkdir(parents=True)
+            log = ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={(events / stage).as_uri()}"]
         cmd = ["spark-submit", "--master", os.environ.get("IMGFEAT_SPARK_MASTER", "local[2]"),
                *_engine_submit_args(engine, stage, archive), *log,
                "--py-files", str(build_zip()), str(paths.REPO / "spark_apps" / f"{stage}.py"),
@@ -124,32 +127,23 @@ def spark_stages(input_root: Path, warehouse: Path, args: list[str], env: dict, 
         s = time.perf_counter()
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - s
-        if events:
-            keep_event_log(events, stage, started, started + wall)
         if stage == "publish":
             meta = json.loads((warehouse / "runs" / f"dt={BENCH_DATE}" / "manifest.json").read_text())
             inside = meta["stages"]["publish"]["duration_s"]
         else:
             inside = json.loads((warehouse / stage / f"dt={BENCH_DATE}" / "_stage.json").read_text())["duration_s"]
-        out[stage] = (wall, inside)
+        out[stage] = (wall, inside, submit_parts(events / stage, started, started + wall) if events else None)
     return out
 
 
-def keep_event_log(events: Path, name: str, submitted: float, exited: float) -> None:
-    """Name the event log the last spark-submit left in `events` after its stage, with its times."""
-    # Spark names the log after the application id.
-    (log_file,) = [f for f in events.iterdir() if f.suffix not in (".json", ".times")]
-    log_file.rename(events / f"{name}.json")
-    (events / f"{name}.times").write_text(json.dumps([submitted, exited]))
-
-
-def submit_parts(events: Path, stage: str) -> dict:
-    """Where a stage's spark-submit spent its time, from Spark's event log: `launch` (JVM, Python,
-    SparkContext), `driver` (the app outside Spark jobs: lease, listings, metadata, renames),
-    `jobs` (Spark jobs, with the Python workers' start and model load), `stop` (to the exit)."""
-    submitted, exited = json.loads((events / f"{stage}.times").read_text())
+def submit_parts(log_dir: Path, submitted: float, exited: float) -> dict:
+    """Where a spark-submit (run from `submitted` to `exited`, epoch s) spent its time, from the one
+    event log Spark wrote into `log_dir`: `launch` (JVM, Python, SparkContext), `driver` (the app
+    outside Spark jobs: lease, listings, metadata, renames), `jobs` (Spark jobs, with the Python
+    workers' start and model load; `count` of them), `stop` (to the exit)."""
+    (log_file,) = log_dir.iterdir()  # named after the application id
     app, jobs = {}, {}
-    with open(events / f"{stage}.json") as f:
+    with open(log_file) as f:
         for line in f:
             e = json.loads(line)
             if e["Event"] in ("SparkListenerApplicationStart", "SparkListenerApplicationEnd"):
@@ -305,12 +299,14 @@ def main(argv=None) -> int:
         wall, warm, b = t_spark[stage][0], t_warm[stage], t_bare.get(stage)
         rows.append((stage, wall, warm, wall - warm, n / warm, n / warm / cores,
                      (n / b) if b else None, (b / warm) if b else None))
+    parts = {stage: t_spark[stage][2] for stage in STAGES}
+    total_parts = {k: sum(p[k] for p in parts.values()) for k in ("launch", "driver", "jobs", "stop")}
     if a.summary:
         Path(a.summary).write_text(json.dumps({
             "images": n, "cores": cores, "bare_ms": {k: 1000 * v / n for k, v in t_bare.items()},
             "warm_ms": {k: 1000 * v / n for k, v in t_warm.items()},
             "warm_s": sum(t_warm.values()), "wall_s": sum(v[0] for v in t_spark.values()),
-            "parts": {k: sum(submit_parts(events, st)[k] for st in STAGES) for k in ("launch", "driver", "jobs", "stop")}}))
+            "parts": total_parts}))
     total_warm = sum(t_warm.values())
     total_wall = sum(v[0] for v in t_spark.values())
     b_total = sum(t_bare.values())
@@ -325,15 +321,14 @@ def main(argv=None) -> int:
     print("\nwall: the stage's spark-submit; warm: the same stage in a warm SparkSession (steady state);"
           f"\nfixed = wall - warm: JVM start, Python workers, model load ({total_wall - total_warm:.1f}s over 5 stages);"
           "\nimg/s and spark/bare use the warm time; bare: one process, same engine and batch, no Spark.")
-    parts = {stage: submit_parts(events, stage) for stage in STAGES}
     print(f"\nfixed cost, part by part (s; Spark's event log of each spark-submit):\n"
           f"{'stage':<11}{'launch':>8}{'driver':>8}{'jobs':>7}{'(n)':>5}{'warm':>7}{'jobs-warm':>11}{'stop':>7}")
     for stage, p in parts.items():
         print(f"{stage:<11}{p['launch']:>8.1f}{p['driver']:>8.1f}{p['jobs']:>7.1f}{p['count']:>5}"
               f"{t_warm[stage]:>7.1f}{p['jobs'] - t_warm[stage]:>11.1f}{p['stop']:>7.1f}")
-    total = {k: sum(p[k] for p in parts.values()) for k in ("launch", "driver", "jobs", "stop")}
-    print(f"{'all stages':<11}{total['launch']:>8.1f}{total['driver']:>8.1f}{total['jobs']:>7.1f}{'':>5}"
-          f"{total_warm:>7.1f}{total['jobs'] - total_warm:>11.1f}{total['stop']:>7.1f}")
+    t = total_parts
+    print(f"{'all stages':<11}{t['launch']:>8.1f}{t['driver']:>8.1f}{t['jobs']:>7.1f}{'':>5}"
+          f"{total_warm:>7.1f}{t['jobs'] - total_warm:>11.1f}{t['stop']:>7.1f}")
     print("launch: spark-submit to a running SparkContext (JVM, Python, imports); driver: the app outside Spark"
           "\njobs (lease, listing, metadata, commit renames); jobs: its Spark jobs, n of them, with the Python"
           "\nworkers' start and model load (jobs-warm; warm includes the warm run's driver time); stop: to the exit.")
