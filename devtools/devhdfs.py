@@ -224,14 +224,22 @@ class HDFS:
                                              stderr=subprocess.STDOUT, cwd=self.base, start_new_session=True)
         log.close()
 
-    def _check_ports(self, names) -> None:
+    def _check_ports(self, names, wait: float = 15) -> None:
+        """Each port must be bindable. A port can be held for a moment by another HDFS's free_ports()
+        probe (a CI run failed so on a restart, under two test workers), so it is tried again for
+        `wait` seconds before it counts as taken."""
+        deadline = time.monotonic() + wait
         for n in names:
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM does
-                try:
-                    s.bind(("127.0.0.1", self.ports[n]))
-                except OSError as e:
-                    raise RuntimeError(f"devhdfs: port {self.ports[n]} ({n}) is taken: {e}") from None
+            while True:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM does
+                    try:
+                        s.bind(("127.0.0.1", self.ports[n]))
+                        break
+                    except OSError as e:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"devhdfs: port {self.ports[n]} ({n}) is taken: {e}") from None
+                time.sleep(0.2)
 
     def start(self, wait: bool = True, timeout: float = 120) -> "HDFS":
         """Format on first use, start whichever daemon is not running (NameNode first), and by

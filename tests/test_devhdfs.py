@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 
 import psutil
 import pytest
@@ -53,6 +54,21 @@ ROWS = [(i, f"name-{i}", i * 0.5, f"p{i % 3}") for i in range(60)]
 def _read(client, path) -> bytes:
     with client.read(path) as r:
         return r.read()
+
+
+def test_a_port_held_for_a_moment_is_waited_for_and_one_held_on_is_refused_by_name(tmp_path):
+    import threading
+
+    h = HDFS(tmp_path)  # no daemon is started: only the port check runs
+    held = socket.socket()
+    held.bind(("127.0.0.1", h.ports["rpc"]))
+    threading.Timer(1.0, held.close).start()
+    h._check_ports(["rpc"], wait=10)  # returns once the holder let go
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", h.ports["http"]))
+        s.listen()
+        with pytest.raises(RuntimeError, match=f"port {h.ports['http']} \\(http\\) is taken"):
+            h._check_ports(["http"], wait=0.5)
 
 
 def test_addresses(dfs):
@@ -125,13 +141,23 @@ def test_stop_leaves_nothing(dfs):
     # (the other xdist worker's Spark or HDFS bind ephemeral ports), so a port that answers is checked
     # by the owner of its listener, looked up after it answered (a CI run failed when the port was
     # taken between an earlier lookup and the connect).
+    # A listener can also go away between the connect and the lookup (a CI run failed so): that
+    # is tried again, and a port counts as answering with no listener only if it does so each time.
     for name, port in dfs.ports.items():
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                continue
-            listening = {c.laddr.port: c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
-        owner = listening.get(port)
-        assert owner is not None, f"{name} port {port} answers with no listener (a socket of a process of ours?)"
+        for _ in range(5):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    owner = None
+                    break
+                listening = {c.laddr.port: c.pid for c in psutil.net_connections("tcp")
+                             if c.status == psutil.CONN_LISTEN}
+            if (owner := listening.get(port)) is not None:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"{name} port {port} answers with no listener, five times (a socket of a process of ours?)")
+        if owner is None:
+            continue
         try:
             owner_cmd = " ".join(psutil.Process(owner).cmdline())
         except psutil.NoSuchProcess:  # it went away meanwhile: not a listener of ours either
