@@ -76,6 +76,7 @@ def print_summary(m: dict, wall_s: float) -> None:
     print(f"  features      {m['outputs']['features']}")
     print(f"  quarantine    {m['outputs']['quarantine']}")
     print(f"  manifest      {Warehouse(m['warehouse']).manifest(m['partition_date'])}")
+    print(f"  report        {Warehouse(m['warehouse']).report(m['partition_date'])}")
 
 
 def cmd_run(a) -> int:

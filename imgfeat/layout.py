@@ -7,6 +7,7 @@
   WAREHOUSE/quarantine/dt=<date>/              published quarantine: image_id, stage, reason
   WAREHOUSE/runs/dt=<date>/manifest.json       the run manifest
   WAREHOUSE/runs/dt=<date>/retention.json      which checkpoints retention deleted, and when
+  WAREHOUSE/reports/dt=<date>/index.html       the run report (imgfeat/report.py), thumbs/ beside it
   WAREHOUSE/catalog/dt=<date>.json             catalog entry of a published partition (feature_catalog DAG)
   WAREHOUSE/descriptors/deepbit<K>/<version>.json  a learned K-bit code layer (train_descriptor DAG)
   WAREHOUSE/descriptors/deepbit<K>/current.json    {"version": ...}: the layer new runs use
@@ -87,6 +88,10 @@ class Warehouse:
 
     def manifest(self, date: str) -> str:
         return _join(self.runs_root(), f"dt={date}", "manifest.json")
+
+    def report(self, date: str) -> str:
+        """The partition's run report; its thumbnails are in `thumbs/` next to it."""
+        return _join(self.root, "reports", f"dt={date}", "index.html")
 
     def retention_record(self, date: str) -> str:
         return _join(self.runs_root(), f"dt={date}", "retention.json")

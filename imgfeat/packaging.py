@@ -17,8 +17,10 @@ from imgfeat import paths
 
 
 def _sources() -> list[Path]:
+    """The library's modules and the templates it renders (the run report's)."""
     pkg = paths.REPO / "imgfeat"
-    return sorted(p for p in pkg.rglob("*.py") if "__pycache__" not in p.parts)
+    files = [*pkg.rglob("*.py"), *(pkg / "templates").glob("*.html")]
+    return sorted(p for p in files if "__pycache__" not in p.parts)
 
 
 def build_zip(out_dir: Path | None = None) -> Path:

@@ -35,3 +35,20 @@ def test_the_zip_holds_no_dev_tooling(tmp_path):
                  for i, line in enumerate(source.splitlines(), 1)
                  if "devtools" in line and i not in _function_body_lines(source)]
     assert top_level == []
+
+
+def test_the_run_reports_template_ships_in_the_zip_and_renders_from_it(tmp_path):
+    import subprocess
+    import sys
+
+    zipped = build_zip(tmp_path)
+    with zipfile.ZipFile(zipped) as zf:
+        assert "imgfeat/templates/report.html" in zf.namelist()
+    code = ("import imgfeat.report as r; m = {'partition_date': 'd', 'input': 'i', 'model': 'm', 'commit_id': 'c',"
+            " 'revision': 1, 'images_in': 1, 'published': 1, 'quarantined': 0, 'stages': {}, 'images_by_source':"
+            " {'inferred': 1, 'reused_this_partition': 0, 'reused_other_partitions': 0}};"
+            " print(r.__file__); print(r.render(m, {'cat': 1}, r.score_bins({}), [], [], 2).count('<rect'))")
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": ":".join([str(zipped), *site])},
+                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    assert out == [f"{zipped}/imgfeat/report.py", "11"]

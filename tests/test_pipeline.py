@@ -251,3 +251,24 @@ def test_a_stage_recomputes_the_checkpoints_retention_deleted_and_publishes_the_
     assert all((wh / s / f"dt={DATE}" / "_SUCCESS").exists() for s in STAGES[:-1])
     after = {k: (r.label, r.x1, r.y2, r.code) for k, r in _features(spark, wh, DATE).items()}
     assert after == before and len(after) == published > 0
+
+
+def test_publish_writes_the_run_report_with_the_manifests_counts_and_thumbnails(partition, warehouse):
+    from PIL import Image
+
+    _, expected_bad = partition
+    wh, _, metas = warehouse
+    page = Warehouse(str(wh)).report(DATE)
+    html = Path(page).read_text()
+    m = metas["publish"]
+    assert (f'{m["images_in"]} ingested = <span id="published">{m["published"]}</span> published\n'
+            f' + <span id="quarantined">{m["quarantined"]}</span> quarantined') in html
+    for code in {v for v in expected_bad.values() if v is not None}:
+        assert f"<code>{code}</code>" in html
+    # fewer published pictures than the report shows: every one, as a picture and a crop
+    assert m["published"] == len(LABELS) + sum(v is None for v in expected_bad.values())
+    assert html.count('class="thumb"') == m["published"]
+    thumbs = sorted((Path(page).parent / "thumbs").glob("*.jpg"))
+    assert len(thumbs) == 2 * m["published"]
+    assert {Image.open(t).format for t in thumbs} == {"JPEG"}
+    assert "photos/chelsea.jpg</code> · cat" in html

@@ -42,7 +42,7 @@ class OpenVinoEngine:
         # CPUs would publish different codes for the same picture.
         # Unpinned: the tasks of one executor each compile their own model, and pinned, their
         # threads are bound to the same cores. Measured on 2 cores, the detector network in two
-        # processes at once: 54.9 ms a picture pinned, 28.2 unpinned (one process alone: 27-35).
+        # processes at once: 54.9 ms a picture pinned, 28.2 unpinned (one process alone: 26.7-38.1).
         self._config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
                         "ENABLE_CPU_PINNING": False}
         if threads:
