@@ -1,8 +1,11 @@
 """Writes the run report of a published partition (imgfeat/report.py renders it): the figures
 from the published tables and the manifest, and sample thumbnails made by executors from the
-ingest checkpoint's bytes. WAREHOUSE/reports/dt=<date>/index.html, thumbs/ beside it."""
+ingest checkpoint's bytes. WAREHOUSE/reports/dt=<date>/index.html, one file: the thumbnails are
+inline (data: URIs), so it is written in one go and served or copied as it is."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
@@ -25,23 +28,25 @@ def _thumbs(it):
                 thumb, crop = report.thumbnails(r.content, r.width, r.height, (r.x1, r.y1, r.x2, r.y2), r.label)
             except decode.BadImage:
                 continue  # published, so it decoded before: only a picture replaced meanwhile
-            out.append({"image_id": r.image_id, "thumb": thumb, "crop": crop})
-        yield pd.DataFrame(out, columns=["image_id", "thumb", "crop"])
+            out.append({"image_id": r.image_id, "label": r.label, "score": r.score, "thumb": thumb, "crop": crop})
+        yield pd.DataFrame(out, columns=["image_id", "label", "score", "thumb", "crop"])
 
 
 def write(spark, wh: Warehouse, date: str, manifest: dict) -> str:
     """Write the report of `date` (published, with its `manifest`); returns its path."""
-    from imgfeat.spark.checkpoint import is_committed, parent, write_text_atomically
+    from imgfeat.spark.checkpoint import is_committed, write_text_atomically
     from imgfeat.spark.hadoop import HadoopFS
 
     fs = HadoopFS(spark)
     features = spark.read.parquet(wh.table("features", date))
     quarantine = spark.read.parquet(wh.table("quarantine", date))
-    labels = {r["label"]: r["count"] for r in
-              features.groupBy(F.coalesce("label", F.lit("(none)")).alias("label")).count().collect()}
     b = report.SCORE_BINS
     in_bin = F.least(F.floor(F.col("score") * b), F.lit(b - 1)).cast("int")
-    scores = report.score_bins({r["bin"]: r["count"] for r in features.groupBy(in_bin.alias("bin")).count().collect()})
+    labels, bins = Counter(), Counter()  # both charts from one pass over the features
+    for r in features.groupBy(F.coalesce("label", F.lit("(none)")).alias("label"), in_bin.alias("bin")).count().collect():
+        labels[r["label"]] += r["count"]
+        bins[r["bin"]] += r["count"]
+    scores = report.score_bins(bins)
     code = F.split("reason", ":").getItem(0)
     first = Window.partitionBy("code").orderBy("image_id")
     reasons = (quarantine.withColumn("code", code).withColumn("n", F.count("*").over(Window.partitionBy("code")))
@@ -55,26 +60,21 @@ def write(spark, wh: Warehouse, date: str, manifest: dict) -> str:
                 .select("image_id").limit(report.SAMPLES).collect()]
     chosen = report.choose_samples(doubtful, shuffled)
 
-    page = wh.report(date)
-    thumbs_dir = f"{parent(page)}/thumbs"
-    fs.delete(thumbs_dir)
     samples = []
     if chosen and is_committed(fs, wh.checkpoint("ingest", date)):
-        wanted = spark.createDataFrame([(i,) for i in chosen], "image_id string")
+        # The chosen ids as a filter on the read: Parquet skips the row groups that hold none.
         rows = (spark.read.parquet(wh.checkpoint("ingest", date)).select("image_id", "content")
-                .join(F.broadcast(wanted), "image_id")
+                .where(F.col("image_id").isin(chosen))
                 .join(features.select("image_id", "label", "score", "x1", "y1", "x2", "y2", "width", "height"),
                       "image_id"))
-        made = {r["image_id"]: r for r in rows.mapInPandas(_thumbs, "image_id string, thumb binary, crop binary").collect()}
-        kept = features.where(F.col("image_id").isin(list(made))).select("image_id", "label", "score").collect()
-        by_id = {r["image_id"]: r for r in kept}
-        for k, image_id in enumerate(i for i in chosen if i in made):
-            fs.write_bytes(f"{thumbs_dir}/{k}.jpg", bytes(made[image_id]["thumb"]))
-            fs.write_bytes(f"{thumbs_dir}/{k}-crop.jpg", bytes(made[image_id]["crop"]))
-            samples.append({"image_id": image_id, "label": by_id[image_id]["label"], "score": by_id[image_id]["score"],
-                            "thumb": f"thumbs/{k}.jpg", "crop": f"thumbs/{k}-crop.jpg"})
+        made = {r["image_id"]: r for r in rows.mapInPandas(_thumbs, "image_id string, label string, score double, "
+                                                                    "thumb binary, crop binary").collect()}
+        samples = [{"image_id": i, "label": made[i]["label"], "score": made[i]["score"],
+                    "thumb": report.data_uri(made[i]["thumb"]), "crop": report.data_uri(made[i]["crop"])}
+                   for i in chosen if i in made]
     html = report.render(manifest, labels, scores,
                          [{"code": r["code"], "count": r["n"], "examples": list(r["examples"])} for r in reasons],
                          samples, spark.sparkContext.defaultParallelism)
+    page = wh.report(date)
     write_text_atomically(spark, page, html)
     return page
