@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,18 @@ def _submit(stage, args, env=None) -> subprocess.Popen:
 def _wait(proc, timeout=300) -> tuple[int, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out + err
+
+
+def _failed(results) -> str:
+    """What a failed spark-submit said: its error lines first (Spark's INFO lines can bury them:
+    a CI run's message was the tail of its log, all INFO), then its tail."""
+    out = []
+    for k, (rc, log) in enumerate(results):
+        if rc:
+            said = [ln for ln in log.splitlines()
+                    if re.search(r"imgfeat|Error|Exception|Traceback|refused|lease", ln) and " INFO " not in ln]
+            out.append(f"--- run {k} exited {rc}:\n" + "\n".join(said[:60]) + f"\n--- its tail:\n{log[-1500:]}")
+    return "\n".join(out)
 
 
 def _rows(spark, wh, date, table="features") -> dict:
@@ -187,7 +200,7 @@ def test_two_runs_of_one_partition_started_together_give_one_complete_result(spa
     procs = [_submit("ingest", args, {**HOLD, "AIRFLOW_CTX_DAG_ID": "image_features", "AIRFLOW_CTX_DAG_RUN_ID": run_id})
              for run_id in ("backfill__a", "manual__b")]
     results = [_wait(p) for p in procs]
-    assert [rc for rc, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert [rc for rc, _ in results] == [0, 0], _failed(results)
     # The second one waited for the first one's lease, then committed after it: one after the other.
     waited = [log for _, log in results if f"waiting up to 300 s: partition dt={DATE} is leased by run " in log]
     assert len(waited) == 1, [log[-2000:] for _, log in results]
@@ -229,7 +242,7 @@ def test_two_runs_on_a_real_hdfs_give_one_complete_result(hdfs, input_root, mode
     env = {**HOLD, **hdfs.dfs_env(), "HADOOP_USER_NAME": "root", "AIRFLOW_CTX_DAG_ID": "image_features"}
     procs = [_submit("ingest", args, {**env, "AIRFLOW_CTX_DAG_RUN_ID": run_id}) for run_id in ("a", "b")]
     results = [_wait(p) for p in procs]
-    assert [rc for rc, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert [rc for rc, _ in results] == [0, 0], _failed(results)
     assert sum("waiting up to 300 s" in log for _, log in results) == 1
 
     def listing(rel):
