@@ -1,11 +1,11 @@
 """Writes the run report of a published partition (imgfeat/report.py renders it): the figures
 from the published tables and the manifest, and sample thumbnails made by executors from the
-ingest checkpoint's bytes. WAREHOUSE/reports/dt=<date>/index.html, one file: the thumbnails are
-inline (data: URIs), so it is written in one go and served or copied as it is."""
+ingest checkpoint's bytes. WAREHOUSE/reports/dt=<date>/index.html, thumbs/ beside it."""
 
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from pyspark.sql import Window
 from pyspark.sql import functions as F
@@ -34,7 +34,7 @@ def _thumbs(it):
 
 def write(spark, wh: Warehouse, date: str, manifest: dict) -> str:
     """Write the report of `date` (published, with its `manifest`); returns its path."""
-    from imgfeat.spark.checkpoint import is_committed, write_text_atomically
+    from imgfeat.spark.checkpoint import is_committed, parent, write_text_atomically
     from imgfeat.spark.hadoop import HadoopFS
 
     fs = HadoopFS(spark)
@@ -60,6 +60,8 @@ def write(spark, wh: Warehouse, date: str, manifest: dict) -> str:
                 .select("image_id").limit(report.SAMPLES).collect()]
     chosen = report.choose_samples(doubtful, shuffled)
 
+    page = wh.report(date)
+    fs.delete(f"{parent(page)}/thumbs")
     samples = []
     if chosen and is_committed(fs, wh.checkpoint("ingest", date)):
         # The chosen ids as a filter on the read: Parquet skips the row groups that hold none.
@@ -70,11 +72,15 @@ def write(spark, wh: Warehouse, date: str, manifest: dict) -> str:
         made = {r["image_id"]: r for r in rows.mapInPandas(_thumbs, "image_id string, label string, score double, "
                                                                     "thumb binary, crop binary").collect()}
         samples = [{"image_id": i, "label": made[i]["label"], "score": made[i]["score"],
-                    "thumb": report.data_uri(made[i]["thumb"]), "crop": report.data_uri(made[i]["crop"])}
-                   for i in chosen if i in made]
+                    "thumb": f"thumbs/{k}.jpg", "crop": f"thumbs/{k}-crop.jpg"}
+                   for k, i in enumerate(i for i in chosen if i in made)]
+        # Small files, one create each: written by a few threads at once (one after the other,
+        # they took most of the report's time).
+        files = [(f"{parent(page)}/{s[kind]}", made[s["image_id"]][kind]) for s in samples for kind in ("thumb", "crop")]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda f: fs.write_bytes(f[0], bytes(f[1])), files))
     html = report.render(manifest, labels, scores,
                          [{"code": r["code"], "count": r["n"], "examples": list(r["examples"])} for r in reasons],
                          samples, spark.sparkContext.defaultParallelism)
-    page = wh.report(date)
     write_text_atomically(spark, page, html)
     return page
