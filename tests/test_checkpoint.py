@@ -145,3 +145,28 @@ def test_a_commit_never_renames_into_an_existing_directory(spark, tmp_path, monk
         commit(spark, spark.range(3), target, wh.staging_root("ingest", date), wh.new_staging("ingest", date),
                lambda w: {"rows": w.count()}, stage="ingest")
     assert not [n for n in os.listdir(target) if not n.startswith(("part-", ".part-", "_SUCCESS", "._SUCCESS"))]
+
+
+def test_a_stage_prints_progress_lines_while_its_tasks_run(spark):
+    import io
+    import re
+    import time
+
+    from imgfeat.spark.progress import Progress, line
+
+    assert line("imgfeat detect dt=d", 320, 12, 40, 30.0) == \
+        "imgfeat detect dt=d: ~96/320 images (12/40 tasks), 3.2 img/s, 30 s"
+
+    def slow(it):
+        for b in it:
+            time.sleep(0.4)
+            yield b
+    out = io.StringIO()
+    with Progress(spark, "imgfeat t dt=d", 40, interval=0.2, out=out):
+        assert spark.range(0, 40, numPartitions=8).mapInPandas(slow, "id long").count() == 40
+    lines = out.getvalue().splitlines()
+    assert lines, "no progress line in a job of at least 1.6 s, with a line every 0.2 s"
+    assert all(re.fullmatch(r"imgfeat t dt=d: ~\d+/40 images \(\d+/\d+ tasks\), [\d.]+ img/s, \d+ s", ln) for ln in lines), lines
+    assert any("/8 tasks)" in ln for ln in lines)  # the biggest running stage: the 8 tasks of the map
+    with Progress(spark, "imgfeat t dt=d", 40, interval=0, out=out) as off:
+        assert off._thread is None  # IMGFEAT_PROGRESS_S=0: no thread, no line

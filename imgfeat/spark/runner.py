@@ -17,6 +17,7 @@ import uuid
 from imgfeat import params
 from imgfeat.spark import StageFailed
 from imgfeat.spark.args import parse, weights_digest
+from imgfeat.spark.progress import Progress
 from imgfeat.layout import INFERENCE_STAGES, STAGES, Warehouse, input_partition, previous_stage
 
 
@@ -397,8 +398,18 @@ def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
                 "commit_id": staging.rsplit("/", 1)[1],
                 "duration_s": round(time.time() - started, 3), "finished_at": _now()}
 
-    return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date), staging, meta,
-                  lease=held, stage=stage)
+    with Progress(spark, f"imgfeat {stage} dt={date}", _images_in(spark, wh, stage, date, extra)):
+        return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date), staging, meta,
+                      lease=held, stage=stage)
+
+
+def _images_in(spark, wh: Warehouse, stage: str, date: str, extra: dict) -> int | None:
+    """The images `stage` works through: ingest's listed files, else its upstream checkpoint's rows."""
+    from imgfeat.spark.checkpoint import read_meta
+
+    if stage == "ingest":
+        return extra.get("files")
+    return read_meta(spark, wh.checkpoint(previous_stage(stage), date)).get("rows")
 
 
 def main(stage: str, argv: list[str] | None = None) -> int:
