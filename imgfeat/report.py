@@ -7,7 +7,6 @@ rendered by Jinja2 from `templates/report.html`.
 
 from __future__ import annotations
 
-import base64
 import importlib.resources
 
 import numpy as np
@@ -50,11 +49,6 @@ def thumbnails(content: bytes, width: int, height: int, box: tuple[int, int, int
     return _jpeg(picture), _jpeg(_fit(region, size))
 
 
-def data_uri(jpeg: bytes) -> str:
-    """A JPEG as a data: URI for an <img src>: the page carries its thumbnails (about 2 x 48 x 8 KB)."""
-    return "data:image/jpeg;base64," + base64.b64encode(bytes(jpeg)).decode("ascii")
-
-
 def _fit(rgb: np.ndarray, size: int) -> np.ndarray:
     import cv2
 
@@ -92,7 +86,7 @@ def score_bins(counts: dict[int, int], bins: int = SCORE_BINS) -> dict[str, int]
 def render(manifest: dict, labels: dict[str, int], scores: dict[str, int], reasons: list[dict],
            samples: list[dict], cores: int) -> str:
     """The page. `reasons`: {code, count, examples}; `samples`: {image_id, label, score, thumb, crop}
-    with the thumbnails' URIs (data_uri)."""
+    with thumbnail paths relative to the page."""
     import jinja2
 
     source = importlib.resources.files("imgfeat").joinpath("templates/report.html").read_text()
