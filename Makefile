@@ -17,7 +17,7 @@ WAREHOUSE ?=
 ENGINE ?= openvino
 RUN_ARGS := $(if $(DATE),--date $(DATE)) $(if $(INPUT),--input $(INPUT)) $(if $(WAREHOUSE),--warehouse $(WAREHOUSE)) --engine $(ENGINE)
 
-.PHONY: setup run test bench eval pack airflow airflow-stop compose-secrets java clean help
+.PHONY: setup run test bench eval pack airflow airflow-stop compose-secrets java browser clean help
 
 help:
 	@echo "make run    set up, then run the image_features DAG on the sample partition"
@@ -42,6 +42,14 @@ $(STAMP): requirements.txt requirements-bigdl.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -r requirements-bigdl.txt
 	@touch $@
 
+# The UI tests drive a real headless Chromium: Debian's, with its chromedriver (apt, as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver (the UI tests' browser; log: var/logs/apt.log)"; \
+	  mkdir -p var/logs && { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends chromium chromium-driver; } >var/logs/apt.log 2>&1 || { \
+	  echo "could not install chromium (see var/logs/apt.log); as root: apt-get install chromium chromium-driver"; exit 1; }; }
+
 # Idempotent and quick when the model directory is complete; adds what an older cache lacks.
 setup: java $(STAMP)
 	@$(PY) -m imgfeat.cli setup
@@ -51,7 +59,7 @@ run: setup
 
 # Two workers (tests/conftest.py says how the tests are grouped); TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -rs --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 bench: setup

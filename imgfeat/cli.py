@@ -147,23 +147,16 @@ def cmd_similar(a) -> int:
                 data = Path(a.image).read_bytes()
             except OSError as e:
                 raise params.ParamError("--image", f"cannot read {a.image}: {e.strerror}") from None
-        index = search.load_index(warehouse, bits, a.code)
-        if data is not None:
-            code, embedding, _ = search.describe_file(data, Path(a.image).name, warehouse, index, a.model_dir)
-            exclude = None
-        else:
-            shard, row = index.locate(a.image_id)
-            exclude = index.key(shard, row)
-            code = shard.codes[row]
-            embedding = index.embeddings([exclude])[exclude] if a.rerank else None
-        hits = index.search(code, k, embedding if a.rerank else None, exclude=exclude)
+        index, hits, asked = search.similar(warehouse, k, picture=data, name=Path(a.image or "query").name,
+                                            image_id=a.image_id, bits=bits, code=a.code, rerank=a.rerank,
+                                            model_dir=a.model_dir)
     except (params.ParamError, search.SearchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if a.json:
         print(json.dumps({"index": index.code, "indexed_images": len(index), "hits": hits}))
         return 0
-    print(f"index {index.code}: {len(index)} images; query {a.image or exclude}")
+    print(f"index {index.code}: {len(index)} images; query {a.image or asked}")
     for rank, h in enumerate(hits, 1):
         cosine = f"  cosine {h['cosine']:.3f}" if "cosine" in h else ""
         print(f"{rank:>3}  hamming {h['hamming']:>3}{cosine}  {h['key']}  ({h['label'] or 'no object'})")

@@ -316,3 +316,50 @@ def describe_file(data: bytes, name: str, warehouse: str, index: Index, model_di
 
     coder = descriptor.load_coder(read_text, Warehouse(warehouse), index.bits, index.code)
     return coder.codes(embedding[None])[0], embedding, row
+
+
+def similar(warehouse: str, k: int, picture: bytes | None = None, name: str = "query", image_id: str | None = None,
+            bits: int | None = None, code: str | None = None, rerank: bool = False,
+            model_dir: str | None = None) -> tuple[Index, list[dict], str]:
+    """The k published images most similar to a picture (described as the pipeline would) or to a
+    published image (its own row left out): (index, hits, what was asked). The one path of
+    `python -m imgfeat.cli similar` and of the Airflow UI's search page."""
+    if (picture is None) == (image_id is None):
+        raise SearchError("give a picture or an image_id")
+    index = load_index(warehouse, bits, code)
+    if picture is not None:
+        from imgfeat import paths
+
+        query_code, embedding, _ = describe_file(picture, name, warehouse, index, model_dir or str(paths.model_dir()))
+        exclude, asked = None, name
+    else:
+        shard, row = index.locate(image_id)
+        exclude = asked = index.key(shard, row)
+        query_code = shard.codes[row]
+        embedding = index.embeddings([exclude])[exclude] if rerank else None
+    return index, index.search(query_code, k, embedding if rerank else None, exclude=exclude), asked
+
+
+def published_picture(warehouse: str, key: str) -> tuple[bytes, dict]:
+    """The original bytes of the published image "dt=<date>/<image_id>" (read from the input
+    partition its manifest names) and its features row (label, score, box, width, height)."""
+    import pyarrow.compute as pc
+
+    from imgfeat import storage
+    from imgfeat.layout import Warehouse
+
+    if not key.startswith("dt=") or "/" not in key:
+        raise SearchError(f"{key!r} is not dt=<date>/<image_id>")
+    date, image_id = key[3:].split("/", 1)
+    wh = Warehouse(warehouse)
+    manifest = storage.read_json(wh.manifest(date))
+    if manifest is None:
+        raise SearchError(f"partition dt={date} is not published in {warehouse}")
+    rows = _read_parquet(wh.table("features", date), ["image_id", "label", "score", "x1", "y1", "x2", "y2", "width",
+                                                       "height"], pc.field("image_id") == image_id).to_pylist()
+    if not rows:
+        raise SearchError(f"{key} is not a published image")
+    data = storage.read_bytes(f"{manifest['input'].rstrip('/')}/{image_id}")
+    if data is None:
+        raise SearchError(f"{key}: its input file is gone from {manifest['input']}")
+    return data, rows[0]

@@ -197,9 +197,10 @@ def test_every_dag_file_loads_its_dags_without_import_errors(bag):
     assert sorted({d.fileloc.rsplit("/", 1)[1] for d in bag.dags.values()}) == _dag_files()
 
 
-def test_airflow_plugin_loader_leaves_the_imgfeat_airflow_package_alone():
-    """plugins/ holds a package, not an AirflowPlugin: Airflow's loader (which imports each file under
-    plugins/ as a top-level module named after it) must skip it (plugins/.airflowignore)."""
+def test_airflow_plugin_loader_loads_the_ui_plugin_and_leaves_the_imgfeat_airflow_package_alone():
+    """plugins/ holds one AirflowPlugin file (imgfeat_ui.py) and a package: Airflow's loader (which
+    imports each file under plugins/ as a top-level module named after it) must skip the package's
+    files (plugins/.airflowignore)."""
     import sys
 
     from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory
@@ -208,8 +209,9 @@ def test_airflow_plugin_loader_leaves_the_imgfeat_airflow_package_alone():
 
     before = set(sys.modules)
     plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(paths.REPO / "plugins"))
-    assert (plugins, errors) == ([], {})
-    assert not {"params", "submit", "gates", "__init__"} & (set(sys.modules) - before)
+    assert ([p.name for p in plugins], errors) == (["imgfeat_ui"], {})
+    assert {v["name"]: v["destination"] for v in plugins[0].external_views} == {"Report": "dag_run", "Picture search": "nav"}
+    assert not {"params", "submit", "gates", "ui", "__init__"} & (set(sys.modules) - before)
 
 
 # --- cluster submission: the command the operator gives spark-submit for YARN ---------------------

@@ -112,13 +112,20 @@ def test_login_takes_the_generated_password_only(airflow):
     assert login(generated) == 201
 
 
-def test_a_rest_trigger_with_params_publishes_the_partition(api, e2e_input, tmp_path):
-    import pyarrow.parquet as pq
-
-    warehouse = tmp_path / "warehouse"
+@pytest.fixture(scope="module")
+def rest_run(api, e2e_input, tmp_path_factory) -> dict:
+    """One REST trigger with params, waited for: its run's outcome, and the partition it published
+    (then catalogued and indexed by the DAGs its Asset starts), which the UI tests look at."""
+    warehouse = tmp_path_factory.mktemp("rest") / "warehouse"
     run_id = _trigger(api, {"partition_date": E2E_DATE, "input_root": str(e2e_input["root"]),
                             "warehouse_root": str(warehouse)})
-    result = _wait(api, run_id)
+    return {"run_id": run_id, "warehouse": warehouse, "result": _wait(api, run_id)}
+
+
+def test_a_rest_trigger_with_params_publishes_the_partition(api, e2e_input, rest_run):
+    import pyarrow.parquet as pq
+
+    warehouse, result = rest_run["warehouse"], rest_run["result"]
     assert result["state"] == "success", result
     # every task ran once and succeeded; the revisit group, mapped over no late partition (a manual
     # run does not look back), was skipped
@@ -160,6 +167,123 @@ def test_a_rest_trigger_with_params_publishes_the_partition(api, e2e_input, tmp_
     meta = json.loads((warehouse / "duplicates" / f"dt={E2E_DATE}" / "_stage.json").read_text())
     assert meta["indexed_images"] == manifest["published"] and meta["code"] == manifest["model"].rsplit("code=", 1)[1]
     assert (warehouse / "index" / meta["code"] / "shards" / f"dt={E2E_DATE}" / "_SUCCESS").is_file()
+
+
+# --- the imgfeat pages of the UI (plugins/imgfeat_ui.py), in a real headless Chromium -------------
+def _get(airflow, path, token=None, data=None, headers=None) -> int:
+    req = urllib.request.Request(f"{airflow.url}{path}", data=data, headers={
+        **({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture(scope="module")
+def browser(airflow):
+    """Debian's chromium through its chromedriver (make browser), logged in with the UI's form."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
+    try:
+        driver.get(f"{airflow.url}/auth/login")
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: d.find_elements(By.NAME, "username"))
+        driver.find_element(By.NAME, "username").send_keys("admin")
+        driver.find_element(By.NAME, "password").send_keys(airflow.password)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: "/auth/login" not in d.current_url)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _loaded(driver, images) -> list[int]:
+    """The natural widths of <img> elements (0: not loaded), once the page has finished loading them."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 60).until(lambda d: all(d.execute_script("return arguments[0].complete", i) for i in images))
+    return [driver.execute_script("return arguments[0].naturalWidth", i) for i in images]
+
+
+def test_the_report_link_of_a_run_opens_its_report_in_a_real_browser(api, airflow, rest_run, browser, tmp_path):
+    import io
+    from urllib.parse import quote
+
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    _, plugins = api("GET", "/plugins")
+    views = {v["name"]: v for p in plugins["plugins"] for v in p["external_views"]}
+    assert views["Report"]["destination"] == "dag_run" and views["Picture search"]["destination"] == "nav"
+    href = views["Report"]["href"].replace("{DAG_ID}", DAG).replace("{RUN_ID}", quote(rest_run["run_id"], safe=""))
+    browser.get(f"{airflow.url}{href}")
+    manifest = json.loads((rest_run["warehouse"] / "runs" / f"dt={E2E_DATE}" / "manifest.json").read_text())
+    assert browser.find_element(By.ID, "published").text == str(manifest["published"])
+    assert browser.find_element(By.ID, "quarantined").text == str(manifest["quarantined"])
+    thumbs = browser.find_elements(By.CSS_SELECTOR, "img.thumb")
+    crops = browser.find_elements(By.CSS_SELECTOR, "img.crop")
+    assert len(thumbs) == len(crops) == min(manifest["published"], 48)
+    assert min(_loaded(browser, thumbs + crops)) > 0  # every thumbnail was served and decoded
+    shot = browser.get_screenshot_as_png()
+    (tmp_path / "report.png").write_bytes(shot)
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), np.float32)
+    assert pixels.std() > 20, "the screenshot is blank"
+
+
+def test_the_search_page_finds_an_uploaded_pictures_own_published_copy_first(airflow, rest_run, browser, e2e_input):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    # feature_index, started by the run's Asset event, built the index the search reads
+    shards = rest_run["warehouse"] / "index"
+    deadline = time.monotonic() + 600
+    while not list(shards.glob(f"*/shards/dt={E2E_DATE}/_SUCCESS")):
+        assert time.monotonic() < deadline, "feature_index never indexed the partition"
+        time.sleep(3)
+    browser.get(f"{airflow.url}/imgfeat/search")
+    Select(browser.find_element(By.NAME, "warehouse")).select_by_visible_text(str(rest_run["warehouse"]))
+    browser.find_element(By.NAME, "picture").send_keys(str(e2e_input["part"] / "shop" / "chelsea.jpg"))
+    k = browser.find_element(By.NAME, "k")
+    k.clear()
+    k.send_keys("5")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, 300).until(lambda d: d.find_elements(By.ID, "hits") or d.find_elements(By.ID, "error"))
+    assert not browser.find_elements(By.ID, "error"), browser.find_element(By.ID, "error").text
+    keys = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#hits .key")]
+    distances = [int(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#hits .hamming")]
+    assert len(keys) == 5 and keys[0] == f"dt={E2E_DATE}/shop/chelsea.jpg" and distances[0] == 0
+    assert distances == sorted(distances)
+    assert min(_loaded(browser, browser.find_elements(By.CSS_SELECTOR, "#hits img.thumb"))) > 0
+
+
+def test_the_pages_refuse_strangers_paths_outside_a_report_other_warehouses_and_big_uploads(airflow, api, rest_run):
+    from urllib.parse import quote
+
+    report = f"/imgfeat/runs/{DAG}/{quote(rest_run['run_id'], safe='')}/report"
+    assert _get(airflow, f"{report}/index.html") == 401  # no token
+    assert _get(airflow, f"{report}/index.html", token="not.a.jwt") == 403
+    assert _get(airflow, f"{report}/index.html", token=api.token) == 200
+    assert _get(airflow, f"{report}/%2E%2E/%2E%2E/runs/dt={E2E_DATE}/manifest.json", token=api.token) == 403
+    assert _get(airflow, f"/imgfeat/picture?warehouse=/etc&key=dt={E2E_DATE}/shop/chelsea.jpg", token=api.token) == 403
+    assert _get(airflow, f"/imgfeat/picture?warehouse={quote(str(rest_run['warehouse']))}"
+                         f"&key=dt={E2E_DATE}/shop/chelsea.jpg", token=api.token) == 200
+    # An upload over the cap is refused on its headers, before its body is sent: the answer comes
+    # while the client still holds the 21 MB (a client sending it all would see the connection close).
+    with socket.create_connection(("127.0.0.1", airflow.port), timeout=60) as s:
+        s.sendall((f"POST /imgfeat/search HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api.token}\r\n"
+                   f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {21 << 20}\r\n\r\n").encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 413 ")
 
 
 @pytest.mark.parametrize("conf,field", [({"code_bits": 12}, "code_bits"), ({"engine": "tensorrt"}, "engine"),

@@ -7,6 +7,8 @@
   flavours), how Python and models reach a cluster (`shipping`), feature_index's partitions.
 - `gates`: the tasks before a run's stages, which look at the input and submit nothing: the
   readiness gate (`WaitForPartitionSensor`) and the late files (`FindLateFilesOperator`).
+- `ui`: the UI's pages (a run's report, picture search), a FastAPI app that plugins/imgfeat_ui.py
+  mounts on the api-server; not imported here (DAG files do not need it).
 
 Spark's master comes from the `spark_default` connection (`local[2]`, `yarn`, `spark://h:p`).
 Environment (read when a DAG file is parsed; cheap):
@@ -20,8 +22,9 @@ Environment read when a task runs (cluster submission, see `shipping`):
   IMGFEAT_MODEL_ARCHIVE  tarball of the model directory (`make pack`), unpacked as ./models
 
 Airflow puts plugins/ on sys.path, so a DAG file does `from imgfeat_airflow import ...`; importing
-it loads Airflow's SDK and the Spark provider, never Spark itself. It defines no AirflowPlugin:
-plugins/.airflowignore keeps Airflow's plugin loader from importing its files as top-level modules.
+it loads Airflow's SDK and the Spark provider, never Spark itself. It defines no AirflowPlugin
+(plugins/imgfeat_ui.py is the one): plugins/.airflowignore keeps Airflow's plugin loader from
+importing its files as top-level modules.
 """
 
 from .gates import FindLateFilesOperator, WaitForPartitionSensor

@@ -1,0 +1,16 @@
+"""The Airflow plugin of imgfeat's pages (imgfeat_airflow/ui.py): the run report and the picture
+search, served by the api-server at /imgfeat, with a "Report" link on every DAG run and a
+"Picture search" entry in the navigation."""
+
+from airflow.plugins_manager import AirflowPlugin
+
+from imgfeat_airflow.ui import app
+
+
+class ImgfeatUiPlugin(AirflowPlugin):
+    name = "imgfeat_ui"
+    fastapi_apps = [{"app": app, "url_prefix": "/imgfeat", "name": "imgfeat reports and search"}]
+    external_views = [
+        {"name": "Report", "href": "/imgfeat/runs/{DAG_ID}/{RUN_ID}/report/index.html", "destination": "dag_run"},
+        {"name": "Picture search", "href": "/imgfeat/search", "destination": "nav"},
+    ]
