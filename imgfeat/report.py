@@ -84,9 +84,11 @@ def score_bins(counts: dict[int, int], bins: int = SCORE_BINS) -> dict[str, int]
 
 
 def render(manifest: dict, labels: dict[str, int], scores: dict[str, int], reasons: list[dict],
-           samples: list[dict], cores: int) -> str:
+           samples: list[dict], cores: int, groups: list[dict] | None = None, radius: int | None = None) -> str:
     """The page. `reasons`: {code, count, examples}; `samples`: {image_id, label, score, thumb, crop}
-    with thumbnail paths relative to the page."""
+    with thumbnail paths relative to the page; `groups`: the near-duplicate groups, {group_id, count,
+    members: [{image_id, hamming, match, thumb?}]} within Hamming distance `radius`, or None when
+    they are not computed yet."""
     import jinja2
 
     source = importlib.resources.files("imgfeat").joinpath("templates/report.html").read_text()
@@ -97,5 +99,5 @@ def render(manifest: dict, labels: dict[str, int], scores: dict[str, int], reaso
     stages.sort(key=lambda s: order.index(s["name"]) if s["name"] in order else len(order))
     return env.from_string(source).render(
         m=manifest, stages=stages, cores=cores, labels=bars(labels), scores=bars(scores, ordered=True),
-        reasons=reasons, samples=samples,
+        reasons=reasons, samples=samples, groups=groups, radius=radius,
         conserved=manifest["published"] + manifest["quarantined"] == manifest["images_in"])

@@ -2,7 +2,9 @@
 the `similar` command, and BigDL's distributed training of the DeepBit layer that the next run uses."""
 
 import json
+import re
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -68,6 +70,14 @@ def test_duplicates_give_each_image_its_group_and_nearest_match(indexed):
     assert "shop/chelsea.jpg" not in groups
     meta = json.loads((indexed["warehouse"] / "duplicates" / f"dt={DATE}" / "_stage.json").read_text())
     assert (meta["rows"], meta["groups"], meta["radius"]) == (len(got), len(set(groups.values())), radius)
+    # the index job wrote the run report again, with the groups: a row each, every picture drawn
+    html = (indexed["warehouse"] / "reports" / f"dt={DATE}" / "index.html").read_text()
+    sizes = Counter(groups.values())
+    assert html.count('class="group"') == min(len(sizes), 12) and f"within Hamming distance {radius}" in html
+    assert html.count('class="dupthumb"') == sum(min(n, 6) for _, n in sizes.most_common(12))
+    coffee = next(r for r in got if r["image_id"] == "sample/photos/img_0000.jpg")
+    assert re.search(r'<code>sample/photos/img_0000\.jpg</code> · hamming <span class="hamming">'
+                     rf'{coffee["hamming"]}</span> to <code>dt={DATE}/{re.escape(coffee["match_image_id"])}</code>', html)
 
 
 def _similar(indexed, *args):

@@ -54,3 +54,20 @@ def test_the_page_shows_the_counts_reasons_charts_and_samples():
     assert html.count("<rect") == 2 + 10  # two labels, ten score bins
     broken = report.render({**manifest, "published": 2}, {}, report.score_bins({}), [], [], cores=2)
     assert "does not add up" in broken and 'class="bad"' in broken
+
+
+def test_the_page_shows_duplicate_groups_as_rows_with_distances_or_says_they_are_pending():
+    manifest = {"partition_date": "2026-11-03", "input": "/in", "model": "m", "commit_id": "c", "revision": 1,
+                "images_in": 3, "published": 3, "quarantined": 0,
+                "images_by_source": {"inferred": 3, "reused_this_partition": 0, "reused_other_partitions": 0},
+                "stages": {"publish": {"rows": 3, "quarantined": 0, "duration_s": 2.0, "bytes": 2_000_000}}}
+    args = (manifest, {"cup": 3}, report.score_bins({9: 3}), [], [])
+    groups = [{"group_id": "dt=2026-11-01/a.jpg", "count": 2, "members": [
+        {"image_id": "b.jpg", "hamming": 0, "match": "dt=2026-11-01/a.jpg", "thumb": "thumbs/d0.jpg"},
+        {"image_id": "c.jpg", "hamming": 3, "match": "dt=2026-11-03/b.jpg", "thumb": "thumbs/d1.jpg"}]}]
+    html = re.sub(r"\s+", " ", report.render(*args, cores=2, groups=groups, radius=6))
+    assert html.count('class="group"') == 1 and html.count('class="dupthumb"') == 2
+    assert ('<code>c.jpg</code> · hamming <span class="hamming">3</span> to <code>dt=2026-11-03/b.jpg</code>' in html)
+    assert "within Hamming distance 6" in html and "2 pictures of this partition" in html
+    assert 'id="no-duplicates"' in report.render(*args, cores=2, groups=[], radius=6)
+    assert 'id="duplicates-pending"' in report.render(*args, cores=2)

@@ -9,7 +9,8 @@ checkpoint; it is rewritten only when the partition's features were (their commi
 and a shard of the same partition under another code is removed. The duplicates table,
 WAREHOUSE/duplicates/dt=<date>/, gives each image of the partition that has a near-duplicate
 within Hamming distance R in this or an earlier partition its group and nearest match
-(`imgfeat.spark.duplicates`: multi-index hashing joins and connected components).
+(`imgfeat.spark.duplicates`: multi-index hashing joins and connected components). Then the
+partition's run report is written again, with its largest duplicate groups (`imgfeat.spark.report`).
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
     code, bits = write_shard(spark, wh, date)
     shard_s = time.time() - started
     info = write_duplicates(spark, wh, date, code, bits, default_radius(code, bits) if radius is None else radius)
+    from imgfeat.spark import report
+
+    report.write_safely(spark, wh, date, duplicates=True)  # the run report, now with its duplicate groups
     return {**info, "shard_s": round(shard_s, 3), "duration_s": round(time.time() - started, 3)}
 
 

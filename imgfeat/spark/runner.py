@@ -317,20 +317,10 @@ def run_publish(spark, args, wh, held=None):
                                      "finished_at": _now(),
                                      "bytes": sum(fs.size(wh.table(t, date)) for t in ("features", "quarantine"))}
     write_text_atomically(spark, wh.manifest(date), json.dumps(manifest, indent=2, sort_keys=True))
-    _write_report(spark, wh, date, manifest)
-    return manifest
-
-
-def _write_report(spark, wh: Warehouse, date: str, manifest: dict) -> None:
-    """The run report, made from what was just committed. It is derived, so it never fails the
-    run: a failure is one line in the log, and the next publish of the partition writes it again."""
     from imgfeat.spark import report
 
-    try:
-        report.write(spark, wh, date, manifest)
-    except Exception as e:  # noqa: BLE001 - any failure of a derived page
-        print(f"imgfeat publish dt={date}: the run report was not written: {type(e).__name__}: "
-              f"{' '.join(str(e).split())[:300]}", file=sys.stderr)
+    report.write_safely(spark, wh, date, manifest)
+    return manifest
 
 
 def _now() -> str:
