@@ -11,6 +11,8 @@ class ImgfeatUiPlugin(AirflowPlugin):
     name = "imgfeat_ui"
     fastapi_apps = [{"app": app, "url_prefix": "/imgfeat", "name": "imgfeat reports and search"}]
     external_views = [
-        {"name": "Report", "href": "/imgfeat/runs/{DAG_ID}/{RUN_ID}/report/index.html", "destination": "dag_run"},
+        # url_route: the UI shows views of a DAG run only with one, as a tab holding the page
+        {"name": "Report", "href": "/imgfeat/runs/{DAG_ID}/{RUN_ID}/report/index.html", "destination": "dag_run",
+         "url_route": "imgfeat-report"},
         {"name": "Picture search", "href": "/imgfeat/search", "destination": "nav"},
     ]

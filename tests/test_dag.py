@@ -211,6 +211,8 @@ def test_airflow_plugin_loader_loads_the_ui_plugin_and_leaves_the_imgfeat_airflo
     plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(paths.REPO / "plugins"))
     assert ([p.name for p in plugins], errors) == (["imgfeat_ui"], {})
     assert {v["name"]: v["destination"] for v in plugins[0].external_views} == {"Report": "dag_run", "Picture search": "nav"}
+    # the UI shows a DAG run's views only with a url_route (as a tab)
+    assert [v["url_route"] for v in plugins[0].external_views if v["destination"] == "dag_run"] == ["imgfeat-report"]
     assert not {"params", "submit", "gates", "ui", "__init__"} & (set(sys.modules) - before)
 
 

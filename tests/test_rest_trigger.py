@@ -222,12 +222,19 @@ def test_the_report_link_of_a_run_opens_its_report_in_a_real_browser(api, airflo
     import numpy as np
     from PIL import Image
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     _, plugins = api("GET", "/plugins")
     views = {v["name"]: v for p in plugins["plugins"] for v in p["external_views"]}
     assert views["Report"]["destination"] == "dag_run" and views["Picture search"]["destination"] == "nav"
-    href = views["Report"]["href"].replace("{DAG_ID}", DAG).replace("{RUN_ID}", quote(rest_run["run_id"], safe=""))
-    browser.get(f"{airflow.url}{href}")
+    # The run's page in the UI has a "Report" tab, which holds the report's page in a frame.
+    browser.get(f"{airflow.url}/dags/{DAG}/runs/{quote(rest_run['run_id'], safe='')}")
+    WebDriverWait(browser, 120).until(
+        lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "a") if e.text.strip() == "Report"])[0].click()
+    frame = WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))[0]
+    assert frame.get_attribute("src").startswith(f"{airflow.url}/imgfeat/runs/{DAG}/")
+    browser.switch_to.frame(frame)
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "published"))
     manifest = json.loads((rest_run["warehouse"] / "runs" / f"dt={E2E_DATE}" / "manifest.json").read_text())
     assert browser.find_element(By.ID, "published").text == str(manifest["published"])
     assert browser.find_element(By.ID, "quarantined").text == str(manifest["quarantined"])
@@ -235,7 +242,8 @@ def test_the_report_link_of_a_run_opens_its_report_in_a_real_browser(api, airflo
     crops = browser.find_elements(By.CSS_SELECTOR, "img.crop")
     assert len(thumbs) == len(crops) == min(manifest["published"], 48)
     assert min(_loaded(browser, thumbs + crops)) > 0  # every thumbnail was served and decoded
-    shot = browser.get_screenshot_as_png()
+    browser.switch_to.default_content()
+    shot = browser.get_screenshot_as_png()  # the UI with the report in its tab
     (tmp_path / "report.png").write_bytes(shot)
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), np.float32)
     assert pixels.std() > 20, "the screenshot is blank"
