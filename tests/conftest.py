@@ -127,13 +127,17 @@ def local_run(tmp_path_factory, e2e_input, airflow_home, model_dir) -> dict:
                           "order by start_date", (started.strftime("%Y-%m-%d %H:%M:%S.%f"),)).fetchall()
     log = _VAR / "logs" / f"run-dt={E2E_DATE}.log"
     conf = {"partition_date": E2E_DATE, "input_root": str(e2e_input["root"]), "warehouse_root": str(warehouse)}
-    published = warehouse / "features" / f"dt={E2E_DATE}" / "_stage.json"  # before other tests re-publish
+    # What make run left, read before other tests re-publish (their publish writes the report again,
+    # without the duplicate groups the index job added: a CI run failed when a test read it later).
+    published = warehouse / "features" / f"dt={E2E_DATE}" / "_stage.json"
+    report = warehouse / "reports" / f"dt={E2E_DATE}" / "index.html"
     return {**e2e_input, "rc": out.returncode, "stdout": out.stdout, "stderr": out.stderr,
             "log": log.read_text() if log.exists() else out.stdout + out.stderr,
             "index_log": _VAR / "logs" / f"index-dt={E2E_DATE}.log",
             "warehouse": warehouse, "conf": conf, "env": env,
             "started": started, "ended": ended, "wall": wall, "runs": runs,
-            "features_commit": json.loads(published.read_text())["commit_id"] if published.exists() else None}
+            "features_commit": json.loads(published.read_text())["commit_id"] if published.exists() else None,
+            "report": report.read_text() if report.exists() else None}
 
 
 def feature_rows(table_dir) -> list:
