@@ -30,6 +30,7 @@ help:
 	@echo "                   var/airflow/secrets.json, generated at first start); make airflow-stop"
 	@echo "make compose-secrets  generate var/compose/ (docker-compose.yml's secrets) if absent"
 	@echo "make pack   build/ archives for cluster mode: Python env (venv-pack), models, library zip"
+	@echo "make browser  Debian's chromium and chromium-driver for the UI tests (apt, as root; make test runs it)"
 
 java:
 	@java -version 2>&1 | grep -qE 'version "(17|21)' || { \
