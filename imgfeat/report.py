@@ -12,6 +12,7 @@ import importlib.resources
 import numpy as np
 
 from imgfeat import decode
+from imgfeat.layout import STAGES
 from imgfeat.stages.crop import padded
 
 THUMB = 192  # longest side of a thumbnail, pixels
@@ -83,21 +84,26 @@ def score_bins(counts: dict[int, int], bins: int = SCORE_BINS) -> dict[str, int]
     return {f"{i / bins:.1f}-{(i + 1) / bins:.1f}": counts.get(i, 0) for i in range(bins)}
 
 
+def render_template(name: str, **values) -> str:
+    """A page of imgfeat/templates/ (they ship in the --py-files zip), rendered by Jinja2: values
+    escaped, an unknown name an error."""
+    import jinja2
+
+    source = importlib.resources.files("imgfeat").joinpath(f"templates/{name}").read_text()
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(source).render(**values)
+
+
 def render(manifest: dict, labels: dict[str, int], scores: dict[str, int], reasons: list[dict],
            samples: list[dict], cores: int, groups: list[dict] | None = None, radius: int | None = None) -> str:
     """The page. `reasons`: {code, count, examples}; `samples`: {image_id, label, score, thumb, crop}
     with thumbnail paths relative to the page; `groups`: the near-duplicate groups, {group_id, count,
     members: [{image_id, hamming, match, thumb?}]} within Hamming distance `radius`, or None when
     they are not computed yet."""
-    import jinja2
-
-    source = importlib.resources.files("imgfeat").joinpath("templates/report.html").read_text()
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     stages = [{"name": name, **s, "ips": s["rows"] / s["duration_s"] if s.get("duration_s") else None}
               for name, s in manifest["stages"].items()]
-    order = ["ingest", "detect", "crop", "embed", "publish"]
-    stages.sort(key=lambda s: order.index(s["name"]) if s["name"] in order else len(order))
-    return env.from_string(source).render(
-        m=manifest, stages=stages, cores=cores, labels=bars(labels), scores=bars(scores, ordered=True),
-        reasons=reasons, samples=samples, groups=groups, radius=radius,
+    stages.sort(key=lambda s: STAGES.index(s["name"]) if s["name"] in STAGES else len(STAGES))
+    return render_template(
+        "report.html", m=manifest, stages=stages, cores=cores, labels=bars(labels),
+        scores=bars(scores, ordered=True), reasons=reasons, samples=samples, groups=groups, radius=radius,
         conserved=manifest["published"] + manifest["quarantined"] == manifest["images_in"])

@@ -147,7 +147,7 @@ def test_a_commit_never_renames_into_an_existing_directory(spark, tmp_path, monk
     assert not [n for n in os.listdir(target) if not n.startswith(("part-", ".part-", "_SUCCESS", "._SUCCESS"))]
 
 
-def test_a_stage_prints_progress_lines_while_its_tasks_run(spark):
+def test_a_stage_prints_progress_lines_while_its_tasks_run(spark, tmp_path):
     import io
     import re
     import time
@@ -156,17 +156,24 @@ def test_a_stage_prints_progress_lines_while_its_tasks_run(spark):
 
     assert line("imgfeat detect dt=d", 320, 12, 40, 30.0) == \
         "imgfeat detect dt=d: ~96/320 images (12/40 tasks), 3.2 img/s, 30 s"
+    printed = tmp_path / "printed"
 
-    def slow(it):
-        for b in it:
-            time.sleep(0.4)
-            yield b
-    out = io.StringIO()
+    class Out(io.StringIO):  # marks that a line was printed
+        def write(self, text):
+            printed.touch()
+            return super().write(text)
+
+    def held(it):  # each task waits for the first line (no timing: the line is printed while they run)
+        deadline = time.monotonic() + 120
+        while not printed.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield from it
+    out = Out()
     with Progress(spark, "imgfeat t dt=d", 40, interval=0.2, out=out):
-        assert spark.range(0, 40, numPartitions=8).mapInPandas(slow, "id long").count() == 40
+        assert spark.range(0, 40, numPartitions=8).mapInPandas(held, "id long").count() == 40
     lines = out.getvalue().splitlines()
-    assert lines, "no progress line in a job of at least 1.6 s, with a line every 0.2 s"
-    assert all(re.fullmatch(r"imgfeat t dt=d: ~\d+/40 images \(\d+/\d+ tasks\), [\d.]+ img/s, \d+ s", ln) for ln in lines), lines
-    assert any("/8 tasks)" in ln for ln in lines)  # the biggest running stage: the 8 tasks of the map
+    # the first line: the biggest running stage is the map's 8 tasks, none done yet
+    assert re.fullmatch(r"imgfeat t dt=d: ~0/40 images \(0/8 tasks\), 0\.0 img/s, \d+ s", lines[0]), lines
+    assert all(re.fullmatch(r"imgfeat t dt=d: ~\d+/40 images \(\d+/\d+ tasks\), [\d.]+ img/s, \d+ s", ln) for ln in lines)
     with Progress(spark, "imgfeat t dt=d", 40, interval=0, out=out) as off:
         assert off._thread is None  # IMGFEAT_PROGRESS_S=0: no thread, no line

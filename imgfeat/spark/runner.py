@@ -104,7 +104,7 @@ def run_ingest(spark, args, wh):
     # What was listed, so Airflow can tell when the partition has changed since (checkpoints.current),
     # and how it differs from the partition's earlier ingest (late files; the run manifest says it).
     ids = {e.image_id for e in entries}
-    return rows, {"input": part_uri, "files": n, "input_listing": inputs.digest(entries), "upstream_commit": None,
+    return rows, n, {"input": part_uri, "files": n, "input_listing": inputs.digest(entries), "upstream_commit": None,
                   "files_new": len(ids - earlier["ids"]), "files_gone": len(earlier["ids"] - ids),
                   "revision": earlier["revision"] + 1}
 
@@ -158,7 +158,7 @@ def run_detect(spark, args, wh):
     # force: the partition's own earlier rows are what is being recomputed, never copied back
     df = reuse.mark(df, index, args.partition_date, own=not args.force)
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return _infer(spark, args, df, "detect", args.score_threshold), {
+    return _infer(spark, args, df, "detect", args.score_threshold), meta["rows"], {
         "model": model, "code": code, "score_threshold": args.score_threshold,
         "upstream_commit": meta["commit_id"]}
 
@@ -169,7 +169,7 @@ def run_crop(spark, args, wh):
 
     df, meta = _read_previous(spark, wh, "crop", args.partition_date)
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return df.mapInPandas(lambda it: (crop_batch(b) for b in it), CROP), {"upstream_commit": meta["commit_id"]}
+    return df.mapInPandas(lambda it: (crop_batch(b) for b in it), CROP), meta["rows"], {"upstream_commit": meta["commit_id"]}
 
 
 def run_embed(spark, args, wh):
@@ -179,7 +179,7 @@ def run_embed(spark, args, wh):
     detected = read_meta(spark, wh.checkpoint("detect", args.partition_date))
     coder = _coder(spark, wh, args.code_bits, detected.get("code"))
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return _infer(spark, args, df, "embed", coder), {
+    return _infer(spark, args, df, "embed", coder), meta["rows"], {
         "model": model_name(args, coder.name, detected["score_threshold"]), "code": coder.name, "code_bits": args.code_bits,
         "upstream_commit": meta["commit_id"]}
 
@@ -327,6 +327,7 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+# Each returns (the DataFrame to commit, the images it works through, extra checkpoint metadata).
 JOBS = {"ingest": run_ingest, "detect": run_detect, "crop": run_crop, "embed": run_embed}
 
 
@@ -375,7 +376,7 @@ def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
     from imgfeat.spark.checkpoint import commit
 
     started = time.time()
-    df, extra = JOBS[stage](spark, args, wh)
+    df, images, extra = JOBS[stage](spark, args, wh)
     date = args.partition_date
     staging = wh.new_staging(stage, date)
 
@@ -388,18 +389,9 @@ def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
                 "commit_id": staging.rsplit("/", 1)[1],
                 "duration_s": round(time.time() - started, 3), "finished_at": _now()}
 
-    with Progress(spark, f"imgfeat {stage} dt={date}", _images_in(spark, wh, stage, date, extra)):
+    with Progress(spark, f"imgfeat {stage} dt={date}", images):
         return commit(spark, df, wh.checkpoint(stage, date), wh.staging_root(stage, date), staging, meta,
                       lease=held, stage=stage)
-
-
-def _images_in(spark, wh: Warehouse, stage: str, date: str, extra: dict) -> int | None:
-    """The images `stage` works through: ingest's listed files, else its upstream checkpoint's rows."""
-    from imgfeat.spark.checkpoint import read_meta
-
-    if stage == "ingest":
-        return extra.get("files")
-    return read_meta(spark, wh.checkpoint(previous_stage(stage), date)).get("rows")
 
 
 def main(stage: str, argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ a file is served only from inside a report's directory. Uploads are capped at MA
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from typing import Annotated
@@ -52,15 +51,18 @@ def _may_read(user, dag_id: str) -> None:
 
 
 def _published_partitions(dag_id: str | None = None, run_id: str | None = None) -> list[tuple[str, str]]:
-    """(warehouse_root, partition_date) named by publish's Asset events, newest first: of one run,
-    or of every run."""
+    """(warehouse_root, partition_date) named by publish's events on the features Asset, newest
+    first: of one run, or of every run."""
     from sqlalchemy import select
 
-    from airflow.models.asset import AssetEvent
+    from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from imgfeat import params
 
-    query = select(AssetEvent.extra).order_by(AssetEvent.timestamp.desc())
+    from .params import FEATURES
+
+    query = (select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+             .where(AssetModel.name == FEATURES.name).order_by(AssetEvent.timestamp.desc()))
     if dag_id is not None:
         query = query.where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id)
     found = []
@@ -69,32 +71,34 @@ def _published_partitions(dag_id: str | None = None, run_id: str | None = None) 
             try:
                 found += [p for p in params.asset_event_partitions([extra]) if p not in found]
             except params.ParamError:
-                continue  # not publish's event
+                continue  # an event posted by hand without a valid partition
     return found
 
 
 def allowed_warehouses() -> list[str]:
+    """IMGFEAT_ALLOWED_ROOTS when set; else the DAG's default warehouse and those publish named."""
     from imgfeat import params
+
+    from .params import PARAMS
 
     if allowed := params.allowed_roots():
         return allowed
-    default = os.environ.get("IMGFEAT_WAREHOUSE_ROOT") or str(_default_warehouse())
-    return list(dict.fromkeys([default.rstrip("/")] + [w for w, _ in _published_partitions()]))
+    default = PARAMS["warehouse_root"].value.rstrip("/")
+    return list(dict.fromkeys([default] + [w for w, _ in _published_partitions()]))
 
 
-def _default_warehouse():
-    from imgfeat import paths
-
-    return paths.var_dir() / "warehouse"
-
-
-def _check_warehouse(root: str) -> str:
+def _check_warehouse(root: str, named_by_publish: bool = False) -> str:
+    """`root` normalised, when this Airflow serves it. params.warehouse_root refuses a root outside
+    IMGFEAT_ALLOWED_ROOTS (when set); without it, a root publish's event named is served, and any
+    other must be the default or named by some publish."""
     from imgfeat import params
 
     try:
         root = params.warehouse_root(root, "warehouse")
     except params.ParamError as e:
         raise HTTPException(403, str(e)) from None
+    if named_by_publish or params.allowed_roots():
+        return root
     if not any(root == a or root.startswith(a + "/") for a in allowed_warehouses()):
         raise HTTPException(403, f"warehouse {root!r} is not one this Airflow serves")
     return root
@@ -113,7 +117,7 @@ def run_report(dag_id: str, run_id: str, name: str, user: User) -> Response:
     if not partitions:
         raise HTTPException(404, f"run {run_id} of {dag_id} has published no partition (yet)")
     warehouse, date = partitions[0]
-    page = Warehouse(_check_warehouse(warehouse)).report(date)
+    page = Warehouse(_check_warehouse(warehouse, named_by_publish=True)).report(date)
     data = storage.read_bytes(posixpath.join(posixpath.dirname(page), name))
     if data is None:
         raise HTTPException(404, f"no {name} in the report of dt={date} in {warehouse}")
@@ -140,15 +144,12 @@ def picture(warehouse: str, key: str, user: User) -> Response:
 
 
 def _page(**values) -> HTMLResponse:
-    import importlib.resources
+    from imgfeat import report
 
-    import jinja2
-
-    source = importlib.resources.files("imgfeat").joinpath("templates/search.html").read_text()
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     defaults = {"warehouses": allowed_warehouses(), "warehouse": None, "image_id": "", "k": 12, "hits": None,
                 "asked": None, "index": None, "error": None}
-    return HTMLResponse(env.from_string(source).render(**{**defaults, **values}), status_code=values.get("status", 200))
+    status = values.pop("status", 200)
+    return HTMLResponse(report.render_template("search.html", **{**defaults, **values}), status_code=status)
 
 
 @app.get("/search", response_class=HTMLResponse)
