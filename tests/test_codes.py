@@ -258,6 +258,59 @@ def test_recall_at_false_match_rate_stays_below_the_first_allowed_false_match():
     assert (recall, radius) == (1.0, 6.0)
 
 
+def test_recall_interval_resamples_groups_and_brackets_the_recall():
+    from devtools.eval import recall_interval
+
+    # four groups of 3 (3 pairs each): groups a and b match fully, c has 1 of 3 pairs, d none
+    groups = np.repeat(np.array(["a", "b", "c", "d"]), 3)
+    d = np.full((12, 12), 9.0)
+    for g in range(4):
+        idx = range(3 * g, 3 * g + 3)
+        for i in idx:
+            for j in idx:
+                d[i, j] = 1.0 if g < 2 else 9.0
+    d[6, 7] = d[7, 6] = 1.0
+    lo, hi = recall_interval(d, groups, np.ones(12, bool), threshold=1.0, reps=2000)
+    assert lo < 7 / 12 < hi  # the recall itself: 7 of 12 pairs
+    assert 0.0 <= lo and hi <= 1.0 and hi - lo > 0.2  # 4 groups say little: a wide interval
+    # every group alike: no spread
+    assert recall_interval(np.zeros((12, 12)), groups, np.ones(12, bool), 0.0) == (1.0, 1.0)
+
+
+def test_recall_per_edit_counts_original_to_edit_pairs_only():
+    from devtools.eval import recall_per_edit
+
+    ids = np.array(["g1/original.jpg", "g1/flipped.jpg", "g1/cropped.jpg",
+                    "g2/original.jpg", "g2/flipped.jpg", "g2/cropped.jpg"])
+    groups = np.array([i.split("/")[0] for i in ids])
+    d = np.full((6, 6), 9.0)
+    d[0, 1] = d[1, 0] = 1  # g1: flipped matches its original
+    d[1, 2] = d[2, 1] = 1  # an edit-to-edit match is not an original-to-edit one
+    d[3, 4] = d[4, 3] = d[3, 5] = d[5, 3] = 1  # g2: both match
+    assert recall_per_edit(d, ids, groups, 1.0) == {"cropped": 0.5, "flipped": 1.0}
+
+
+def test_goals_are_met_only_at_their_values():
+    from devtools.eval import goals
+
+    def row(split, method, bits, r1, r01, mapso):
+        return {"split": split, "method": method, "bits": bits, "map_same_object": mapso,
+                "recall@1%": {"recall": r1}, "recall@0.1%": {"recall": r01}}
+
+    rows = [row("tuning", "learned", 64, 0.95, 0.79, 0.225), row("tuning", "projection", 64, 0.9, 0.7, 0.1),
+            row("tuning", "itq", 64, 0.96, 0.7, 0.1),
+            row("held_out", "learned", 64, 0.97, 0.85, None), row("held_out", "projection", 64, 0.5, 0.4, None),
+            row("held_out", "itq", 64, 0.5, 0.4, None)]
+    got = {g["goal"]: (g["value"], g["met"]) for g in goals(rows)}
+    assert got["tuning: learned 64-bit near-duplicate recall@1% >= 0.95"] == (0.95, True)
+    assert got["tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.79, False)
+    assert got["held_out: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.85, True)
+    assert got["tuning: learned 64-bit mAP@10 same-object >= 0.225"] == (0.225, True)
+    # itq's recall@1% is higher: the learned layer is not ahead on the tuning split
+    assert got["tuning: learned 64-bit ahead of projection and itq on every recall and same-object mAP"] == (-0.01, False)
+    assert got["held_out: learned 64-bit ahead of projection and itq on every recall"] == (0.45, True)
+
+
 def test_rotation_keeps_the_size_and_angle_zero_is_the_picture():
     from PIL import Image
 
