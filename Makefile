@@ -24,7 +24,7 @@ help:
 	@echo "            (or: make run DATE=YYYY-MM-DD INPUT=<dir|uri> WAREHOUSE=<dir|uri>)"
 	@echo "make test   set up, then run the test suite"
 	@echo "make bench  set up, then benchmark stages and end-to-end against the bare models"
-	@echo "make eval   set up, then train DeepBit codes and print their quality against projection and ITQ"
+	@echo "make eval   set up, then learn codes and print their quality against projection and ITQ"
 	@echo "make setup  venv from requirements.txt, models fetched and converted (cached)"
 	@echo "make airflow       start a local Airflow (UI http://127.0.0.1:8080, login admin, password in"
 	@echo "                   var/airflow/secrets.json, generated at first start); make airflow-stop"

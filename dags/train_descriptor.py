@@ -1,8 +1,9 @@
-"""train_descriptor: learn the DeepBit binary code layer from recent crops, with BigDL on Spark.
+"""train_descriptor: learn the binary code layer from recent crops, on Spark (BigDL optionally).
 
 One task, a Spark application: it samples distinct crops of the pictures published in the latest
-partitions, describes each crop and its rotations, and trains the K-bit layer with BigDL's
-distributed optimizer (quantization, evenly distributed bits, rotation invariance). The layer is
+partitions, describes each crop and its views (rotations and near-duplicate edits), learns the
+K-bit layer by whitening away what the views change, and with `rounds` > 0 refines it with BigDL's
+distributed optimizer (DeepBit: quantization, evenly distributed bits, invariance). The layer is
 written to WAREHOUSE/descriptors/deepbit<K>/<version>.json and, with `activate`, becomes the one
 image_features' embed uses from its next run on (the version is in the `model` column). Until a
 layer exists, embed uses the fixed projection.

@@ -7,6 +7,7 @@ code length K it compares
 - learned: the DeepBit layer, trained with BigDL on Spark from the disjoint training pictures
   (`imgfeat.spark.train_descriptor.fit`, the code the train_descriptor DAG runs);
 - projection: the fixed SimHash projection (what runs without a trained layer);
+- whitened: with --rounds > 0, the learned layer's start (`deepbit.whitened_init`), before them;
 - itq: iterative quantization (faiss's ITQTransform, PCA + learned rotation) on the same training set;
 - and the float embedding (cosine distance) as the upper reference.
 Metrics: mAP@10 over the near-duplicate and the same-object queries; recall of near-duplicate
@@ -15,19 +16,20 @@ interval from resampling the groups, the Hamming radius that achieves it (what `
 and per edit (the share of groups whose original and edited copy match). Then the issue's goal
 rows at the default code length, met or not. Writes var/eval/report.json.
 
-    python -m devtools.eval [--bits 32,64,128] [--rounds 5] [--epochs 30]
+    python -m devtools.eval [--bits 32,64,128] [--rounds 0] [--epochs 30] [--described object,picture]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
 
 import numpy as np
 
-from imgfeat import descriptor, paths
+from imgfeat import deepbit, descriptor, paths
 
 TOP_K = 10
 FALSE_MATCH_RATES = (1e-2, 1e-3)
@@ -126,18 +128,29 @@ def score(dist: np.ndarray, split: dict) -> dict:
 
 
 def _split(items: list, engine) -> dict:
+    """A split's labels and its two descriptors: `object` (the pipeline's: of the crop) and
+    `picture` (the same backbone over the whole picture)."""
     from imgfeat import pipeline
 
     rows = pipeline.crops([(i, c) for i, c, _, _ in items], engine)
     return {"ids": np.array([i for i, *_ in items]), "groups": np.array([g for _, _, g, _ in items]),
-            "kinds": np.array([k for *_, k in items]), "embeddings": pipeline.embeddings(rows, engine)}
+            "kinds": np.array([k for *_, k in items]),
+            "object": pipeline.embeddings(rows, engine), "picture": _pictures([c for _, c, _, _ in items], engine)}
 
 
-def run(bits_list: list[int], rounds: int, epochs: int) -> dict:
+def _pictures(contents: list[bytes], engine) -> np.ndarray:
+    from imgfeat import decode
+    from imgfeat.engines import INPUT_SIZE
+
+    pixels = np.stack([decode.resize(decode.decode_rgb(c), INPUT_SIZE) for c in contents])
+    return descriptor.l2_normalize(np.concatenate([engine.features(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]))
+
+
+def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) -> dict:
     import faiss
 
     from devtools import eval_corpus
-    from imgfeat import augment, pipeline
+    from imgfeat import pipeline
     from imgfeat.engines import get_engine
     from imgfeat.engines.bigdl import runtime as bigdl
     from imgfeat.spark import train_descriptor
@@ -148,31 +161,40 @@ def run(bits_list: list[int], rounds: int, epochs: int) -> dict:
     engine = get_engine("openvino", model_dir)
     splits = {"tuning": _split(evaluation, engine), "held_out": _split(eval_corpus.held_out(paths.cache_dir()), engine)}
     train_rows = [r for r in pipeline.crops(training, engine) if r["crop"] is not None]
+    # what each descriptor is trained on: the training crops, or the training pictures whole
+    samples = {"object": [(r["sha256"], r["crop"]) for r in train_rows],
+               "picture": [(hashlib.sha256(c).hexdigest(), c) for _, c in training]}
 
     bigdl.init_spark(engine=train_descriptor.ENGINE_TYPE)
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.getOrCreate()
-    crops = spark.createDataFrame([(r["sha256"], r["crop"]) for r in train_rows], "sha256 string, crop binary")
-    rotated = train_descriptor.describe(spark, crops, model_dir)
-    x_train = np.stack([v[augment.ROTATIONS.index(0.0)] for _, v in rotated.collect()])
-
     rows = []
-    for name, split in splits.items():
-        emb = split["embeddings"]
-        rows.append({"split": name, "method": "float", "bits": 32 * emb.shape[1], **score(1 - emb @ emb.T, split)})
-    for bits in bits_list:
-        w, c, rep = train_descriptor.fit_described(spark, rotated, bits, rounds, epochs)
-        itq = faiss.ITQTransform(x_train.shape[1], bits, True)
-        itq.train(x_train)
-        coders = {"learned": descriptor.Coder(bits, "learned", w, c).codes,
-                  "projection": lambda e: descriptor.binary_codes(e, bits),
-                  "itq": lambda e: np.packbits(itq.apply(e) > 0, axis=1)}
+    for what in described:
         for name, split in splits.items():
-            for method, codes in coders.items():
-                rows.append({"split": name, "method": method, "bits": bits,
-                             **score(hamming_matrix(codes(split["embeddings"])), split),
-                             **({"training": rep} if method == "learned" and name == "tuning" else {})})
+            emb = split[what]
+            rows.append({"described": what, "split": name, "method": "float", "bits": 32 * emb.shape[1],
+                         **score(1 - emb @ emb.T, split)})
+        views = train_descriptor.describe(
+            spark, spark.createDataFrame(samples[what], "sha256 string, crop binary"), model_dir)
+        stacked = np.stack([v for _, v in views.collect()], axis=1)  # [views, N, dim]
+        x_train = stacked[0]  # the samples themselves
+        for bits in bits_list:
+            w, c, rep = train_descriptor.fit_described(spark, views, bits, rounds, epochs)
+            itq = faiss.ITQTransform(x_train.shape[1], bits, True)
+            itq.train(x_train)
+            coders = {"learned": descriptor.Coder(bits, "learned", w, c).codes,
+                      # the learned layer's start, before BigDL's rounds: what the rounds add
+                      **({"whitened": descriptor.Coder(bits, "whitened", *deepbit.whitened_init(stacked, bits)).codes}
+                         if rounds else {}),
+                      "projection": lambda e: descriptor.binary_codes(e, bits),
+                      "itq": lambda e: np.packbits(itq.apply(e) > 0, axis=1)}
+            for name, split in splits.items():
+                for method, codes in coders.items():
+                    rows.append({"described": what, "split": name, "method": method, "bits": bits,
+                                 **score(hamming_matrix(codes(split[what])), split),
+                                 **({"training": rep} if method == "learned" and name == "tuning" else {})})
+        views.unpersist()
     spark.stop()
     corpus = {"training_pictures": len(training), "training_crops": len(train_rows)}
     for name, split in splits.items():
@@ -180,51 +202,56 @@ def run(bits_list: list[int], rounds: int, epochs: int) -> dict:
         corpus[name] = {"pictures": len(kinds),
                         "near_duplicate_groups": len(set(split["groups"][kinds == "near_duplicate"])),
                         "same_object_groups": len(set(split["groups"][kinds == "same_object"]))}
-    return {"corpus": corpus, "top_k": TOP_K, "false_match_rates": list(FALSE_MATCH_RATES), "rounds": rounds,
-            "epochs": epochs, "rows": rows, "goals": goals(rows), "seconds": round(time.time() - started, 1)}
+    return {"corpus": corpus, "described": described, "top_k": TOP_K, "false_match_rates": list(FALSE_MATCH_RATES),
+            "rounds": rounds, "epochs": epochs, "rows": rows, "goals": goals(rows),
+            "seconds": round(time.time() - started, 1)}
 
 
-def _row(rows: list[dict], split: str, method: str, bits: int) -> dict | None:
-    return next((r for r in rows if (r["split"], r["method"], r["bits"]) == (split, method, bits)), None)
+def _row(rows: list[dict], described: str, split: str, method: str, bits: int) -> dict | None:
+    return next((r for r in rows if (r.get("described", "object"), r["split"], r["method"], r["bits"])
+                 == (described, split, method, bits)), None)
 
 
 def goals(rows: list[dict]) -> list[dict]:
-    """The issue's goal rows: [{goal, value, met}] (value None when the run did not measure it)."""
+    """The issue's goal rows, per descriptor: [{goal, value, met}] (value None when not measured)."""
     out = []
-    for split in ("tuning", "held_out"):
-        row = _row(rows, split, "learned", GOAL_BITS)
-        for rate, target in GOAL_RECALL.items():
-            value = row[f"recall@{rate_name(rate)}"]["recall"] if row else None
-            out.append({"goal": f"{split}: learned {GOAL_BITS}-bit near-duplicate recall@{rate_name(rate)} >= {target}",
-                        "value": value, "met": value is not None and value >= target})
-    row = _row(rows, "tuning", "learned", GOAL_BITS)
-    value = row["map_same_object"] if row else None
-    out.append({"goal": f"tuning: learned {GOAL_BITS}-bit mAP@10 same-object >= {GOAL_MAP_SAME_OBJECT:.3f}",
-                "value": value, "met": value is not None and value >= GOAL_MAP_SAME_OBJECT})
-    for bits in sorted({r["bits"] for r in rows if r["method"] == "learned"}):
+    for what in dict.fromkeys(r.get("described", "object") for r in rows):
         for split in ("tuning", "held_out"):
-            learned = _row(rows, split, "learned", bits)
-            others = [_row(rows, split, m, bits) for m in ("projection", "itq")]
-            metrics = [lambda r, k=f"recall@{rate_name(rate)}": r[k]["recall"] for rate in FALSE_MATCH_RATES]
-            if split == "tuning":
-                metrics.append(lambda r: r["map_same_object"])
-            margin = min(f(learned) - max(f(o) for o in others) for f in metrics)
-            out.append({"goal": f"{split}: learned {bits}-bit ahead of projection and itq on every recall"
-                                + (" and same-object mAP" if split == "tuning" else ""),
-                        "value": round(margin, 4), "met": margin > 0})
+            row = _row(rows, what, split, "learned", GOAL_BITS)
+            for rate, target in GOAL_RECALL.items():
+                value = row[f"recall@{rate_name(rate)}"]["recall"] if row else None
+                out.append({"goal": f"{what} {split}: learned {GOAL_BITS}-bit near-duplicate recall@{rate_name(rate)} >= {target}",
+                            "value": value, "met": value is not None and value >= target})
+        row = _row(rows, what, "tuning", "learned", GOAL_BITS)
+        value = row["map_same_object"] if row else None
+        out.append({"goal": f"{what} tuning: learned {GOAL_BITS}-bit mAP@10 same-object >= {GOAL_MAP_SAME_OBJECT:.3f}",
+                    "value": value, "met": value is not None and value >= GOAL_MAP_SAME_OBJECT})
+        for bits in sorted({r["bits"] for r in rows if r["method"] == "learned"}):
+            for split in ("tuning", "held_out"):
+                learned = _row(rows, what, split, "learned", bits)
+                others = [_row(rows, what, split, m, bits) for m in ("projection", "itq")]
+                metrics = [lambda r, k=f"recall@{rate_name(rate)}": r[k]["recall"] for rate in FALSE_MATCH_RATES]
+                if split == "tuning":
+                    metrics.append(lambda r: r["map_same_object"])
+                margin = None
+                if learned and all(others):
+                    margin = round(min(f(learned) - max(f(o) for o in others) for f in metrics), 4)
+                out.append({"goal": f"{what} {split}: learned {bits}-bit ahead of projection and itq on every recall"
+                                    + (" and same-object mAP" if split == "tuning" else ""),
+                            "value": margin, "met": margin is not None and margin > 0})
     return out
 
 
 def table(report: dict) -> str:
     rates = [rate_name(r) for r in report["false_match_rates"]]
-    head = f"{'split':<9}{'method':<11}{'bits':>5}  {'mAP@10 dup':>10}  {'mAP@10 obj':>10}"
+    head = f"{'described':<10}{'split':<9}{'method':<11}{'bits':>5}  {'mAP@10 dup':>10}  {'mAP@10 obj':>10}"
     for r in rates:
         head += f"  {'recall@' + r + ' [95%]':>24}  {'radius':>6}"
     lines = [head]
     for row in report["rows"]:
         bits = "f32" if row["method"] == "float" else str(row["bits"])
         obj = "-" if row["map_same_object"] is None else f"{row['map_same_object']:.3f}"
-        line = f"{row['split']:<9}{row['method']:<11}{bits:>5}  {row['map_near_duplicate']:>10.3f}  {obj:>10}"
+        line = f"{row.get('described', 'object'):<10}{row['split']:<9}{row['method']:<11}{bits:>5}  {row['map_near_duplicate']:>10.3f}  {obj:>10}"
         for r in rates:
             m = row[f"recall@{r}"]
             radius = "-" if row["method"] == "float" else f"{m['radius']:.0f}"
@@ -232,12 +259,12 @@ def table(report: dict) -> str:
         lines.append(line)
     edits = sorted(report["rows"][0][f"recall@{rates[0]}"]["per_edit"])
     lines += ["", f"per edit at the default {GOAL_BITS} bits (share of groups whose original and edit match):",
-              f"{'split':<9}{'method':<11}{'at':>5}  " + "  ".join(f"{e:>12}" for e in edits)]
+              f"{'described':<10}{'split':<9}{'method':<11}{'at':>5}  " + "  ".join(f"{e:>12}" for e in edits)]
     for row in report["rows"]:
         if row["method"] == "float" or row["bits"] == GOAL_BITS:
             for r in rates:
                 per = row[f"recall@{r}"]["per_edit"]
-                lines.append(f"{row['split']:<9}{row['method']:<11}{r:>5}  "
+                lines.append(f"{row.get('described', 'object'):<10}{row['split']:<9}{row['method']:<11}{r:>5}  "
                              + "  ".join(f"{per[e]:>12.3f}" for e in edits))
     lines += ["", "goals:"]
     for g in report["goals"]:
@@ -249,17 +276,20 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devtools.eval", description=__doc__.split("\n")[0])
     ap.add_argument("--bits", default="32,64,128", help="code lengths, comma-separated")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="rounds of BigDL's optimizer after the whitened start (default: the DAG's, 0)")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--described", default="object,picture",
+                    help="descriptors to evaluate: object (the crop's, published) and picture (the whole picture's)")
     a = ap.parse_args(argv)
     bits = [int(b) for b in a.bits.split(",")]
     from imgfeat.cli import chatter_to
 
     log = paths.var_dir() / "logs" / "eval.log"
-    print(f"eval: describing the corpus and training {a.bits}-bit codes with BigDL "
-          f"(library output: {log}) ...", flush=True)
+    refine = f", {a.rounds} rounds of BigDL's optimizer each" if a.rounds else ""
+    print(f"eval: describing the corpus and learning {a.bits}-bit codes{refine} (library output: {log}) ...", flush=True)
     with chatter_to(log):  # BigDL's JVM prints every block id it stores, and `creating:` per layer
-        report = run(bits, a.rounds, a.epochs)
+        report = run(bits, a.rounds, a.epochs, a.described.split(","))
     out = paths.var_dir() / "eval" / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

@@ -1,5 +1,6 @@
-"""Image transformations, with Pillow: the rotations DeepBit trains invariance to, and the
-near-duplicate edits the evaluation groups are made of (what a marketplace sees re-uploaded)."""
+"""Image transformations, with Pillow: the near-duplicate edits the evaluation groups are made of
+(what a marketplace sees re-uploaded), and the views of a picture DeepBit learns invariance to:
+its rotations and those edits."""
 
 from __future__ import annotations
 
@@ -44,3 +45,14 @@ NEAR_DUPLICATE_EDITS = {
     "flipped": ImageOps.mirror,
     "brighter": lambda im: ImageEnhance.Brightness(im).enhance(1.3),
 }
+
+
+def _rotation(degrees: float):
+    return lambda im: rotate(im, degrees)
+
+
+# The views the learned layer's bits should not change under, the picture itself first: DeepBit's
+# rotations (Lin et al. 2016) and the near-duplicate edits users make (issue 17).
+VIEWS = {"original": lambda im: im,
+         **{f"rotated{a:+g}": _rotation(a) for a in ROTATIONS if a},
+         **NEAR_DUPLICATE_EDITS}

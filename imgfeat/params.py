@@ -234,8 +234,8 @@ def positive_int(value, name: str) -> int:
     return _integer(value, name, 1, "a positive integer")
 
 
-# The training sample is held on the driver: this many crops x 5 rotations x 1280 floats (512 MB).
-MAX_CROPS = 20_000
+# The training sample is held on the driver: this many crops x 10 views x 1280 floats (512 MB).
+MAX_CROPS = 10_000
 
 
 def max_crops(value, name: str = "max_crops") -> int:

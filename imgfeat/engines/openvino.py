@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgfeat.descriptor import rmac
 from imgfeat.engines import ssd
 from imgfeat.engines.common import Detections, engine_version
 from imgfeat.engines.models import load_manifest
@@ -74,4 +75,4 @@ class OpenVinoEngine:
     def features(self, batch: np.ndarray) -> np.ndarray:
         if self._backbone is None:
             self._backbone = self._compile("backbone")
-        return np.asarray(self._backbone(ssd.preprocess(batch))[0], dtype=np.float32)
+        return rmac(self._backbone(ssd.preprocess(batch))[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgfeat import schemas
+from imgfeat.descriptor import rmac
 from imgfeat.engines import INPUT_SIZE
 
 
@@ -103,7 +104,7 @@ def embed(spark, df, model_dir: str, coder, batch_size: int):
             return row
         if feature is None:
             return quarantine(row, stage.STAGE, f"inference_error: {_missing()}", stage.PAYLOAD)
-        stage.finish([row], np.asarray(feature, np.float32).reshape(1, -1), coder)
+        stage.finish([row], rmac(np.asarray(feature, np.float32).reshape(1, -1)), coder)
         return row
 
     return _to_frame(spark, rows.leftOuterJoin(outputs).map(finish), schemas.EMBED)

@@ -4,8 +4,10 @@
 
 1. sample up to --max-crops distinct crops (by sha256) of the images published in the latest
    --partitions partitions (cut from the ingested bytes with the published box);
-2. Python workers describe each crop and its rotations (the run's backbone, OpenVINO);
-3. the driver starts the layer from the sample's principal components; each of --rounds rounds
+2. Python workers describe each crop and its views: rotations and near-duplicate edits
+   (`augment.VIEWS`; the run's backbone, OpenVINO);
+3. the driver starts the layer from the sample's whitened principal components (the views'
+   differences whitened away: `deepbit.whitened_init`); each of --rounds rounds (default none)
    fixes the binary targets and runs BigDL's distributed optimizer (`imgfeat.deepbit` says why);
 4. the layer is written to WAREHOUSE/descriptors/deepbit<K>/<version>.json, then (with --activate)
    current.json names it: embed uses it from the next run on.
@@ -38,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample the crops of this many latest partitions")
     p.add_argument("--max-crops", type=typed(params.max_crops), default=params.MAX_CROPS,
                    help=f"sample at most this many distinct crops (at most {params.MAX_CROPS})")
-    p.add_argument("--rounds", type=typed(lambda v: params.positive_int(v, "rounds")), default=5)
+    p.add_argument("--rounds", type=typed(lambda v: params.non_negative_int(v, "rounds")), default=0,
+                   help="rounds of DeepBit's BigDL optimizer after the whitened start (default 0: measured in "
+                        "make eval, the rounds lowered held-out recall)")
     p.add_argument("--epochs", type=typed(lambda v: params.positive_int(v, "epochs")), default=30,
                    help="BigDL epochs per round")
     p.add_argument("--learning-rate", type=float, default=0.01)
@@ -89,13 +93,13 @@ def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
 
 
 def describe(spark, crops, model_dir: str):
-    """-> RDD of (sha256, [angles, dim] float32): the descriptors of each crop and its rotations,
-    kept on disk for the training rounds."""
+    """-> RDD of (sha256, [views, dim] float32): the descriptors of each of a crop's `augment.VIEWS`
+    (the crop itself first), kept on disk for the training rounds."""
     from pyspark import StorageLevel
 
     from imgfeat import augment
 
-    angles = len(augment.ROTATIONS)
+    views = len(augment.VIEWS)
 
     def fn(it):
         import pandas as pd
@@ -104,21 +108,21 @@ def describe(spark, crops, model_dir: str):
 
         engine = get_engine("openvino", model_dir)
         for b in it:
-            r = deepbit.rotated_descriptors(list(b["crop"]), engine)
+            r = deepbit.view_descriptors(list(b["crop"]), engine)
             yield pd.DataFrame({"sha256": b["sha256"], "rotated": [x.ravel().tolist() for x in r.transpose(1, 0, 2)]})
 
     rotated = crops.mapInPandas(fn, "sha256 string, rotated array<float>").rdd.map(
-        lambda r: (r.sha256, np.asarray(r.rotated, np.float32).reshape(angles, -1)))
+        lambda r: (r.sha256, np.asarray(r.rotated, np.float32).reshape(views, -1)))
     return rotated.persist(StorageLevel.DISK_ONLY)
 
 
-def fit(spark, crops, bits: int, model_dir: str, rounds: int = 5, epochs: int = 30,
+def fit(spark, crops, bits: int, model_dir: str, rounds: int = 0, epochs: int = 30,
         learning_rate: float = 0.01, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, dict]:
     """Learn the K-bit layer from a DataFrame of crops (sha256, crop) -> (W, c, report)."""
     return fit_described(spark, describe(spark, crops, model_dir), bits, rounds, epochs, learning_rate, batch_size)
 
 
-def fit_described(spark, rotated, bits: int, rounds: int = 5, epochs: int = 30, learning_rate: float = 0.01,
+def fit_described(spark, rotated, bits: int, rounds: int = 0, epochs: int = 30, learning_rate: float = 0.01,
                   batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, dict]:
     """`fit` over `describe`'s RDD (so several code lengths can share one description)."""
     from bigdl.dllib.nn.criterion import MSECriterion
@@ -135,8 +139,8 @@ def fit_described(spark, rotated, bits: int, rounds: int = 5, epochs: int = 30, 
         raise ValueError("no crops to learn from")
     keys = [k for k, _ in pairs]
     rot = np.stack([v for _, v in pairs]).transpose(1, 0, 2)
-    x0 = rot[augment.ROTATIONS.index(0.0)]
-    w, c = deepbit.pca_init(x0, bits)
+    x0 = rot[0]  # the crops themselves
+    w, c = deepbit.whitened_init(rot, bits)
     model = Sequential().add(Linear(x0.shape[1], bits)).add(Sigmoid())
     model.set_weights([w.T.copy(), c.copy()])
     cores = spark.sparkContext.defaultParallelism
@@ -156,7 +160,8 @@ def fit_described(spark, rotated, bits: int, rounds: int = 5, epochs: int = 30, 
         w, c = weight.T.astype(np.float32), bias.astype(np.float32)
         by_key.unpersist()
         objective.append([before, deepbit.objective(rot, b, w, c)])
-    return w, c, {"crops": len(keys), **deepbit.report(x0, rot, w, c), "objective_by_round": objective}
+    return w, c, {"crops": len(keys), **deepbit.report(x0, rot, w, c, list(augment.VIEWS)),
+                  "objective_by_round": objective}
 
 
 def train(spark, args) -> dict:

@@ -134,7 +134,8 @@ TRAIN_PARAMS = {
     "partitions": Param(30, type="integer", minimum=1, description="Sample the crops of this many latest partitions"),
     "max_crops": Param(p.MAX_CROPS, type="integer", minimum=1, maximum=p.MAX_CROPS,
                        description="At most this many distinct crops (the driver holds the sample)"),
-    "rounds": Param(5, type="integer", minimum=1, description="Rounds of fixed binary targets"),
+    "rounds": Param(0, type="integer", minimum=0,
+                    description="Rounds of DeepBit's BigDL optimizer after the whitened start (0: the start; see README)"),
     "epochs": Param(30, type="integer", minimum=1, description="BigDL epochs per round"),
     "activate": Param(True, type="boolean", description="Make the new layer the one new runs use"),
 }

@@ -9,7 +9,8 @@ as a BigDL static graph in NCHW, from layers that BigDL's MKL-DNN engine can run
   - ReLU6 -> ReLU, 1x1 depthwise conv (w -1, b 6), ReLU, same conv again (= min(max(x, 0), 6)):
     BigDL's ReLU6 has no MKL-DNN implementation;
   - residual Add -> CAddTable.
-The two models it saves (detector: the raw prediction heads; backbone: the pooled features) are
+The two models it saves (detector: the raw prediction heads; backbone: the region maxima of
+R-MAC, as the OpenVINO backbone packs them) are
 described in `runtime`. The frozen graph's anchors are saved next to them (`anchors.npy`).
 """
 
@@ -32,6 +33,8 @@ BACKBONE_NODE = "FeatureExtractor/MobilenetV2/Conv_1/Relu6"
 HEAD_NODES = [f"BoxPredictor_{i}/{kind}/BiasAdd"
               for i in range(6) for kind in ("BoxEncodingPredictor", "ClassPredictor")]
 ANCHOR_NODE = "Concatenate/concat"
+# 2: the backbone ends in R-MAC's region maxima; 1 (unrecorded): average-pooled.
+FORMAT = 2
 
 
 # --------------------------------------------------------------------------- GraphDef reading
@@ -255,12 +258,18 @@ def build_detector(nodes: dict):
 
 
 def build_backbone(nodes: dict):
-    """The backbone model: `Conv_1/Relu6` average-pooled over its grid."""
-    from bigdl.dllib.nn.layer import Model, SpatialAveragePooling
+    """The backbone model: `Conv_1/Relu6` max-pooled over each level of R-MAC's regions
+    (`descriptor.RMAC_LEVELS`), each level flattened channel-major and the levels joined: the
+    OpenVINO backbone's packing, which `descriptor.rmac` reads."""
+    from bigdl.dllib.nn.layer import JoinTable, Model, Reshape, SpatialMaxPooling
+
+    from imgfeat.descriptor import RMAC_LEVELS, rmac_regions
 
     inputs, (feat,) = _rebuild(nodes, [BACKBONE_NODE])
-    pool = SpatialAveragePooling(feat.w, feat.h, feat.w, feat.h).set_name("global_avg_pool")(feat.node)
-    return Model(inputs, [pool])
+    levels = [Reshape([feat.c * k, 1, 1], True).set_name(f"rmac/{w}x{w}/flat")(
+                  SpatialMaxPooling(w, w, st, st).set_name(f"rmac/{w}x{w}")(feat.node))
+              for (w, st), k in zip(RMAC_LEVELS, rmac_regions(feat.w))]
+    return Model(inputs, [JoinTable(2, 0).set_name("rmac")(levels)])
 
 
 def _check_postprocess_constants(nodes: dict) -> None:
@@ -283,10 +292,12 @@ def convert(graph_pb: Path, out_dir: Path) -> None:
     """
     graph_pb, out_dir = Path(graph_pb), Path(out_dir)
     digest = hashlib.sha256(graph_pb.read_bytes()).hexdigest()
-    if (out_dir / MANIFEST).exists() and load_manifest(out_dir).get("graph_sha256") == digest:
+    if (out_dir / MANIFEST).exists() and (load_manifest(out_dir).get("graph_sha256"), load_manifest(out_dir).get("format")) == (digest, FORMAT):
         return
     init_spark()
     from bigdl.dllib.version import __version__ as bigdl_version
+
+    from imgfeat.descriptor import rmac_regions
 
     nodes = _read_graph(graph_pb)
     _check_postprocess_constants(nodes)
@@ -304,13 +315,14 @@ def convert(graph_pb: Path, out_dir: Path) -> None:
     backbone.saveModel(str(tmp / "backbone.bigdl"), over_write=True)
     np.save(tmp / "anchors.npy", anchors)
     (tmp / MANIFEST).write_text(json.dumps({
-        "source": graph_pb.name, "graph_sha256": digest, "bigdl": bigdl_version,
+        "source": graph_pb.name, "graph_sha256": digest, "bigdl": bigdl_version, "format": FORMAT,
         "input": {"shape": [-1, 3, INPUT_SIZE, INPUT_SIZE], "layout": "NCHW", "dtype": "float32",
                   "range": [-1, 1], "preprocess": "x / 127.5 - 1 (RGB)"},
         "detector": {"file": "detector.bigdl",
                      "output": [-1, sum(c * h * w for _, c, h, w in heads), 1, 1],
                      "heads": [{"name": n, "c": c, "h": h, "w": w} for n, c, h, w in heads]},
-        "backbone": {"file": "backbone.bigdl", "output": [-1, 1280, 1, 1], "node": BACKBONE_NODE},
+        "backbone": {"file": "backbone.bigdl", "output": [-1, 1280 * sum(rmac_regions()), 1, 1],
+                     "node": BACKBONE_NODE, "pooling": "R-MAC region maxima (imgfeat.descriptor.rmac)"},
         "anchors": {"file": "anchors.npy", "shape": list(anchors.shape), "node": ANCHOR_NODE,
                     "layout": "ymin, xmin, ymax, xmax"},
         "postprocess": {"box_scales": BOX_SCALES.tolist(), "score_threshold": SCORE_THRESHOLD,

@@ -6,7 +6,8 @@ The models (BigDL's format, described by `bigdl.json`):
             (C,H,W) and joined along dim 2. One 4-D output because distributed predict() from
             Python returns only single-tensor outputs, and a 3-D concat gave wrong values on MKL-DNN.
             `unpack()` turns it into box encodings [N,1917,4] and class logits [N,1917,91].
-  backbone  same input -> [N, 1280, 1, 1]: `Conv_1/Relu6` average-pooled over its 10x10 grid.
+  backbone  same input -> [N, 1280 x 14, 1, 1]: `Conv_1/Relu6` max-pooled over R-MAC's 14 regions
+            of its 10x10 grid (`descriptor.rmac` makes the 1280-d descriptor of them).
 imgfeat.engines.ssd's `preprocess` makes the input; box decoding and class-aware NMS run in
 numpy/OpenCV (its `postprocess`, shared with OpenVINO). `predict_rdd` is BigDL's distributed predict
 (the Spark stages), `BigDLEngine` the in-process engine (tests, bench).
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from imgfeat.engines.bigdl.submit import spark_conf
+from imgfeat.descriptor import rmac
 from imgfeat.engines.common import Detections, read_manifest
 from imgfeat.engines.ssd import NUM_CLASSES, postprocess, preprocess
 
@@ -152,4 +154,4 @@ class BigDLEngine:
         return postprocess(boxes, logits, self.anchors)
 
     def features(self, batch: np.ndarray) -> np.ndarray:
-        return self._forward("backbone", preprocess(batch)).reshape(len(batch), -1)
+        return rmac(self._forward("backbone", preprocess(batch)))
