@@ -141,9 +141,13 @@ class HadoopStore:
         self.fs = fs
 
     def read(self, path: str):
+        from imgfeat.spark.hadoop import PartialRead
+
         try:
             mtime = self.fs.modification_time(path) / 1000
             data = self.fs.read_bytes(path)
+        except PartialRead:  # another contender's create, still being written: unreadable for now
+            return None, mtime
         except Exception as e:  # noqa: BLE001 - py4j wraps FileNotFoundException
             if "FileNotFoundException" in str(e):
                 return None

@@ -126,3 +126,21 @@ def test_the_operator_fails_before_spark_submit_while_another_run_holds_the_part
     monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__other")  # its own run's retry goes ahead
     op._wait_for_lease(str(tmp_path), DATE)
     held.release()
+
+
+def test_a_lease_file_being_written_on_hdfs_reads_as_unreadable_not_as_an_error():
+    """CI of 8b04885: two concurrent ingests on a real HDFS; one read the other's lease file while it
+    was being written (its bytes and the NameNode's length differed) and failed. It is unreadable for
+    now: the contender waits (an unreadable lease is reclaimed only after UNREADABLE_GRACE_S)."""
+    from imgfeat.spark.hadoop import PartialRead
+
+    class BeingWritten:
+        def modification_time(self, path):
+            return 1_700_000_000_000
+
+        def read_bytes(self, path):
+            raise PartialRead(f"{path}: read 0 bytes, its length is 120 (being written?)")
+
+    store = lease.HadoopStore(BeingWritten())
+    assert store.read("hdfs://nn/w/_leases/dt=x.json") == (None, 1_700_000_000.0)
+    assert lease.reclaimable(None, 1_700_000_000.0, lease.me("ingest"), 1_700_000_000.0 + 1) is None

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class PartialRead(IOError):
+    """A file's bytes and its length as the NameNode reports it differ: it is being written."""
+
+
 class HadoopFS:
     def __init__(self, spark):
         self._jvm = spark.sparkContext._jvm
@@ -109,5 +113,6 @@ class HadoopFS:
             data = bytes(buf.toByteArray())
         finally:
             stream.close()
-        assert len(data) == length
+        if len(data) != length:  # on HDFS a file being written is visible before it is closed
+            raise PartialRead(f"{path}: read {len(data)} bytes, its length is {length} (being written?)")
         return data
