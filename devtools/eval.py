@@ -135,15 +135,9 @@ def _split(items: list, engine) -> dict:
     rows = pipeline.crops([(i, c) for i, c, _, _ in items], engine)
     return {"ids": np.array([i for i, *_ in items]), "groups": np.array([g for _, _, g, _ in items]),
             "kinds": np.array([k for *_, k in items]),
-            "object": pipeline.embeddings(rows, engine), "picture": _pictures([c for _, c, _, _ in items], engine)}
-
-
-def _pictures(contents: list[bytes], engine) -> np.ndarray:
-    from imgfeat import decode
-    from imgfeat.engines import INPUT_SIZE
-
-    pixels = np.stack([decode.resize(decode.decode_rgb(c), INPUT_SIZE) for c in contents])
-    return descriptor.l2_normalize(np.concatenate([engine.features(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]))
+            "object": pipeline.embeddings(rows, engine),
+            # the whole picture described as embed describes a crop
+            "picture": pipeline.embeddings([{"image_id": i, "crop": c} for i, c, _, _ in items], engine)}
 
 
 def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) -> dict:

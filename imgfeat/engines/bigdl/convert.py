@@ -292,7 +292,8 @@ def convert(graph_pb: Path, out_dir: Path) -> None:
     """
     graph_pb, out_dir = Path(graph_pb), Path(out_dir)
     digest = hashlib.sha256(graph_pb.read_bytes()).hexdigest()
-    if (out_dir / MANIFEST).exists() and (load_manifest(out_dir).get("graph_sha256"), load_manifest(out_dir).get("format")) == (digest, FORMAT):
+    done = load_manifest(out_dir) if (out_dir / MANIFEST).exists() else {}
+    if (done.get("graph_sha256"), done.get("format")) == (digest, FORMAT):
         return
     init_spark()
     from bigdl.dllib.version import __version__ as bigdl_version
