@@ -4,6 +4,7 @@ dag-processor and triggerer, started and stopped as `make airflow` / `make airfl
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import urllib.error
@@ -408,13 +409,18 @@ def test_a_manual_run_asked_to_wait_fails_after_its_timeout_in_one_line(api, air
                             "wait": True, "poke_interval_s": 5, "wait_timeout_s": 12})
     result = _wait(api, run_id, timeout=400)
     assert result["state"] == "failed", result
-    # The timeout is not retried. (A second try can still happen before it: Airflow 3.3's scheduler may
-    # count a reschedule as a failure when it drains that poke's executor event late, apache/airflow#71172.)
-    assert result["tasks"]["wait_for_partition"][0] == "failed" and result["tasks"]["wait_for_partition"][1] <= 2
-    assert result["tasks"]["ingest"][0] == "upstream_failed"
-    logs = "".join(p.read_text() for p in (airflow.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}").rglob("*.log"))
+    gate_state, gate_tries = result["tasks"]["wait_for_partition"]
+    assert gate_state == "failed" and result["tasks"]["ingest"][0] == "upstream_failed"
+    run_logs = airflow.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}"
     line = f"wait_for_partition: input partition {root}/dt={date} not ready after "
-    assert line in logs and ": no _SUCCESS (the partition does not exist)" in logs.split(line, 1)[1].split("\n", 1)[0]
+    timed_out = {int(re.search(r"attempt=(\d+)", str(a)).group(1)): a.read_text()
+                 for a in (run_logs / "task_id=wait_for_partition").rglob("attempt=*.log") if line in a.read_text()}
+    # The timeout is not retried: only the last try timed out. (Earlier tries can still fail: Airflow 3.3's
+    # scheduler may count a reschedule as a failure when it drains that poke's executor event late,
+    # apache/airflow#71172; the gate's retries absorb that, so the try count itself is not asserted.)
+    assert list(timed_out) == [gate_tries], (gate_tries, sorted(timed_out))
+    log = timed_out[gate_tries]
+    assert ": no _SUCCESS (the partition does not exist)" in log.split(line, 1)[1].split("\n", 1)[0]
     assert not warehouse.exists()  # nothing written
 
 
