@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgfeat import decode, descriptor, params, paths
+from imgfeat import decode, params, paths
 from imgfeat.engines import INPUT_SIZE, get_engine, stage_submit_settings
 from imgfeat.layout import STAGES, input_partition
 from imgfeat.packaging import build_zip
@@ -58,6 +58,7 @@ def photo_files(root: Path) -> list[Path]:
 
 def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, threshold: float, bits: int) -> dict:
     """The same work in one process without Spark; seconds per step."""
+    from imgfeat.stages import embed
     from imgfeat.stages.crop import crop_row
     from imgfeat.stages.detect import to_pixels
 
@@ -82,12 +83,12 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
         t["detect"] += time.perf_counter() - s
         s = time.perf_counter()
         crops = [crop_row({"image_id": "", "sha256": "", "width": info.width, "height": info.height,
-                           "content": c, "detections": d, "quarantine_stage": None, "quarantine_reason": None})["crop"]
+                           "content": c, "detections": d, "quarantine_stage": None, "quarantine_reason": None})
                  for c, d, info in zip(chunk, dets, infos)]
         t["crop"] += time.perf_counter() - s
         s = time.perf_counter()
-        x = np.stack([decode.resize(decode.decode_rgb(c), INPUT_SIZE) for c in crops])
-        descriptor.binary_codes(descriptor.l2_normalize(engine.features(x)), bits)
+        rows, pending, pixels = embed.prepare(crops)  # each crop and its picture, as the stage describes them
+        embed.finish([rows[i] for i in pending], embed.features(engine, np.stack(pixels)), bits)
         t["embed"] += time.perf_counter() - s
     return t
 

@@ -33,7 +33,7 @@ from imgfeat import paths
 
 PER_PARTITION = 100_000
 CODE = "simhash64c-scale"
-MODEL = f"synthetic;engine=none;min_score=0.3;code={CODE}"
+MODEL = f"synthetic;engine=none;min_score=0.3;picture_code={CODE};code={CODE}"
 RADIUS = 5
 
 
@@ -100,7 +100,7 @@ def generate(spark, root: Path, rows: int, per_partition: int = PER_PARTITION) -
     wh = Warehouse(str(root))
     parts = rows // per_partition
     dates = [_date(p) for p in range(parts)]
-    marker = root / ".generated"
+    marker = root / ".generated-2"  # -2: with the pictures' codes
     if marker.exists():
         return dates
     planted = (F.col("id") % 1000) < 20  # 2% of the rows, in groups of 10
@@ -122,6 +122,9 @@ def generate(spark, root: Path, rows: int, per_partition: int = PER_PARTITION) -
                   F.lit(300).alias("x2"), F.lit(300).alias("y2"),
                   F.unhex(F.lpad(F.hex(code), 16, "0")).alias("code"), F.lit(64).alias("code_bits"),
                   F.expr("transform(sequence(1, 8), x -> cast(x * 0.125 as float))").alias("embedding"),
+                  # the pictures' codes (what duplicates compare) drawn as the crops'
+                  F.unhex(F.lpad(F.hex(code), 16, "0")).alias("picture_code"),
+                  F.expr("transform(sequence(1, 8), x -> cast(x * 0.125 as float))").alias("picture_embedding"),
                   F.lit(MODEL).alias("model"), F.lit(None).cast("string").alias("reused_from"), "dt"))
     cols = [*schemas.columns(schemas.FEATURES), "dt"]
     (df.select(*cols).repartition(parts, "dt").sortWithinPartitions("dt", "image_id")
@@ -143,17 +146,17 @@ def write_store_shards(spark, root: Path, dates: list[str], per_partition: int =
 
     wh = Warehouse(str(root))
     shards = Path(wh.index_shards(CODE))
-    marker = shards / f".written-{len(dates)}-rg{search.SHARD_ROW_GROUP_BYTES}"
+    marker = shards / f".written-{len(dates)}-rg{search.SHARD_ROW_GROUP_BYTES}-picture"
     if marker.exists():
         return
     (spark.read.parquet(wh.features_root()).where(F.col("dt").isin(dates))
-     .select("dt", "image_id", "code", "label").repartition(len(dates), "dt").sortWithinPartitions("dt", "image_id")
+     .select("dt", "image_id", "code", "label", "picture_code").repartition(len(dates), "dt").sortWithinPartitions("dt", "image_id")
      .write.option("parquet.block.size", search.SHARD_ROW_GROUP_BYTES)  # as spark/index.py writes them
      .mode("overwrite").partitionBy("dt").parquet(str(shards)))
     for date in dates:
         part = Path(wh.index_shard(CODE, date))
         (part / SUCCESS).touch()
-        (part / STAGE_META).write_text(json.dumps({"rows": per_partition, "code": CODE, "bits": 64,
+        (part / STAGE_META).write_text(json.dumps({"rows": per_partition, "code": CODE, "picture_code": CODE, "bits": 64,
                                                    "partition_date": date, "features_commit": f"synthetic-{date}"}))
     marker.touch()
 

@@ -136,8 +136,7 @@ def _split(items: list, engine) -> dict:
     return {"ids": np.array([i for i, *_ in items]), "groups": np.array([g for _, _, g, _ in items]),
             "kinds": np.array([k for *_, k in items]),
             "object": pipeline.embeddings(rows, engine),
-            # the whole picture described as embed describes a crop
-            "picture": pipeline.embeddings([{"image_id": i, "crop": c} for i, c, _, _ in items], engine)}
+            "picture": pipeline.embeddings(rows, engine, "picture")}
 
 
 def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) -> dict:
@@ -170,7 +169,7 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
             rows.append({"described": what, "split": name, "method": "float", "bits": 32 * emb.shape[1],
                          **score(1 - emb @ emb.T, split)})
         views = train_descriptor.describe(
-            spark, spark.createDataFrame(samples[what], "sha256 string, crop binary"), model_dir)
+            spark, spark.createDataFrame(samples[what], "sha256 string, image binary"), model_dir)
         stacked = np.stack([v for _, v in views.collect()], axis=1)  # [views, N, dim]
         x_train = stacked[0]  # the samples themselves
         for bits in bits_list:

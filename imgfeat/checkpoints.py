@@ -13,7 +13,7 @@ Unreachable storage raises storage.StorageError.
 
 from __future__ import annotations
 
-from imgfeat import params, storage
+from imgfeat import params, schemas, storage
 from imgfeat.layout import STAGE_META, SUCCESS, Warehouse, input_partition, is_listed, previous_stage
 
 
@@ -38,6 +38,8 @@ def current(warehouse_root: str, stage: str, date: str, input_root: str | None =
         return False, f"{stage} dt={date}: no committed checkpoint"
     if stage == "ingest" and input_root is not None and meta.get("input_listing") != input_listing(input_root, date):
         return False, f"ingest dt={date}: the input partition has changed since it was ingested"
+    if stage in schemas.STAGE_SCHEMAS and meta.get("schema") != schemas.digest(stage):
+        return False, f"{stage} dt={date}: checkpoint was written with another schema (by another version)"
     for name, made, asked in params.changed(stage, meta, shaping or {})[:1]:
         return False, f"{stage} dt={date}: checkpoint was made with {name}={made}, this run asks {name}={asked}"
     prev = previous_stage(stage)

@@ -91,11 +91,12 @@ def report(x0: np.ndarray, views: np.ndarray, w: np.ndarray, c: np.ndarray, name
     return out
 
 
-def version(bits: int, w: np.ndarray, c: np.ndarray, now: dt.datetime | None = None) -> str:
-    """deepbit<K>-<UTC time>-<digest of the weights>: sortable, and unique per content."""
+def version(bits: int, w: np.ndarray, c: np.ndarray, now: dt.datetime | None = None, prefix: str = "") -> str:
+    """<prefix>deepbit<K>-<UTC time>-<digest of the weights>: sortable, and unique per content
+    (`prefix`: "picture-" for a layer of whole pictures, `layout.DESCRIBED`)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     digest = hashlib.sha256(np.ascontiguousarray(w, "<f4").tobytes() + np.ascontiguousarray(c, "<f4").tobytes())
-    return f"deepbit{bits}-{now.strftime('%Y%m%dT%H%M%S')}-{digest.hexdigest()[:8]}"
+    return f"{prefix}deepbit{bits}-{now.strftime('%Y%m%dT%H%M%S')}-{digest.hexdigest()[:8]}"
 
 
 def view_descriptors(crops: list[bytes], engine) -> np.ndarray:

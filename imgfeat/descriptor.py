@@ -7,6 +7,8 @@ A `Coder` turns L2-normalised embeddings into packed K-bit codes. Two kinds exis
 - a learned DeepBit layer (`imgfeat.deepbit`, trained by the `train_descriptor` DAG): bit k is
   set when sigmoid(w_k . x + c_k) > 0.5. Its model file is versioned, and the code name that the
   `model` column records is that version.
+Each row has two codes of the same length: of its crop's descriptor and of its whole picture's
+(`picture_code`), each from its own layer (learned from crops or from whole pictures) or the projection.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def code_name(bits: int) -> str:
 
 
 def code_bits_of(name: str) -> int | None:
-    """K of a code name (`deepbit<K>-...` or the projection's `simhash<K>c-...`), None if neither."""
-    m = re.match(r"(?:deepbit|simhash)(\d+)", name)
+    """K of a code name (`deepbit<K>-...`, `picture-deepbit<K>-...` or the projection's
+    `simhash<K>c-...`), None if none of them."""
+    m = re.match(r"(?:picture-deepbit|deepbit|simhash)(\d+)", name)
     return int(m.group(1)) if m else None
 
 
@@ -137,20 +140,22 @@ def learned_coder(doc: dict) -> Coder:
     return Coder(bits, doc["version"], w, b)
 
 
-def load_coder(read_text, warehouse, bits: int, name: str | None = None) -> Coder:
+def load_coder(read_text, warehouse, bits: int, name: str | None = None, described: str = "object") -> Coder:
     """The coder named `name` (a learned version, or the projection's code name); without a name,
-    the current learned layer for `bits`, else the fixed projection.
+    the current learned layer for `bits` of what is `described` ("object": crops, "picture": whole
+    pictures), else the fixed projection.
     `read_text(path)` returns a file's text or None when it does not exist."""
     if name is None:
-        current = read_text(warehouse.current_descriptor(bits))
+        current = read_text(warehouse.current_descriptor(bits, described))
         if current is None:
             return projection_coder(bits)
         name = json.loads(current)["version"]
     if name == code_name(bits):
         return projection_coder(bits)
-    text = read_text(warehouse.descriptor_model(bits, name))
+    path = warehouse.descriptor_model(bits, name, described)
+    text = read_text(path)
     if text is None:
-        raise FileNotFoundError(f"descriptor model {warehouse.descriptor_model(bits, name)} does not exist")
+        raise FileNotFoundError(f"descriptor model {path} does not exist")
     coder = learned_coder(json.loads(text))
     if coder.bits != bits:
         raise ValueError(f"descriptor model {name} has {coder.bits} bits, not {bits}")

@@ -9,8 +9,9 @@
   WAREHOUSE/runs/dt=<date>/retention.json      which checkpoints retention deleted, and when
   WAREHOUSE/reports/dt=<date>/index.html       the run report (imgfeat/report.py), thumbs/ beside it
   WAREHOUSE/catalog/dt=<date>.json             catalog entry of a published partition (feature_catalog DAG)
-  WAREHOUSE/descriptors/deepbit<K>/<version>.json  a learned K-bit code layer (train_descriptor DAG)
+  WAREHOUSE/descriptors/deepbit<K>/<version>.json  a learned K-bit code layer of crops (train_descriptor DAG)
   WAREHOUSE/descriptors/deepbit<K>/current.json    {"version": ...}: the layer new runs use
+  WAREHOUSE/descriptors/picture-deepbit<K>/...     the same for whole pictures (their `picture_code`)
   WAREHOUSE/index/<code>/shards/dt=<date>/     the similarity index of a code: one shard per partition
                                                (image_id, code, label; committed like a checkpoint)
   WAREHOUSE/duplicates/dt=<date>/              near-duplicate groups of a partition's images
@@ -62,6 +63,14 @@ def previous_stage(stage: str) -> str | None:
     return STAGES[i - 1] if i else None
 
 
+# What a learned code layer describes -> the prefix of its directory and versions.
+DESCRIBED = {"object": "", "picture": "picture-"}
+
+
+def _descriptors(bits: int, described: str) -> str:
+    return f"{DESCRIBED[described]}deepbit{bits}"
+
+
 class Warehouse:
     def __init__(self, root: str):
         self.root = root.rstrip("/")
@@ -99,11 +108,11 @@ class Warehouse:
     def catalog_entry(self, date: str) -> str:
         return _join(self.root, "catalog", f"dt={date}.json")
 
-    def descriptor_model(self, bits: int, version: str) -> str:
-        return _join(self.root, "descriptors", f"deepbit{bits}", f"{version}.json")
+    def descriptor_model(self, bits: int, version: str, described: str = "object") -> str:
+        return _join(self.root, "descriptors", _descriptors(bits, described), f"{version}.json")
 
-    def current_descriptor(self, bits: int) -> str:
-        return _join(self.root, "descriptors", f"deepbit{bits}", "current.json")
+    def current_descriptor(self, bits: int, described: str = "object") -> str:
+        return _join(self.root, "descriptors", _descriptors(bits, described), "current.json")
 
     def index_root(self) -> str:
         return _join(self.root, "index")

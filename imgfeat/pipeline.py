@@ -22,11 +22,12 @@ def crops(files: list[tuple[str, bytes]], engine, threshold: float = params.DEFA
     return out
 
 
-def embeddings(crop_rows: list[dict], engine) -> np.ndarray:
-    """L2-normalised descriptors [N, dim] of crop-stage rows; a quarantined row is an error."""
-    rows, pending, pixels = embed.prepare([dict(r) for r in crop_rows])
+def embeddings(crop_rows: list[dict], engine, described: str = "crop") -> np.ndarray:
+    """L2-normalised descriptors [N, dim] of crop-stage rows (`described`: of their crop, or of their
+    whole picture); a quarantined row is an error."""
+    rows, pending, pixels = embed.prepare([dict(r) for r in crop_rows], (described,))
     if len(pending) != len(rows):
         bad = [r["image_id"] for i, r in enumerate(rows) if i not in set(pending)]
         raise ValueError(f"cannot describe quarantined images: {bad}")
-    feats = [engine.features(np.stack(pixels[i:i + BATCH])) for i in range(0, len(pixels), BATCH)]
+    feats = [embed.features(engine, np.stack(pixels[i:i + BATCH]))[:, 0] for i in range(0, len(pixels), BATCH)]
     return descriptor.l2_normalize(np.concatenate(feats))

@@ -19,17 +19,30 @@ DETECTION = "struct<label_id:int, label:string, score:double, x1:int, y1:int, x2
 # orientation_ok: false when the EXIF could not be read and the picture was taken as stored
 INGEST = f"{BASE}, format string, size_bytes long, orientation_ok boolean, content binary, {QUARANTINE_COLS}"
 DETECT = f"{BASE}, content binary, detections array<{DETECTION}>, {REUSED}, {QUARANTINE_COLS}"
-CROP = f"{BASE}, {BOX}, crop binary, {REUSED}, {QUARANTINE_COLS}"
-EMBED = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, {REUSED}, {QUARANTINE_COLS}"
+# picture: the whole picture at the backbone's input size (PNG), for its own descriptor
+CROP = f"{BASE}, {BOX}, crop binary, picture binary, {REUSED}, {QUARANTINE_COLS}"
+# Two descriptors and codes: of the crop (object similarity, the search index) and of the whole
+# picture (picture de-duplication: the duplicates table); both codes have code_bits bits.
+DESCRIPTORS = ("code binary, code_bits int, embedding array<float>, "
+               "picture_code binary, picture_embedding array<float>")
+EMBED = f"{BASE}, {BOX}, {DESCRIPTORS}, {REUSED}, {QUARANTINE_COLS}"
 
 # The output contract (README "Output contract"): column order matters to readers of the files.
-FEATURES = f"{BASE}, {BOX}, code binary, code_bits int, embedding array<float>, model string, {REUSED}"
+FEATURES = f"{BASE}, {BOX}, {DESCRIPTORS}, model string, {REUSED}"
 QUARANTINE = "image_id string, stage string, reason string"
 # Near-duplicates of a partition: one row per image that has one in this or an earlier partition,
 # its group (named by the group's earliest key) and its nearest match.
 DUPLICATES = "image_id string, group_id string, match_partition string, match_image_id string, hamming int"
 
 STAGE_SCHEMAS = {"ingest": INGEST, "detect": DETECT, "crop": CROP, "embed": EMBED}
+
+
+def digest(stage: str) -> str:
+    """A digest of `stage`'s checkpoint schema, recorded in its `_stage.json`: a checkpoint written
+    with another schema (by another version) is not current, and is made again."""
+    import hashlib
+
+    return hashlib.sha256(STAGE_SCHEMAS[stage].encode()).hexdigest()[:12]
 
 
 def columns(ddl: str) -> list[str]:

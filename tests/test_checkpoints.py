@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from imgfeat import checkpoints, storage
+from imgfeat import checkpoints, schemas, storage
 from imgfeat.layout import STAGES
 
 DATE = "2026-11-07"
@@ -14,7 +14,8 @@ def commit(root, stage, commit_id, upstream):
     d = root / stage / f"dt={DATE}"
     d.mkdir(parents=True, exist_ok=True)
     (d / "_SUCCESS").write_text("")
-    (d / "_stage.json").write_text(json.dumps({"commit_id": commit_id, "upstream_commit": upstream}))
+    (d / "_stage.json").write_text(json.dumps({"commit_id": commit_id, "upstream_commit": upstream,
+                                               "schema": schemas.digest(stage)}))
 
 
 def test_committed_chain_is_current_and_a_remade_upstream_makes_downstream_stale(tmp_path):
@@ -45,7 +46,8 @@ def test_ingest_is_current_only_while_the_input_partition_is_unchanged(tmp_path)
     assert listing.startswith("2:")
     commit(wh, "ingest", "c-ingest", None)
     meta = wh / "ingest" / f"dt={DATE}" / "_stage.json"
-    meta.write_text(json.dumps({"commit_id": "c-ingest", "upstream_commit": None, "input_listing": listing}))
+    meta.write_text(json.dumps({"commit_id": "c-ingest", "upstream_commit": None, "input_listing": listing,
+                                "schema": schemas.digest("ingest")}))
     assert checkpoints.current(str(wh), "ingest", DATE, str(inp))[0]
     # Names Spark's scan skips do not count: hidden files, in-flight copies, underscore folders.
     (part / ".x.jpg.swp").write_bytes(b"1")
@@ -100,7 +102,8 @@ def test_a_checkpoint_made_with_other_shaping_params_is_not_current(tmp_path):
     d.mkdir(parents=True)
     (d / "_SUCCESS").write_text("")
     made = Namespace(engine="openvino", score_threshold=0.3, reuse=True, weights="2a8d8a89d695", code_bits=64)
-    meta = {"commit_id": "c-detect", "upstream_commit": "c-ingest", "params": params.shaping("detect", made)}
+    meta = {"commit_id": "c-detect", "upstream_commit": "c-ingest", "params": params.shaping("detect", made),
+            "schema": schemas.digest("detect")}
     (d / "_stage.json").write_text(json.dumps({**meta, "reused": 0}))
     assert checkpoints.current(str(tmp_path), "detect", DATE, shaping=params.shaping("detect", made))[0]
     # code_bits and reuse shape detect only through its reused rows: it has none
@@ -118,6 +121,19 @@ def test_a_checkpoint_made_with_other_shaping_params_is_not_current(tmp_path):
     assert checkpoints.current(str(tmp_path), "ingest", DATE, shaping={})[0]
     (d / "_stage.json").write_text(json.dumps({"commit_id": "c-detect", "upstream_commit": "c-ingest"}))
     assert not checkpoints.current(str(tmp_path), "detect", DATE, shaping=params.shaping("detect", made))[0]
+
+
+def test_a_checkpoint_written_with_another_schema_is_made_again(tmp_path):
+    commit(tmp_path, "ingest", "c-ingest", None)
+    commit(tmp_path, "detect", "c-detect", "c-ingest")
+    commit(tmp_path, "crop", "c-crop", "c-detect")
+    assert checkpoints.current(str(tmp_path), "crop", DATE)[0]
+    # a crop checkpoint of an earlier version: its rows have no `picture`, which embed describes
+    d = tmp_path / "crop" / f"dt={DATE}" / "_stage.json"
+    d.write_text(json.dumps({**json.loads(d.read_text()), "schema": "0123456789ab"}))
+    assert checkpoints.current(str(tmp_path), "crop", DATE) == (
+        False, f"crop dt={DATE}: checkpoint was written with another schema (by another version)")
+    assert schemas.digest("crop") != schemas.digest("embed") and len(schemas.digest("crop")) == 12
 
 
 def test_changed_since_ingest_names_the_earlier_partitions_that_gained_files(tmp_path):

@@ -107,6 +107,16 @@ def test_load_coder_falls_back_to_the_projection_and_follows_current(tmp_path):
     assert not descriptor.load_coder(read, wh, 32).learned  # no layer for 32 bits
     with pytest.raises(FileNotFoundError, match="deepbit64-gone.json does not exist"):
         descriptor.load_coder(read, wh, 64, "deepbit64-gone")
+    # the pictures' layer lives beside the crops', and is current on its own
+    assert descriptor.load_coder(read, wh, 64, described="picture").name == descriptor.code_name(64)
+    name = deepbit.version(64, w, c, prefix="picture-")
+    assert name.startswith("picture-deepbit64-") and descriptor.code_bits_of(name) == 64
+    files[wh.descriptor_model(64, name, "picture")] = descriptor.model_json(name, -w, c)
+    files[wh.current_descriptor(64, "picture")] = json.dumps({"version": name})
+    assert wh.current_descriptor(64, "picture") == f"{tmp_path}/descriptors/picture-deepbit64/current.json"
+    picture = descriptor.load_coder(read, wh, 64, described="picture")
+    assert picture.name == name and descriptor.load_coder(read, wh, 64).name == "deepbit64-v1"
+    np.testing.assert_array_equal(np.unpackbits(picture.codes(x), axis=1), (x @ -w + c > 0).astype(np.uint8))
 
 
 # --- index and duplicates ------------------------------------------------------------------------

@@ -86,7 +86,8 @@ def _rows(spark, wh, date, table="features") -> dict:
 
 
 def _payload(row) -> tuple:
-    return tuple(row[c] for c in ("sha256", "label", "score", "x1", "y1", "x2", "y2", "code", "embedding", "model"))
+    return tuple(row[c] for c in ("sha256", "label", "score", "x1", "y1", "x2", "y2", "code", "embedding",
+                                   "picture_code", "picture_embedding", "model"))
 
 
 def _asides(wh) -> list:

@@ -77,17 +77,20 @@ def test_the_join_finds_exactly_the_brute_force_duplicates(spark):
         assert _run(spark, rows, "2026-11-03", 32, radius) == expected, radius
 
 
-def _publish(spark, wh, date, rows, code_name, commit_id):
-    """A published features partition as publish leaves it (the columns the index reads)."""
+def _publish(spark, wh, date, rows, code_name, commit_id, picture_code=None):
+    """A published features partition as publish leaves it (the columns the index reads); rows
+    (image_id, code[, picture's code]); without `picture_code`, as published before pictures had one."""
     import json
     from pathlib import Path
 
     from imgfeat import schemas
 
     cols = schemas.columns(schemas.FEATURES)
-    data = [tuple({"image_id": i, "label": "cup", "code": bytearray(c), "code_bits": len(c) * 8,
-                   "model": f"m;engine=openvino;min_score=0.3;code={code_name}"}.get(k) for k in cols)
-            for i, c in rows]
+    named = f";picture_code={picture_code}" if picture_code else ""
+    data = [tuple({"image_id": r[0], "label": "cup", "code": bytearray(r[1]), "code_bits": len(r[1]) * 8,
+                   "picture_code": bytearray(r[2]) if len(r) > 2 else None,
+                   "model": f"m;engine=openvino;min_score=0.3{named};code={code_name}"}.get(k) for k in cols)
+            for r in rows]
     target = Path(wh.table("features", date))
     spark.createDataFrame(data, schemas.FEATURES).coalesce(1).write.mode("overwrite").parquet(str(target))
     (target / "_stage.json").write_text(json.dumps({"commit_id": commit_id}))
@@ -107,6 +110,7 @@ def test_refresh_adds_one_shard_per_partition_and_rewrites_it_only_when_republis
     first = refresh(spark, wh, "2026-11-01", radius=1)
     info = refresh(spark, wh, "2026-11-02", radius=1)
     assert (first["rows"], info["rows"], info["groups"], info["indexed_images"]) == (0, 3, 2, 4)
+    assert (info["described"], info["code"]) == ("object", code)  # published before pictures had a code
     shard_meta = lambda d: json.loads((tmp_path / "index" / code / "shards" / f"dt={d}" / "_stage.json").read_text())  # noqa: E731
     before = shard_meta("2026-11-01")
     assert (before["rows"], before["features_commit"]) == (1, "c1")
@@ -122,3 +126,39 @@ def test_refresh_adds_one_shard_per_partition_and_rewrites_it_only_when_republis
     refresh(spark, wh, "2026-11-02", radius=1)
     assert not (tmp_path / "index" / code / "shards" / "dt=2026-11-02").exists()
     assert [s.date for s in search.load_index(str(tmp_path), code="simhash24c-test").shards] == ["2026-11-02"]
+
+
+def test_duplicates_compare_the_pictures_codes_of_partitions_coded_alike(spark, tmp_path):
+    import json
+
+    from imgfeat.layout import Warehouse
+    from imgfeat.spark.index import refresh
+
+    wh = Warehouse(str(tmp_path))
+    code = "simhash16c-test"
+    far = [b"\x00\x00", b"\xff\xff", b"\x0f\x0f", b"\xf0\xf0"]  # the crops' codes: 8 bits or more apart
+    # 11-01 and 11-02 code their pictures alike; 10-31 with another picture code
+    _publish(spark, wh, "2026-10-31", [("x.jpg", far[3], b"\xab\xcd")], code, "c0", picture_code="simhash16c-old")
+    _publish(spark, wh, "2026-11-01", [("a.jpg", far[0], b"\xab\xcd")], code, "c1", picture_code="simhash16c-p")
+    _publish(spark, wh, "2026-11-02", [("b.jpg", far[1], b"\xab\xcc"), ("c.jpg", far[2], b"\x54\x32")],
+             code, "c2", picture_code="simhash16c-p")
+    for d in ("2026-10-31", "2026-11-01"):
+        refresh(spark, wh, d, radius=1)
+    info = refresh(spark, wh, "2026-11-02", radius=1)
+    # b.jpg's picture is 1 bit from a.jpg's (their crops 16 apart); x.jpg's picture, the same bits
+    # under another code, is not compared
+    assert _table(tmp_path / "duplicates" / "dt=2026-11-02") == [
+        {"image_id": "b.jpg", "group_id": "dt=2026-11-01/a.jpg", "match_partition": "2026-11-01",
+         "match_image_id": "a.jpg", "hamming": 1}]
+    assert (info["described"], info["code"], info["radius"], info["indexed_images"]) == (
+        "picture", "simhash16c-p", 1, 3)
+    shard = json.loads((tmp_path / "index" / code / "shards" / "dt=2026-11-02" / "_stage.json").read_text())
+    assert (shard["code"], shard["picture_code"]) == (code, "simhash16c-p")
+    meta = json.loads((tmp_path / "duplicates" / "dt=2026-11-02" / "_stage.json").read_text())
+    assert (meta["described"], meta["code"]) == ("picture", "simhash16c-p")
+
+
+def _table(path):
+    import pyarrow.parquet as pq
+
+    return sorted(pq.read_table(str(path)).to_pylist(), key=lambda r: r["image_id"])

@@ -67,6 +67,7 @@ def test_published_rows_and_quarantine(run):
     assert set(features) | set(quarantine) == every_file and not set(features) & set(quarantine)
     for r in features.values():
         assert len(r["code"]) == r["code_bits"] // 8 == 8 and len(r["embedding"]) == 1280
+        assert len(r["picture_code"]) == 8 and len(r["picture_embedding"]) == 1280
 
 
 def test_manifest(run):
@@ -117,6 +118,7 @@ def test_a_changed_parameter_recomputes_exactly_the_stages_it_shapes(run, tmp_pa
         assert (r["label"], r["x1"], r["y2"], r["embedding"]) == (before[k]["label"], before[k]["x1"],
                                                                   before[k]["y2"], before[k]["embedding"])
         assert r["code_bits"] == 128 and len(r["code"]) == 16 and r["model"].endswith("code=simhash128c-s20160626")
+        assert len(r["picture_code"]) == 16 and r["picture_embedding"] == before[k]["picture_embedding"]
 
     # score_threshold: detect onward; a box below the new threshold is no longer an object
     log, commits = tmp_path / "threshold.log", after
@@ -201,6 +203,9 @@ def test_engine_bigdl_runs_the_dag_and_agrees_with_openvino(run, tmp_path):
         assert abs(a["score"] - b["score"]) <= 0.02, image_id
         assert float(np.dot(a["embedding"], b["embedding"])) >= 0.99, image_id
         assert hamming(a["code"], b["code"]) <= 2, image_id
+        # the whole picture's descriptor too (BigDL predicts the crop and the picture of a row)
+        assert float(np.dot(a["picture_embedding"], b["picture_embedding"])) >= 0.99, image_id
+        assert hamming(a["picture_code"], b["picture_code"]) <= 2, image_id
     quarantine = lambda w: sorted((r["image_id"], r["reason"]) for r in _table(w / "quarantine" / f"dt={DATE}"))  # noqa: E731
     assert quarantine(warehouse) == quarantine(run["warehouse"])
 

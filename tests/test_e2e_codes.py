@@ -60,9 +60,10 @@ def test_duplicates_give_each_image_its_group_and_nearest_match(indexed):
     from test_duplicates import _oracle
 
     rows = indexed["features"]
-    radius = default_radius(descriptor.code_name(64), 64)
+    # the whole pictures' codes (no layer trained: the projection), at its radius
+    radius = default_radius(descriptor.code_name(64), 64, "picture")
     got = sorted(_table(indexed["warehouse"] / "duplicates" / f"dt={DATE}"), key=lambda r: r["image_id"])
-    assert got == _oracle({DATE: [(r["image_id"], r["code"]) for r in rows]}, DATE, radius)
+    assert got == _oracle({DATE: [(r["image_id"], r["picture_code"]) for r in rows]}, DATE, radius)
     # the sample's copy of the coffee photo is a near-duplicate of it, in one group named by the first
     groups = {r["image_id"]: r["group_id"] for r in got}
     assert groups["sample/photos/img_0000.jpg"] == groups["shop/coffee.jpg"] == min(
@@ -70,6 +71,7 @@ def test_duplicates_give_each_image_its_group_and_nearest_match(indexed):
     assert "shop/chelsea.jpg" not in groups
     meta = json.loads((indexed["warehouse"] / "duplicates" / f"dt={DATE}" / "_stage.json").read_text())
     assert (meta["rows"], meta["groups"], meta["radius"]) == (len(got), len(set(groups.values())), radius)
+    assert (meta["described"], meta["code"]) == ("picture", descriptor.code_name(64))
     # the index job wrote the run report again, with the groups: a row each, every picture drawn
     # (the page as make run left it: the copy's may be a later re-publish's)
     html = indexed["report"]
@@ -150,6 +152,13 @@ def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local
     published = {r["sha256"] for r in rows}
     assert model["bits"] == 8 and model["crops"] == len(published)
     assert model["trained_on"] == [f"{warehouse}/features/dt={DATE}"]
+    # and a layer of the whole pictures, from the same sample, beside it
+    picture_version = json.loads((warehouse / "descriptors" / "picture-deepbit8" / "current.json").read_text())["version"]
+    picture = json.loads((warehouse / "descriptors" / "picture-deepbit8" / f"{picture_version}.json").read_text())
+    assert picture_version.startswith("picture-deepbit8-") and picture["version"] == picture_version
+    assert (picture["described"], model["described"], picture["crops"], picture["bits"]) == (
+        "picture", "object", len(published), 8)
+    assert len(picture["objective_by_round"]) == 2
 
     # The optimizer learned: each round lowered its objective (the mean squared error between its
     # binary targets and the layer's outputs, over every crop and view)...
@@ -192,11 +201,14 @@ def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local
     before = {r["image_id"]: r for r in _table(local_run["warehouse"] / "features" / f"dt={DATE}")}
     after = _table(warehouse / "features" / f"dt={DATE}")
     assert {r["image_id"] for r in after} == set(before)
+    pw = np.frombuffer(base64.b64decode(picture["weights"]), "<f4").reshape(picture["dim"], 8).astype(np.float64)
+    pc = np.frombuffer(base64.b64decode(picture["bias"]), "<f4").astype(np.float64)
     for r in after:
-        assert r["model"].endswith(f";code={version}") and r["code_bits"] == 8
-        # the saved layer's bits, computed here: bit k (MSB first) is on when w_k . x + c_k > 0
+        assert r["model"].endswith(f";picture_code={picture_version};code={version}") and r["code_bits"] == 8
+        # the saved layers' bits, computed here: bit k (MSB first) is on when w_k . x + c_k > 0
         # (in float64; an output within 1e-4 of 0 may round either way in the product's float32)
-        z = np.asarray(r["embedding"]) @ w + c
-        assert len(r["code"]) == 1, r["code"]
-        assert all((r["code"][0] >> (7 - k) & 1) == (z[k] > 0) for k in range(8) if abs(z[k]) > 1e-4), (r["code"], z)
+        for code, x, (lw, lc) in ((r["code"], r["embedding"], (w, c)), (r["picture_code"], r["picture_embedding"], (pw, pc))):
+            z = np.asarray(x) @ lw + lc
+            assert len(code) == 1, code
+            assert all((code[0] >> (7 - k) & 1) == (z[k] > 0) for k in range(8) if abs(z[k]) > 1e-4), (code, z)
         assert r["label"] == before[r["image_id"]]["label"]

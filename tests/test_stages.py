@@ -127,6 +127,9 @@ def test_crop_keeps_the_best_object_with_a_margin(photos):
     out = crop.crop_row(row)
     assert (out["label"], out["x1"], out["y1"], out["x2"], out["y2"]) == ("cup", 100, 50, 300, 250)
     assert decode.decode_rgb(out["crop"]).shape == (232, 232, 3)  # 200 + 2 * 16 px margin
+    # and the whole picture, as embed will describe it: at the backbone's input size, losslessly
+    whole = decode.resize(decode.decode_rgb(row["content"]), INPUT_SIZE)
+    assert np.array_equal(decode.decode_rgb(out["picture"]), whole)
 
 
 def test_crop_clamps_at_the_border_and_keeps_the_whole_picture_without_detection(photos):
@@ -143,7 +146,8 @@ def test_crop_passes_quarantined_rows_through():
     row = {"image_id": "bad.jpg", "sha256": "s", "width": None, "height": None, "content": None,
            "detections": None, "quarantine_stage": "ingest", "quarantine_reason": "truncated: x"}
     out = crop.crop_batch(pd.DataFrame([row])).iloc[0]
-    assert (out["quarantine_stage"], out["quarantine_reason"], out["crop"]) == ("ingest", "truncated: x", None)
+    assert (out["quarantine_stage"], out["quarantine_reason"], out["crop"], out["picture"]) == (
+        "ingest", "truncated: x", None, None)
 
 
 def test_reused_rows_skip_inference(photos, engine):
@@ -155,13 +159,15 @@ def test_reused_rows_skip_inference(photos, engine):
     assert (out["label"], out["crop"], out["reused_from"], out["quarantine_stage"]) == (
         None, None, "dt=2026-11-01/cat.jpg", None)
     emb = embed.embed_batch(pd.DataFrame([out.to_dict()]), engine, 64).iloc[0]
-    assert (emb["code"], emb["embedding"], emb["reused_from"]) == (None, None, "dt=2026-11-01/cat.jpg")
+    assert (emb["code"], emb["embedding"], emb["picture_code"], emb["picture_embedding"], emb["reused_from"]) == (
+        None, None, None, None, "dt=2026-11-01/cat.jpg")
 
 
 def _crop_rows(images: dict) -> pd.DataFrame:
     return pd.DataFrame([{"image_id": k, "sha256": "s", "width": v.shape[1], "height": v.shape[0],
                           "label": None, "score": 0.0, "x1": 0, "y1": 0, "x2": v.shape[1], "y2": v.shape[0],
-                          "crop": decode.encode_png(v), "quarantine_stage": None, "quarantine_reason": None}
+                          "crop": decode.encode_png(v), "picture": decode.encode_png(decode.resize(v, INPUT_SIZE)),
+                          "quarantine_stage": None, "quarantine_reason": None}
                          for k, v in images.items()])
 
 
@@ -181,6 +187,22 @@ def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
     # and 33 (average pooling, before: 6, 2, 6 and 20, 32): the margin between them grew
     assert near <= 9 and far >= 24, (near, far)
     assert emb["cat"] @ emb["cat-flipped"] > emb["cat"] @ emb["rocket"]
+    # Each crop here is its whole picture: the picture's descriptor is the crop's (the same pixels
+    # reach the backbone), and so is its code (both the projection by default).
+    for k, r in out.iterrows():
+        assert np.abs(np.array(r["picture_embedding"], np.float32) - emb[k]).max() < 1e-5, k
+        assert r["picture_code"] == r["code"], k
+
+
+def test_embed_codes_the_picture_with_its_own_coder(photos, engine):
+    rows = _crop_rows({"cat": photos["chelsea"]})
+    rows["crop"] = [decode.encode_png(photos["chelsea"][50:250, 100:300])]  # an object, not the picture
+    w = np.zeros((1280, 8), np.float32)
+    learned = descriptor.Coder(8, "deepbit8-test", w, np.array([1, -1] * 4, np.float32))  # 10101010 whatever x
+    r = embed.embed_batch(rows, engine, learned, picture_coder=8).iloc[0]
+    assert (r["code"], r["code_bits"]) == (bytes([0b10101010]), 8)
+    assert r["picture_code"] == descriptor.binary_codes(np.array([r["picture_embedding"]], np.float32), 8)[0].tobytes()
+    assert float(np.dot(r["embedding"], r["picture_embedding"])) < 0.99  # two descriptors, of two images
 
 
 def test_codes_are_deterministic_and_sized_by_k():

@@ -33,8 +33,10 @@ def _prepare(stage_module, drop: tuple[str, ...]):
     return fn
 
 
-def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, which: str, batch_size: int):
-    """(rows RDD keyed by image_id, RDD of (image_id, network output))."""
+def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, which: str, batch_size: int,
+                      per_row: int = 1):
+    """(rows RDD keyed by image_id, RDD of (image_id, network output)); with `per_row` > 1 images a
+    row (embed: its crop and its picture), (image_id, [their outputs in order])."""
     from bigdl.dllib.utils.common import get_node_and_core_number
 
     from imgfeat.engines import ssd
@@ -49,9 +51,15 @@ def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, whi
     rows = (df.mapInPandas(_prepare(stage_module, drop), f"{schema}, pixels binary")
             .repartition(nodes).rdd.persist(StorageLevel.DISK_ONLY))
     todo = rows.filter(lambda r: r.pixels is not None)
-    x = todo.map(lambda r: ssd.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3))[0])
+    x = todo.flatMap(lambda r: ssd.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(-1, INPUT_SIZE, INPUT_SIZE, 3)))
     model = bigdl.load(model_dir, which)
-    outputs = todo.map(lambda r: r.image_id).zip(bigdl.predict_rdd(model, x, batch_size * nodes))
+    ids = todo.flatMap(lambda r: [(r.image_id, j) for j in range(per_row)])
+    outputs = ids.zip(bigdl.predict_rdd(model, x, batch_size * nodes))
+    if per_row == 1:
+        outputs = outputs.map(lambda kv: (kv[0][0], kv[1]))
+    else:
+        outputs = (outputs.map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))).groupByKey()
+                   .mapValues(lambda outs: [o for _, o in sorted(outs, key=lambda jo: jo[0])]))
     return rows.map(lambda r: (r.image_id, r)), outputs
 
 
@@ -91,20 +99,23 @@ def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
     return _to_frame(spark, rows.leftOuterJoin(outputs.mapPartitions(postprocess)).map(finish), schemas.DETECT)
 
 
-def embed(spark, df, model_dir: str, coder, batch_size: int):
+def embed(spark, df, model_dir: str, coder, picture_coder, batch_size: int):
     from imgfeat.stages import embed as stage
     from imgfeat.stages._rows import quarantine
 
-    rows, outputs = _rows_and_outputs(spark, df, stage, (), schemas.EMBED, model_dir, "backbone", batch_size)
+    per_row = len(stage.DESCRIBED)
+    rows, outputs = _rows_and_outputs(spark, df, stage, (), schemas.EMBED, model_dir, "backbone", batch_size,
+                                      per_row)
 
     def finish(kv):
-        row, feature = kv[1]
+        row, features = kv[1]
         row = row.asDict()
         if row.pop("pixels") is None:
             return row
-        if feature is None:
+        if features is None or len(features) != per_row:
             return quarantine(row, stage.STAGE, f"inference_error: {_missing()}", stage.PAYLOAD)
-        stage.finish([row], rmac(np.asarray(feature, np.float32).reshape(1, -1)), coder)
+        packed = np.stack([np.asarray(f, np.float32) for f in features])  # [crop/picture, region maxima]
+        stage.finish([row], rmac(packed)[None], coder, picture_coder)
         return row
 
     return _to_frame(spark, rows.leftOuterJoin(outputs).map(finish), schemas.EMBED)

@@ -4,11 +4,13 @@ near-duplicates table, as Spark jobs (nothing proportional to the store reaches 
   spark-submit spark_apps/index.py --warehouse-root W --partition-date D [--duplicate-radius R]
 
 The partition's shard, WAREHOUSE/index/<code>/shards/dt=<date>/ (`imgfeat.search`), is its
-image_id, code and label sorted by image_id, written by one executor and committed like a
+image_id, code, label and picture_code sorted by image_id, written by one executor and committed like a
 checkpoint; it is rewritten only when the partition's features were (their commit id is recorded),
 and a shard of the same partition under another code is removed. The duplicates table,
 WAREHOUSE/duplicates/dt=<date>/, gives each image of the partition that has a near-duplicate
-within Hamming distance R in this or an earlier partition its group and nearest match
+within Hamming distance R of the whole pictures' codes (the shard keeps them too; its metadata
+says which code, `described`: picture, or object for a partition published before the pictures
+had one) in this or an earlier partition its group and nearest match
 (`imgfeat.spark.duplicates`: multi-index hashing joins and connected components). Then the
 partition's run report is written again, with its largest duplicate groups (`imgfeat.spark.report`).
 """
@@ -28,14 +30,16 @@ from imgfeat.layout import SUCCESS, Warehouse
 # The duplicates job's shuffles are sized by their biggest side, the probing rows of the MIH join
 # (about 50 bytes each): this many per task keeps each task's sort small in a 1 GB driver.
 ROWS_PER_SHUFFLE_PARTITION = 1_000_000
-# Hamming radius of a near-duplicate, by code kind and length: the largest radius at which the
-# false-match rate stays at or below 0.1% on the evaluation corpus's tuning split (`make eval`,
-# README table; R-MAC descriptors, the learned layer without BigDL rounds).
-DUPLICATE_RADIUS = {"deepbit": {32: 3, 64: 10, 128: 26}, "simhash": {32: 2, 64: 8, 128: 17}}
+# Hamming radius of a near-duplicate, by what is described, code kind and length: the largest radius
+# at which the false-match rate stays at or below 0.1% on the evaluation corpus's tuning split
+# (`make eval`, README table; R-MAC descriptors, the learned layer without BigDL rounds).
+DUPLICATE_RADIUS = {"picture": {"deepbit": {32: 2, 64: 9, 128: 26}, "simhash": {32: 1, 64: 7, 128: 16}},
+                    "object": {"deepbit": {32: 3, 64: 10, 128: 26}, "simhash": {32: 2, 64: 8, 128: 17}}}
 
 
-def default_radius(code: str, bits: int) -> int:
-    by_bits = DUPLICATE_RADIUS["deepbit" if code.startswith("deepbit") else "simhash"]
+def default_radius(code: str, bits: int, described: str = "object") -> int:
+    """`code`: a code name (`deepbit<K>-..`, `picture-deepbit<K>-..`: learned; else the projection)."""
+    by_bits = DUPLICATE_RADIUS[described]["deepbit" if "deepbit" in code else "simhash"]
     return by_bits.get(bits, round(bits * by_bits[64] / 64))
 
 
@@ -46,18 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse-root", required=True, type=typed(params.warehouse_root))
     p.add_argument("--partition-date", required=True, type=typed(params.partition_date), help="YYYY-MM-DD")
     p.add_argument("--duplicate-radius", type=typed(lambda v: params.non_negative_int(v, "duplicate_radius")),
-                   default=None, help="Hamming radius of a near-duplicate (default: by code kind and length, "
+                   default=None, help="Hamming radius of a near-duplicate (default: by what is described, code kind and length, "
                                       f"{DUPLICATE_RADIUS})")
     return p
 
 
+def codes_of(model: str) -> dict:
+    """The codes a `model` value names: {"object": the crop's, "picture": the picture's or None}."""
+    fields = dict(f.split("=", 1) for f in model.split(";") if "=" in f)
+    return {"object": fields["code"], "picture": fields.get("picture_code")}
+
+
 def code_of(model: str) -> str:
-    return model.rsplit("code=", 1)[1]
+    return codes_of(model)["object"]
 
 
-def write_shard(spark, wh: Warehouse, date: str) -> tuple[str, int]:
+def write_shard(spark, wh: Warehouse, date: str) -> dict:
     """Commit the partition's shard (unless it is current) and drop its shards of other codes;
-    returns the partition's (code, bits)."""
+    returns the partition's codes ({"object": .., "picture": .. or None}) and their bits."""
+    from imgfeat import schemas
     from imgfeat.spark import StageFailed
     from imgfeat.spark.checkpoint import commit, is_committed, read_meta
     from imgfeat.spark.hadoop import HadoopFS
@@ -66,36 +77,48 @@ def write_shard(spark, wh: Warehouse, date: str) -> tuple[str, int]:
     own = wh.table("features", date)
     if not fs.exists(f"{own}/{SUCCESS}"):
         raise StageFailed(f"features {own} are not published: run image_features for dt={date} first")
-    features = spark.read.parquet(own)
+    # An explicit schema: features published before the picture's code read it as null.
+    features = spark.read.schema(schemas.FEATURES).parquet(own)
     first = features.select("model", "code_bits").first()
     if first is None:
         raise StageFailed(f"features {own} hold no image")
-    code, bits = code_of(first["model"]), first["code_bits"]
+    codes, bits = codes_of(first["model"]), first["code_bits"]
+    code = codes["object"]
     features_commit = read_meta(spark, own)["commit_id"]
     shard = wh.index_shard(code, date)
     if not (is_committed(fs, shard) and read_meta(spark, shard).get("features_commit") == features_commit):
-        rows = features.select("image_id", "code", "label").repartition(1).sortWithinPartitions("image_id")
+        rows = features.select("image_id", "code", "label", "picture_code").repartition(1).sortWithinPartitions("image_id")
         commit(spark, rows, shard, wh.staging_root("index", date), wh.new_staging("index", date),
-               lambda written: {"rows": written.count(), "code": code, "bits": bits, "partition_date": date,
-                                "features_commit": features_commit},
+               lambda written: {"rows": written.count(), "code": code, "picture_code": codes["picture"], "bits": bits,
+                                "partition_date": date, "features_commit": features_commit},
                options={"parquet.block.size": search.SHARD_ROW_GROUP_BYTES})
     for other in fs.list_names(wh.index_root()):  # the partition was re-published with another code
         if other != code and fs.exists(wh.index_shard(other, date)):
             fs.delete(wh.index_shard(other, date))
-    return code, bits
+    return {**codes, "bits": bits}
 
 
-def write_duplicates(spark, wh: Warehouse, date: str, code: str, bits: int, radius: int) -> dict:
-    """Commit the partition's duplicates table against the shards of `code` up to `date`."""
+def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, radius: int | None = None) -> dict:
+    """Commit the partition's duplicates table from the shards of its index up to `date`: by the
+    pictures' code (shards written with the same one), or by the crops' code for a partition
+    published before the picture's code existed. `radius` None: `default_radius`."""
+    from pyspark.sql import functions as F
+
     from imgfeat import schemas
     from imgfeat.spark.checkpoint import commit, read_meta
     from imgfeat.spark.duplicates import near_duplicates
     from imgfeat.spark.hadoop import HadoopFS
 
     fs = HadoopFS(spark)
-    shards = wh.index_shards(code)
+    described = "picture" if codes.get("picture") else "object"
+    code = codes[described]
+    radius = default_radius(code, bits, described) if radius is None else radius
+    shards = wh.index_shards(codes["object"])
     dates = sorted(n[3:] for n in fs.list_names(shards) if n.startswith("dt=") and fs.exists(f"{shards}/{n}/{SUCCESS}"))
-    rows = {d: read_meta(spark, f"{shards}/dt={d}")["rows"] for d in dates if d <= date}
+    metas = {d: read_meta(spark, f"{shards}/dt={d}") for d in dates if d <= date}
+    if described == "picture":  # only shards whose pictures have the same code compare
+        metas = {d: m for d, m in metas.items() if m.get("picture_code") == code}
+    rows = {d: m["rows"] for d, m in metas.items()}
     indexed = sum(rows.values())
     m, s = mih.plan(bits, radius, indexed)
     probing = max(rows.get(date, 0) * m * mih.probes_per_substring(bits, m, s), indexed * m)
@@ -105,15 +128,18 @@ def write_duplicates(spark, wh: Warehouse, date: str, code: str, bits: int, radi
         "spark.sql.shuffle.partitions": max(spark.sparkContext.defaultParallelism,
                                             math.ceil(probing / ROWS_PER_SHUFFLE_PARTITION)),
     }
+    column = {"picture": "picture_code", "object": "code"}[described]
     with _session_conf(spark, settings):
-        history = (spark.read.schema(f"{search.SHARD_SCHEMA}, dt string").option("basePath", shards)
-                   .parquet(*[f"{shards}/dt={d}" for d in rows]).select("dt", "image_id", "code"))
+        history = (spark.read.schema(f"{search.SHARD_DUPLICATES_SCHEMA}, dt string").option("basePath", shards)
+                   .parquet(*[f"{shards}/dt={d}" for d in rows])
+                   .select("dt", "image_id", F.col(column).alias("code")).where(F.col("code").isNotNull()))
         dupes = near_duplicates(history, date, bits, radius, indexed).coalesce(1)
         return commit(spark, dupes.select(*schemas.columns(schemas.DUPLICATES)), wh.table("duplicates", date),
                       wh.staging_root("duplicates", date), wh.new_staging("duplicates", date),
                       lambda written: {"rows": written.count(), "images": written.count(),
                                        "groups": written.select("group_id").distinct().count(), "radius": radius,
-                                       "code": code, "index": wh.index(code), "indexed_images": indexed})
+                                       "described": described, "code": code, "index": wh.index(codes["object"]),
+                                       "indexed_images": indexed})
 
 
 @contextmanager
@@ -131,9 +157,9 @@ def _session_conf(spark, settings: dict):
 
 def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
     started = time.time()
-    code, bits = write_shard(spark, wh, date)
+    shard = write_shard(spark, wh, date)
     shard_s = time.time() - started
-    info = write_duplicates(spark, wh, date, code, bits, default_radius(code, bits) if radius is None else radius)
+    info = write_duplicates(spark, wh, date, shard, shard["bits"], radius)
     from imgfeat.spark import report
 
     report.write_safely(spark, wh, date, duplicates=True)  # the run report, now with its duplicate groups

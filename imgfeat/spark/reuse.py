@@ -5,7 +5,7 @@ partitions made with the same model, and sets `reused_from = "dt=<date>/<image_i
 row: the partition's own earlier row for the same file (a re-run after the partition gained files
 carries its rows over, so only the new files are inferred), else the earliest partition that
 published those bytes. Such rows skip detect, crop and embed; at publish, `resolve` copies the
-source's label, box, code and embedding, and `reused_from` names the row where they were computed.
+source's label, box, codes and embeddings, and `reused_from` names the row where they were computed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from imgfeat import schemas
 
-PAYLOAD = ("label", "score", "x1", "y1", "x2", "y2", "code", "code_bits", "embedding")
+PAYLOAD = ("label", "score", "x1", "y1", "x2", "y2", "code", "code_bits", "embedding", "picture_code", "picture_embedding")
 
 
 def published(spark, features_root: str, model: str) -> DataFrame | None:

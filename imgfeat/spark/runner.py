@@ -21,18 +21,20 @@ from imgfeat.spark.progress import Progress
 from imgfeat.layout import INFERENCE_STAGES, STAGES, Warehouse, input_partition, previous_stage
 
 
-def model_name(args, code: str, score_threshold: float) -> str:
+def model_name(args, code: str, score_threshold: float, picture_code: str) -> str:
     """The published `model` column: what shaped a row's values (reuse copies only rows of the same
-    model): detector and embedding network @ their weights, engine, score threshold, code."""
+    model): detector and embedding network @ their weights, engine, score threshold, the picture's
+    code and the crop's code (last: `code=<name>`)."""
     from imgfeat.engines import engine_version
 
     m = args.model_manifest
     return (f"{m['detector']}+{m['backbone']}@{weights_digest(m)};engine={engine_version(args.engine)};"
-            f"min_score={score_threshold:g};code={code}")
+            f"min_score={score_threshold:g};picture_code={picture_code};code={code}")
 
 
-def _coder(spark, wh: Warehouse, bits: int, name: str | None = None):
-    """The descriptor coder: `name`, else the current learned layer for `bits`, else the projection."""
+def _coder(spark, wh: Warehouse, bits: int, name: str | None = None, described: str = "object"):
+    """The descriptor coder of crops (`described` "object") or whole pictures ("picture"): `name`,
+    else the current learned layer for `bits`, else the projection."""
     from imgfeat import descriptor
     from imgfeat.spark.hadoop import HadoopFS
 
@@ -40,7 +42,7 @@ def _coder(spark, wh: Warehouse, bits: int, name: str | None = None):
     if name is not None and descriptor.code_bits_of(name) != bits:
         name = None  # the run's code length changed since detect: the current one for this length
     try:
-        return descriptor.load_coder(lambda p: fs.read_text(p) if fs.exists(p) else None, wh, bits, name)
+        return descriptor.load_coder(lambda p: fs.read_text(p) if fs.exists(p) else None, wh, bits, name, described)
     except (FileNotFoundError, ValueError) as e:
         raise StageFailed(str(e)) from None
 
@@ -77,6 +79,7 @@ def _counts(df) -> dict:
 
 
 def _read_previous(spark, wh: Warehouse, stage: str, date: str):
+    from imgfeat import schemas
     from imgfeat.spark.checkpoint import is_committed, read_meta
     from imgfeat.spark.hadoop import HadoopFS
 
@@ -84,7 +87,11 @@ def _read_previous(spark, wh: Warehouse, stage: str, date: str):
     path = wh.checkpoint(prev, date)
     if not is_committed(HadoopFS(spark), path):
         raise StageFailed(f"{prev} checkpoint {path} is not committed: run stage '{prev}' first")
-    return spark.read.parquet(path), read_meta(spark, path)
+    meta = read_meta(spark, path)
+    if meta.get("schema") != schemas.digest(prev):
+        raise StageFailed(f"{prev} checkpoint {path} was written with another schema (by another version): "
+                          f"run stage '{prev}' again")
+    return spark.read.parquet(path), meta
 
 
 def run_ingest(spark, args, wh):
@@ -130,18 +137,18 @@ def _inference_stage(batch_fn, schema, engine_args, extra):
     return fn, schema
 
 
-def _infer(spark, args, df, stage: str, option):
+def _infer(spark, args, df, stage: str, *options):
     """detect or embed over `df` with the run's engine: OpenVINO in Python workers (the stage's
     batch function), or BigDL's distributed predict."""
     if args.engine == "bigdl":
         from imgfeat.spark import bigdl_predict
 
-        return getattr(bigdl_predict, stage)(spark, df, _bigdl_dir(args), option, args.batch_size)
+        return getattr(bigdl_predict, stage)(spark, df, _bigdl_dir(args), *options, batch_size=args.batch_size)
     from imgfeat import schemas
     from imgfeat.stages import detect, embed
 
     batch_fn = {"detect": detect.detect_batch, "embed": embed.embed_batch}[stage]
-    fn, schema = _inference_stage(batch_fn, schemas.STAGE_SCHEMAS[stage], _engine_args(spark, args), (option,))
+    fn, schema = _inference_stage(batch_fn, schemas.STAGE_SCHEMAS[stage], _engine_args(spark, args), options)
     return df.mapInPandas(fn, schema)
 
 
@@ -153,13 +160,14 @@ def run_detect(spark, args, wh):
     # The run's code is settled here, so the reuse lookup and embed agree on it even if a new
     # layer is trained meanwhile: embed uses the code that detect recorded.
     code = _coder(spark, wh, args.code_bits).name
-    model = model_name(args, code, args.score_threshold)
+    picture_code = _coder(spark, wh, args.code_bits, described="picture").name
+    model = model_name(args, code, args.score_threshold, picture_code)
     index = reuse.published(spark, wh.features_root(), model) if args.reuse else None
     # force: the partition's own earlier rows are what is being recomputed, never copied back
     df = reuse.mark(df, index, args.partition_date, own=not args.force)
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
     return _infer(spark, args, df, "detect", args.score_threshold), meta["rows"], {
-        "model": model, "code": code, "score_threshold": args.score_threshold,
+        "model": model, "code": code, "picture_code": picture_code, "score_threshold": args.score_threshold,
         "upstream_commit": meta["commit_id"]}
 
 
@@ -178,10 +186,11 @@ def run_embed(spark, args, wh):
     df, meta = _read_previous(spark, wh, "embed", args.partition_date)
     detected = read_meta(spark, wh.checkpoint("detect", args.partition_date))
     coder = _coder(spark, wh, args.code_bits, detected.get("code"))
+    picture_coder = _coder(spark, wh, args.code_bits, detected.get("picture_code"), "picture")
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
-    return _infer(spark, args, df, "embed", coder), meta["rows"], {
-        "model": model_name(args, coder.name, detected["score_threshold"]), "code": coder.name, "code_bits": args.code_bits,
-        "upstream_commit": meta["commit_id"]}
+    return _infer(spark, args, df, "embed", coder, picture_coder), meta["rows"], {
+        "model": model_name(args, coder.name, detected["score_threshold"], picture_coder.name), "code": coder.name,
+        "picture_code": picture_coder.name, "code_bits": args.code_bits, "upstream_commit": meta["commit_id"]}
 
 
 def _bigdl_dir(args) -> str:
@@ -373,6 +382,7 @@ def _recompute_swept(spark, stage: str, args, wh: Warehouse, held) -> None:
 
 
 def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
+    from imgfeat import schemas
     from imgfeat.spark.checkpoint import commit
 
     started = time.time()
@@ -385,7 +395,7 @@ def _run_checkpoint_stage(spark, stage: str, args, wh: Warehouse, held) -> dict:
             _check_inference(written, stage, args.max_inference_failures)
         # commit_id/upstream_commit let Airflow tell a current checkpoint from a stale one.
         return {"stage": stage, "partition_date": date, **_counts(written), **extra,
-                "params": params.shaping(stage, args),
+                "params": params.shaping(stage, args), "schema": schemas.digest(stage),
                 "commit_id": staging.rsplit("/", 1)[1],
                 "duration_s": round(time.time() - started, 3), "finished_at": _now()}
 

@@ -1,16 +1,20 @@
-"""train_descriptor: learn the DeepBit code layer from a sample of recent crops, on Spark with BigDL.
+"""train_descriptor: learn the DeepBit code layers from a sample of recent pictures, on Spark with BigDL.
 
   spark-submit spark_apps/train_descriptor.py --warehouse-root W --code-bits 64 [...]
 
-1. sample up to --max-crops distinct crops (by sha256) of the images published in the latest
-   --partitions partitions (cut from the ingested bytes with the published box);
-2. Python workers describe each crop and its views: rotations and near-duplicate edits
+Two layers of K bits: one for the crops' descriptors (`code`) and one for the whole pictures'
+(`picture_code`). For each:
+1. sample up to --max-crops distinct pictures (by sha256) of those published in the latest
+   --partitions partitions: their crops (cut from the ingested bytes with the published box), or
+   the ingested pictures whole;
+2. Python workers describe each image and its views: rotations and near-duplicate edits
    (`augment.VIEWS`; the run's backbone, OpenVINO);
 3. the driver starts the layer from the sample's whitened principal components (the views'
    differences whitened away: `deepbit.whitened_init`); each of --rounds rounds (default none)
    fixes the binary targets and runs BigDL's distributed optimizer (`imgfeat.deepbit` says why);
-4. the layer is written to WAREHOUSE/descriptors/deepbit<K>/<version>.json, then (with --activate)
-   current.json names it: embed uses it from the next run on.
+4. the layer is written to WAREHOUSE/descriptors/deepbit<K>/<version>.json (the pictures':
+   picture-deepbit<K>/), then (with --activate) current.json beside it names it: embed uses it
+   from the next run on.
 BigDL trains on its default engine (`-Dbigdl.engineType=mklblas`): its MKL-DNN engine only runs
 inference graphs (the optimizer's IR conversion fails on it).
 """
@@ -37,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code-bits", type=typed(params.code_bits), default=params.DEFAULTS["code_bits"],
                    help="code length K to learn (multiple of 8)")
     p.add_argument("--partitions", type=typed(lambda v: params.positive_int(v, "partitions")), default=30,
-                   help="sample the crops of this many latest partitions")
+                   help="sample the pictures of this many latest partitions")
     p.add_argument("--max-crops", type=typed(params.max_crops), default=params.MAX_CROPS,
-                   help=f"sample at most this many distinct crops (at most {params.MAX_CROPS})")
+                   help=f"sample at most this many distinct pictures (at most {params.MAX_CROPS})")
     p.add_argument("--rounds", type=typed(lambda v: params.non_negative_int(v, "rounds")), default=0,
                    help="rounds of DeepBit's BigDL optimizer after the whitened start (default 0: measured in "
                         "make eval, the rounds lowered held-out recall)")
@@ -53,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
-    """Distinct crops (sha256, crop) of the images published in the latest partitions: each cut from
-    the ingest checkpoint's bytes with the published box, as the crop stage cut it. (The crop
-    checkpoint has no crop for rows an incremental run copied, so it cannot be the source.)"""
+def sample_images(spark, wh: Warehouse, partitions: int, max_crops: int):
+    """Distinct images of the pictures published in the latest partitions -> ({"object": crops,
+    "picture": pictures}: DataFrames (sha256, image), the features tables sampled). A crop is cut
+    from the ingest checkpoint's bytes with the published box, as the crop stage cut it (the crop
+    checkpoint has no crop for rows an incremental run copied, so it cannot be the source); a
+    picture is those bytes."""
     from pyspark.sql import functions as F
 
     from imgfeat.spark.checkpoint import is_committed
@@ -86,15 +92,18 @@ def sample_crops(spark, wh: Warehouse, partitions: int, max_crops: int):
         from imgfeat.stages import crop
 
         for b in it:
-            yield pd.DataFrame({"sha256": b["sha256"], "crop": [
+            yield pd.DataFrame({"sha256": b["sha256"], "image": [
                 crop.cut(c, (x1, y1, x2, y2)) for c, x1, y1, x2, y2 in zip(b["content"], b["x1"], b["y1"], b["x2"], b["y2"])]})
 
-    return rows.mapInPandas(cut, "sha256 string, crop binary"), [wh.table("features", d) for d in dates]
+    return ({"object": rows.mapInPandas(cut, "sha256 string, image binary"),
+             "picture": rows.select("sha256", F.col("content").alias("image"))},
+            [wh.table("features", d) for d in dates])
 
 
-def describe(spark, crops, model_dir: str):
-    """-> RDD of (sha256, [views, dim] float32): the descriptors of each of a crop's `augment.VIEWS`
-    (the crop itself first), kept on disk for the training rounds."""
+def describe(spark, images, model_dir: str):
+    """`images`: a DataFrame (sha256, image bytes: crops or whole pictures) -> RDD of (sha256,
+    [views, dim] float32): the descriptors of each of an image's `augment.VIEWS` (the image itself
+    first), kept on disk for the training rounds."""
     from pyspark import StorageLevel
 
     from imgfeat import augment
@@ -108,18 +117,22 @@ def describe(spark, crops, model_dir: str):
 
         engine = get_engine("openvino", model_dir)
         for b in it:
-            r = deepbit.view_descriptors(list(b["crop"]), engine)
+            r = deepbit.view_descriptors(list(b["image"]), engine)
             yield pd.DataFrame({"sha256": b["sha256"], "rotated": [x.ravel().tolist() for x in r.transpose(1, 0, 2)]})
 
-    rotated = crops.mapInPandas(fn, "sha256 string, rotated array<float>").rdd.map(
+    rotated = images.mapInPandas(fn, "sha256 string, rotated array<float>").rdd.map(
         lambda r: (r.sha256, np.asarray(r.rotated, np.float32).reshape(views, -1)))
     return rotated.persist(StorageLevel.DISK_ONLY)
 
 
-def fit(spark, crops, bits: int, model_dir: str, rounds: int = 0, epochs: int = 30,
+def fit(spark, images, bits: int, model_dir: str, rounds: int = 0, epochs: int = 30,
         learning_rate: float = 0.01, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Learn the K-bit layer from a DataFrame of crops (sha256, crop) -> (W, c, report)."""
-    return fit_described(spark, describe(spark, crops, model_dir), bits, rounds, epochs, learning_rate, batch_size)
+    """Learn the K-bit layer from a DataFrame of images (sha256, image) -> (W, c, report)."""
+    views = describe(spark, images, model_dir)
+    try:
+        return fit_described(spark, views, bits, rounds, epochs, learning_rate, batch_size)
+    finally:
+        views.unpersist()
 
 
 def fit_described(spark, rotated, bits: int, rounds: int = 0, epochs: int = 30, learning_rate: float = 0.01,
@@ -165,19 +178,27 @@ def fit_described(spark, rotated, bits: int, rounds: int = 0, epochs: int = 30, 
 
 
 def train(spark, args) -> dict:
+    """Learn, write and (with --activate) activate the crops' layer, then the pictures'. -> the
+    crops' version and report, and the pictures' under "picture"."""
+    from imgfeat.layout import DESCRIBED
     from imgfeat.spark.checkpoint import write_text_atomically
 
     wh = Warehouse(args.warehouse_root)
-    crops, sources = sample_crops(spark, wh, args.partitions, args.max_crops)
-    w, c, rep = fit(spark, crops, args.code_bits, args.model_dir, args.rounds, args.epochs,
-                    args.learning_rate, args.batch_size)
-    version = deepbit.version(args.code_bits, w, c)
-    info = {"trained_on": sources, "rounds": args.rounds, "epochs": args.epochs, **rep}
-    write_text_atomically(spark, wh.descriptor_model(args.code_bits, version),
-                          descriptor.model_json(version, w, c, **info))
-    if args.activate:
-        write_text_atomically(spark, wh.current_descriptor(args.code_bits), json.dumps({"version": version}))
-    return {"version": version, "active": args.activate, **info}
+    samples, sources = sample_images(spark, wh, args.partitions, args.max_crops)
+    out = {}
+    for described, images in samples.items():
+        w, c, rep = fit(spark, images, args.code_bits, args.model_dir, args.rounds, args.epochs,
+                        args.learning_rate, args.batch_size)
+        version = deepbit.version(args.code_bits, w, c, prefix=DESCRIBED[described])
+        info = {"described": described, "trained_on": sources, "rounds": args.rounds, "epochs": args.epochs, **rep}
+        write_text_atomically(spark, wh.descriptor_model(args.code_bits, version, described),
+                              descriptor.model_json(version, w, c, **info))
+        out[described] = {"version": version, "active": args.activate, **info}
+    if args.activate:  # both at the end: a run starting meanwhile gets the two earlier layers, or both new
+        for described, info in out.items():
+            write_text_atomically(spark, wh.current_descriptor(args.code_bits, described),
+                                  json.dumps({"version": info["version"]}))
+    return {**out["object"], "picture": out["picture"]}
 
 
 def main(argv: list[str] | None = None) -> int:

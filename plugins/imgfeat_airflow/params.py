@@ -131,13 +131,13 @@ TRAIN_ARGS = [
 TRAIN_PARAMS = {
     "warehouse_root": PARAMS["warehouse_root"],
     "code_bits": PARAMS["code_bits"],
-    "partitions": Param(30, type="integer", minimum=1, description="Sample the crops of this many latest partitions"),
+    "partitions": Param(30, type="integer", minimum=1, description="Sample the pictures of this many latest partitions"),
     "max_crops": Param(p.MAX_CROPS, type="integer", minimum=1, maximum=p.MAX_CROPS,
-                       description="At most this many distinct crops (the driver holds the sample)"),
+                       description="At most this many distinct pictures (the driver holds the sample)"),
     "rounds": Param(0, type="integer", minimum=0,
                     description="Rounds of DeepBit's BigDL optimizer after the whitened start (0: the start; see README)"),
     "epochs": Param(30, type="integer", minimum=1, description="BigDL epochs per round"),
-    "activate": Param(True, type="boolean", description="Make the new layer the one new runs use"),
+    "activate": Param(True, type="boolean", description="Make the new layers the ones new runs use"),
 }
 
 
@@ -145,5 +145,5 @@ INDEX_PARAMS = {
     "partition_date": PARAMS["partition_date"],
     "warehouse_root": PARAMS["warehouse_root"],
     "duplicate_radius": Param(None, type=["null", "integer"], minimum=0,
-                              description="Hamming radius of a near-duplicate; empty: by code length"),
+                              description="Hamming radius of a near-duplicate (between pictures' codes); empty: by code kind and length"),
 }
