@@ -138,29 +138,40 @@ def fit(spark, images, bits: int, model_dir: str, rounds: int = 0, epochs: int =
 def fit_described(spark, rotated, bits: int, rounds: int = 0, epochs: int = 30, learning_rate: float = 0.01,
                   batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, dict]:
     """`fit` over `describe`'s RDD (so several code lengths can share one description)."""
+    from imgfeat import augment
+
+    pairs = rotated.collect()
+    if not pairs:
+        raise ValueError("no pictures to learn from")
+    keys = [k for k, _ in pairs]
+    rot = np.stack([v for _, v in pairs]).transpose(1, 0, 2)
+    x0 = rot[0]  # the images themselves (crops or pictures)
+    w, c = deepbit.whitened_init(rot, bits)
+    objective = []  # per round: [before, after] its optimisation, over all its samples
+    if rounds:
+        w, c = _rounds(spark, rotated, keys, rot, w, c, rounds, epochs, learning_rate, batch_size, objective)
+    return w, c, {"crops": len(keys), **deepbit.report(x0, rot, w, c, list(augment.VIEWS)),
+                  "objective_by_round": objective}
+
+
+def _rounds(spark, rotated, keys, rot, w, c, rounds, epochs, learning_rate, batch_size, objective):
+    """DeepBit's rounds with BigDL's distributed optimizer, from the layer (w, c) -> the new layer;
+    appends each round's [before, after] objective to `objective`."""
     from bigdl.dllib.nn.criterion import MSECriterion
     from bigdl.dllib.nn.layer import Linear, Sequential, Sigmoid
     from bigdl.dllib.optim.optimizer import Adam, MaxEpoch, Optimizer
     from bigdl.dllib.utils.common import Sample
 
-    from imgfeat import augment
     from imgfeat.engines.bigdl import runtime as bigdl
 
     bigdl.init_spark(engine=ENGINE_TYPE)
-    pairs = rotated.collect()
-    if not pairs:
-        raise ValueError("no crops to learn from")
-    keys = [k for k, _ in pairs]
-    rot = np.stack([v for _, v in pairs]).transpose(1, 0, 2)
-    x0 = rot[0]  # the crops themselves
-    w, c = deepbit.whitened_init(rot, bits)
-    model = Sequential().add(Linear(x0.shape[1], bits)).add(Sigmoid())
+    x0 = rot[0]
+    model = Sequential().add(Linear(x0.shape[1], w.shape[1])).add(Sigmoid())
     model.set_weights([w.T.copy(), c.copy()])
     cores = spark.sparkContext.defaultParallelism
     # BigDL: a multiple of the total cores, and no larger than the data (a small sample gets 2+ batches)
     samples_n = len(keys) * rot.shape[0]
     batch = max(cores, min(batch_size, samples_n // 2) // cores * cores)
-    objective = []  # per round: [before, after] its optimisation, over all its samples
     for _ in range(rounds):
         b = deepbit.targets(x0, w, c)
         before = deepbit.objective(rot, b, w, c)
@@ -173,8 +184,7 @@ def fit_described(spark, rotated, bits: int, rounds: int = 0, epochs: int = 30, 
         w, c = weight.T.astype(np.float32), bias.astype(np.float32)
         by_key.unpersist()
         objective.append([before, deepbit.objective(rot, b, w, c)])
-    return w, c, {"crops": len(keys), **deepbit.report(x0, rot, w, c, list(augment.VIEWS)),
-                  "objective_by_round": objective}
+    return w, c
 
 
 def train(spark, args) -> dict:
