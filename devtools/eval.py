@@ -14,7 +14,9 @@ Metrics: mAP@10 over the near-duplicate and the same-object queries; recall of n
 pairs at false-match rates of at most 1% and 0.1% over all pairs of different groups, with a 95%
 interval from resampling the groups, the Hamming radius that achieves it (what `duplicates` uses),
 and per edit (the share of groups whose original and edited copy match). Then the issue's goal
-rows at the default code length, met or not. Writes var/eval/report.json.
+rows at the default code length, met or not; each recall goal with what bounds it: the float
+descriptor's recall at that rate (the ceiling before any code) and the code's weakest edit.
+Writes var/eval/report.json.
 
     python -m devtools.eval [--bits 32,64,128] [--rounds 0] [--epochs 30] [--described object,picture]
 """
@@ -205,16 +207,30 @@ def _row(rows: list[dict], described: str, split: str, method: str, bits: int) -
                  == (described, split, method, bits)), None)
 
 
+def _limits(rows: list[dict], what: str, split: str, row: dict | None, key: str) -> dict:
+    """What bounds a recall goal: the float descriptor's recall (the ceiling before any code) and the
+    code's weakest edit, when measured."""
+    ref = next((r for r in rows if (r.get("described", "object"), r["split"], r["method"]) == (what, split, "float")), None)
+    out = {"ceiling": ref[key]["recall"] if ref else None, "weakest_edit": None}
+    per_edit = (row or {}).get(key, {}).get("per_edit")
+    if per_edit:
+        out["weakest_edit"] = list(min(per_edit.items(), key=lambda kv: kv[1]))
+    return out
+
+
 def goals(rows: list[dict]) -> list[dict]:
-    """The issue's goal rows, per descriptor: [{goal, value, met}] (value None when not measured)."""
+    """The issue's goal rows, per descriptor: [{goal, value, met}] (value None when not measured);
+    a recall goal also says what bounds it (`_limits`: ceiling, weakest_edit)."""
     out = []
     for what in dict.fromkeys(r.get("described", "object") for r in rows):
         for split in ("tuning", "held_out"):
             row = _row(rows, what, split, "learned", GOAL_BITS)
             for rate, target in GOAL_RECALL.items():
-                value = row[f"recall@{rate_name(rate)}"]["recall"] if row else None
-                out.append({"goal": f"{what} {split}: learned {GOAL_BITS}-bit near-duplicate recall@{rate_name(rate)} >= {target}",
-                            "value": value, "met": value is not None and value >= target})
+                key = f"recall@{rate_name(rate)}"
+                value = row[key]["recall"] if row else None
+                out.append({"goal": f"{what} {split}: learned {GOAL_BITS}-bit near-duplicate {key} >= {target}",
+                            "value": value, "met": value is not None and value >= target,
+                            **_limits(rows, what, split, row, key)})
         row = _row(rows, what, "tuning", "learned", GOAL_BITS)
         value = row["map_same_object"] if row else None
         out.append({"goal": f"{what} tuning: learned {GOAL_BITS}-bit mAP@10 same-object >= {GOAL_MAP_SAME_OBJECT:.3f}",
@@ -262,7 +278,13 @@ def table(report: dict) -> str:
     lines += ["", "goals:"]
     for g in report["goals"]:
         value = "-" if g["value"] is None else f"{g['value']:.3f}"
-        lines.append(f"  {'met    ' if g['met'] else 'NOT met'}  {g['goal']}: {value}")
+        bounds = []
+        if g.get("ceiling") is not None:
+            bounds.append(f"float descriptor {g['ceiling']:.3f}")
+        if g.get("weakest_edit"):
+            bounds.append(f"weakest edit {g['weakest_edit'][0]} {g['weakest_edit'][1]:.3f}")
+        lines.append(f"  {'met    ' if g['met'] else 'NOT met'}  {g['goal']}: {value}"
+                     + (f"  ({'; '.join(bounds)})" if bounds else ""))
     return "\n".join(lines)
 
 

@@ -326,7 +326,8 @@ def test_goals_are_met_only_at_their_values():
         return {"split": split, "method": method, "bits": bits, "map_same_object": mapso,
                 "recall@1%": {"recall": r1}, "recall@0.1%": {"recall": r01}}
 
-    rows = [row("tuning", "learned", 64, 0.95, 0.79, 0.225), row("tuning", "projection", 64, 0.9, 0.7, 0.1),
+    rows = [row("tuning", "float", 2048, 0.99, 0.7, 0.3), row("tuning", "learned", 64, 0.95, 0.79, 0.225),
+            row("tuning", "projection", 64, 0.9, 0.7, 0.1),
             row("tuning", "itq", 64, 0.96, 0.7, 0.1),
             row("held_out", "learned", 64, 0.97, 0.85, None), row("held_out", "projection", 64, 0.5, 0.4, None),
             row("held_out", "itq", 64, 0.5, 0.4, None)]
@@ -335,6 +336,11 @@ def test_goals_are_met_only_at_their_values():
     assert got["object tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.79, False)
     assert got["object held_out: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.85, True)
     assert got["object tuning: learned 64-bit mAP@10 same-object >= 0.225"] == (0.225, True)
+    # a recall goal says what bounds it: the float descriptor's recall at that rate, the weakest edit
+    rows[1]["recall@0.1%"]["per_edit"] = {"cropped": 0.4, "flipped": 0.9}
+    bound = {g["goal"]: (g["ceiling"], g["weakest_edit"]) for g in goals(rows) if "ceiling" in g}
+    assert bound["object tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.7, ["cropped", 0.4])
+    assert bound["object held_out: learned 64-bit near-duplicate recall@1% >= 0.95"] == (None, None)
     # itq's recall@1% is higher: the learned layer is not ahead on the tuning split
     assert got["object tuning: learned 64-bit ahead of projection and itq on every recall and same-object mAP"] == (-0.01, False)
     assert got["object held_out: learned 64-bit ahead of projection and itq on every recall"] == (0.45, True)
