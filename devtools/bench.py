@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgfeat import decode, params, paths
+from imgfeat import decode, descriptor, params, paths
 from imgfeat.engines import INPUT_SIZE, get_engine, stage_submit_settings
 from imgfeat.layout import STAGES, input_partition
 from imgfeat.packaging import build_zip
@@ -79,16 +79,18 @@ def bare(files: list[Path], engine_name: str, model_dir: str, batch: int, thresh
         t["ingest"] += time.perf_counter() - s
         s = time.perf_counter()
         x = np.stack([decode.resize(decode.decode_rgb(c), INPUT_SIZE) for c in chunk])
-        dets = [to_pixels(d, info.width, info.height, threshold) for d, info in zip(engine.detect(x), infos)]
+        dets = [(to_pixels(d, info.width, info.height, threshold), descriptor.l2_normalize(d.picture[None])[0])
+                for d, info in zip(engine.detect(x), infos)]
         t["detect"] += time.perf_counter() - s
         s = time.perf_counter()
         crops = [crop_row({"image_id": "", "sha256": "", "width": info.width, "height": info.height,
-                           "content": c, "detections": d, "quarantine_stage": None, "quarantine_reason": None})
-                 for c, d, info in zip(chunk, dets, infos)]
+                           "content": c, "detections": d, "picture_embedding": p, "quarantine_stage": None,
+                           "quarantine_reason": None})
+                 for c, (d, p), info in zip(chunk, dets, infos)]
         t["crop"] += time.perf_counter() - s
         s = time.perf_counter()
-        rows, pending, pixels = embed.prepare(crops)  # each crop and its picture, as the stage describes them
-        embed.finish([rows[i] for i in pending], embed.features(engine, np.stack(pixels)), bits)
+        rows, pending, pixels = embed.prepare(crops)  # each crop (the picture was described by detect)
+        embed.finish([rows[i] for i in pending], engine.features(np.stack(pixels)), bits)
         t["embed"] += time.perf_counter() - s
     return t
 

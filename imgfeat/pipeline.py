@@ -24,10 +24,14 @@ def crops(files: list[tuple[str, bytes]], engine, threshold: float = params.DEFA
 
 def embeddings(crop_rows: list[dict], engine, described: str = "crop") -> np.ndarray:
     """L2-normalised descriptors [N, dim] of crop-stage rows (`described`: of their crop, or of their
-    whole picture); a quarantined row is an error."""
-    rows, pending, pixels = embed.prepare([dict(r) for r in crop_rows], (described,))
-    if len(pending) != len(rows):
-        bad = [r["image_id"] for i, r in enumerate(rows) if i not in set(pending)]
+    whole picture, which detect described); a quarantined row is an error."""
+    bad = [r["image_id"] for r in crop_rows if r.get("quarantine_stage") is not None]
+    if bad:
         raise ValueError(f"cannot describe quarantined images: {bad}")
-    feats = [embed.features(engine, np.stack(pixels[i:i + BATCH]))[:, 0] for i in range(0, len(pixels), BATCH)]
+    if described == "picture":
+        return np.array([r["picture_embedding"] for r in crop_rows], np.float32).reshape(len(crop_rows), -1)
+    rows, pending, pixels = embed.prepare([dict(r) for r in crop_rows])
+    if len(pending) != len(rows):
+        raise ValueError(f"cannot describe images: {[r['image_id'] for i, r in enumerate(rows) if i not in set(pending)]}")
+    feats = [engine.features(np.stack(pixels[i:i + BATCH])) for i in range(0, len(pixels), BATCH)]
     return descriptor.l2_normalize(np.concatenate(feats))

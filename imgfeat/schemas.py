@@ -18,9 +18,11 @@ DETECTION = "struct<label_id:int, label:string, score:double, x1:int, y1:int, x2
 
 # orientation_ok: false when the EXIF could not be read and the picture was taken as stored
 INGEST = f"{BASE}, format string, size_bytes long, orientation_ok boolean, content binary, {QUARANTINE_COLS}"
-DETECT = f"{BASE}, content binary, detections array<{DETECTION}>, {REUSED}, {QUARANTINE_COLS}"
-# picture: the whole picture at the backbone's input size (PNG), for its own descriptor
-CROP = f"{BASE}, {BOX}, crop binary, picture binary, {REUSED}, {QUARANTINE_COLS}"
+# picture_embedding: the whole picture's descriptor (L2-normalised), an output of the detector's own
+# backbone in the same inference; embed codes it (picture de-duplication)
+DETECT = (f"{BASE}, content binary, detections array<{DETECTION}>, picture_embedding array<float>, "
+          f"{REUSED}, {QUARANTINE_COLS}")
+CROP = f"{BASE}, {BOX}, crop binary, picture_embedding array<float>, {REUSED}, {QUARANTINE_COLS}"
 # Two descriptors and codes: of the crop (object similarity, the search index) and of the whole
 # picture (picture de-duplication: the duplicates table); both codes have code_bits bits.
 DESCRIPTORS = ("code binary, code_bits int, embedding array<float>, "

@@ -59,6 +59,11 @@ def test_the_engines_agree_on_real_photos(engine, bigdl_engine, real_photos):
     assert float(np.min(np.sum(fa * fb, axis=1))) >= 0.99
     ca, cb = descriptor.binary_codes(fa, 64), descriptor.binary_codes(fb, 64)
     assert max(hamming(x.tobytes(), y.tobytes()) for x, y in zip(ca, cb)) <= 2
+    # the whole picture's descriptor, from each detector's own backbone: BigDL's is OpenVINO's
+    pa = descriptor.l2_normalize(np.stack([d.picture for d in ov]))
+    pb = descriptor.l2_normalize(np.stack([d.picture for d in bd]))
+    assert float(np.min(np.sum(pa * pb, axis=1))) >= 0.99
+    assert float(np.min(np.sum(pa * fa, axis=1))) >= 0.9999  # the batch is whole pictures: the backbone's
 
 
 def test_known_photos_through_bigdl(bigdl_engine, photos):

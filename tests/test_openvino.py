@@ -59,6 +59,9 @@ def test_the_backbone_gives_the_whole_graphs_features(engine, whole_graph, batch
     got = engine.features(batch)
     assert got.shape == (36, 1280)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # The detector's own backbone describes the whole picture in the same inference: the same values.
+    pictures = np.stack([d.picture for d in engine.detect(batch)])
+    np.testing.assert_allclose(pictures, got, rtol=1e-4, atol=1e-5)
 
 
 def test_the_backbone_packs_the_max_of_each_rmac_region_of_the_last_feature_map(batch):

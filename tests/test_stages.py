@@ -81,6 +81,10 @@ def test_detect_finds_each_photos_main_object(photos, engine):
         got = (best["x1"], best["y1"], best["x2"], best["y2"])
         assert iou(got, box) > 0.7, (name, got, box)
         assert all(d["score"] >= 0.3 for d in row["detections"])
+    # and each whole picture's descriptor, from the same inference: the backbone's of the same pixels
+    pixels = np.stack([decode.resize(decode.decode_rgb(c, min_size=INPUT_SIZE), INPUT_SIZE) for c in out["content"]])
+    expected = descriptor.l2_normalize(engine.features(pixels))
+    np.testing.assert_allclose(np.stack(out["picture_embedding"]), expected, atol=1e-5)
 
 
 def test_detect_on_a_large_picture_decoded_small_keeps_original_pixel_boxes(photos, engine):
@@ -127,9 +131,9 @@ def test_crop_keeps_the_best_object_with_a_margin(photos):
     out = crop.crop_row(row)
     assert (out["label"], out["x1"], out["y1"], out["x2"], out["y2"]) == ("cup", 100, 50, 300, 250)
     assert decode.decode_rgb(out["crop"]).shape == (232, 232, 3)  # 200 + 2 * 16 px margin
-    # and the whole picture, as embed will describe it: at the backbone's input size, losslessly
-    whole = decode.resize(decode.decode_rgb(row["content"]), INPUT_SIZE)
-    assert np.array_equal(decode.decode_rgb(out["picture"]), whole)
+    # the whole picture's descriptor (detect's) passes through to embed
+    row["picture_embedding"] = [0.6, 0.8]
+    assert crop.crop_row(row)["picture_embedding"] == [0.6, 0.8]
 
 
 def test_crop_clamps_at_the_border_and_keeps_the_whole_picture_without_detection(photos):
@@ -146,7 +150,7 @@ def test_crop_passes_quarantined_rows_through():
     row = {"image_id": "bad.jpg", "sha256": "s", "width": None, "height": None, "content": None,
            "detections": None, "quarantine_stage": "ingest", "quarantine_reason": "truncated: x"}
     out = crop.crop_batch(pd.DataFrame([row])).iloc[0]
-    assert (out["quarantine_stage"], out["quarantine_reason"], out["crop"], out["picture"]) == (
+    assert (out["quarantine_stage"], out["quarantine_reason"], out["crop"], out["picture_embedding"]) == (
         "ingest", "truncated: x", None, None)
 
 
@@ -154,7 +158,8 @@ def test_reused_rows_skip_inference(photos, engine):
     row = {"image_id": "dup.jpg", "sha256": "s", "width": 451, "height": 300, "content": jpeg(photos["chelsea"]),
            "reused_from": "dt=2026-11-01/cat.jpg", "quarantine_stage": None, "quarantine_reason": None}
     det = detect.detect_batch(pd.DataFrame([row]), engine, 0.3).iloc[0]
-    assert (det["detections"], det["content"], det["reused_from"]) == (None, None, "dt=2026-11-01/cat.jpg")
+    assert (det["detections"], det["content"], det["picture_embedding"], det["reused_from"]) == (
+        None, None, None, "dt=2026-11-01/cat.jpg")
     out = crop.crop_batch(pd.DataFrame([det.to_dict()])).iloc[0]
     assert (out["label"], out["crop"], out["reused_from"], out["quarantine_stage"]) == (
         None, None, "dt=2026-11-01/cat.jpg", None)
@@ -163,19 +168,21 @@ def test_reused_rows_skip_inference(photos, engine):
         None, None, None, None, "dt=2026-11-01/cat.jpg")
 
 
-def _crop_rows(images: dict) -> pd.DataFrame:
+def _crop_rows(images: dict, engine) -> pd.DataFrame:
+    """Crop-stage rows of whole pictures, each with its picture's descriptor as detect gives it."""
+    pictures = engine.detect(np.stack([decode.resize(v, INPUT_SIZE) for v in images.values()]))
     return pd.DataFrame([{"image_id": k, "sha256": "s", "width": v.shape[1], "height": v.shape[0],
                           "label": None, "score": 0.0, "x1": 0, "y1": 0, "x2": v.shape[1], "y2": v.shape[0],
-                          "crop": decode.encode_png(v), "picture": decode.encode_png(decode.resize(v, INPUT_SIZE)),
+                          "crop": decode.encode_png(v), "picture_embedding": descriptor.l2_normalize(d.picture[None])[0],
                           "quarantine_stage": None, "quarantine_reason": None}
-                         for k, v in images.items()])
+                         for (k, v), d in zip(images.items(), pictures)])
 
 
 def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
     cat = photos["chelsea"]
     images = {"cat": cat, "cat-recompressed": decode.decode_rgb(jpeg(cat, 60)),
               "cat-flipped": cat[:, ::-1].copy(), "cat-cropped": cat[20:280, 30:420].copy(), "rocket": photos["rocket"], "coffee": photos["coffee"]}
-    out = embed.embed_batch(_crop_rows(images), engine, coder=64).set_index("image_id")
+    out = embed.embed_batch(_crop_rows(images, engine), engine, coder=64).set_index("image_id")
     emb = {k: np.array(v, np.float32) for k, v in out["embedding"].items()}
     for v in emb.values():
         assert v.shape == (1280,) and abs(np.linalg.norm(v) - 1) < 1e-5
@@ -187,15 +194,15 @@ def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
     # and 33 (average pooling, before: 6, 2, 6 and 20, 32): the margin between them grew
     assert near <= 9 and far >= 24, (near, far)
     assert emb["cat"] @ emb["cat-flipped"] > emb["cat"] @ emb["rocket"]
-    # Each crop here is its whole picture: the picture's descriptor is the crop's (the same pixels
-    # reach the backbone), and so is its code (both the projection by default).
+    # Each crop here is its whole picture: the picture's descriptor (detect's) is the crop's (the
+    # same pixels reach the same backbone), and so is its code (both the projection by default).
     for k, r in out.iterrows():
         assert np.abs(np.array(r["picture_embedding"], np.float32) - emb[k]).max() < 1e-5, k
         assert r["picture_code"] == r["code"], k
 
 
 def test_embed_codes_the_picture_with_its_own_coder(photos, engine):
-    rows = _crop_rows({"cat": photos["chelsea"]})
+    rows = _crop_rows({"cat": photos["chelsea"]}, engine)
     rows["crop"] = [decode.encode_png(photos["chelsea"][50:250, 100:300])]  # an object, not the picture
     w = np.zeros((1280, 8), np.float32)
     learned = descriptor.Coder(8, "deepbit8-test", w, np.array([1, -1] * 4, np.float32))  # 10101010 whatever x

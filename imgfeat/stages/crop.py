@@ -1,16 +1,15 @@
-"""crop: the highest-scoring object, padded by a margin, cut out of the original picture; and the
-whole picture at the backbone's input size, which embed describes too (picture de-duplication)."""
+"""crop: the highest-scoring object, padded by a margin, cut out of the original picture (the whole
+picture's descriptor, from detect, passes through to embed)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from imgfeat import decode
-from imgfeat.engines import INPUT_SIZE
 from imgfeat.stages._rows import PASS_THROUGH, is_quarantined, is_reused, quarantine, records
 
 STAGE = "crop"
-PAYLOAD = ("label", "score", "x1", "y1", "x2", "y2", "crop", "picture")
+PAYLOAD = ("label", "score", "x1", "y1", "x2", "y2", "crop", "picture_embedding")
 MARGIN = 0.08  # of the box's width/height on each side: keeps the object's outline in the crop
 
 
@@ -30,9 +29,8 @@ def crop_row(row: dict, margin: float = MARGIN) -> dict:
                    x1=best["x1"], y1=best["y1"], x2=best["x2"], y2=best["y2"])
     else:  # nothing detected: the whole picture is the object
         out.update(label=None, score=0.0, x1=0, y1=0, x2=row["width"], y2=row["height"])
-    rgb = decode.decode_rgb(row["content"])
-    out["crop"] = cut_rgb(rgb, (out["x1"], out["y1"], out["x2"], out["y2"]), margin)
-    out["picture"] = decode.encode_png(decode.resize(rgb, INPUT_SIZE))  # as embed resizes a crop
+    out["crop"] = cut(row["content"], (out["x1"], out["y1"], out["x2"], out["y2"]), margin)
+    out["picture_embedding"] = row.get("picture_embedding")
     return out
 
 

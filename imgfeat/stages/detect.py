@@ -1,16 +1,17 @@
-"""detect: every object above the score threshold, with its box in original-image pixels."""
+"""detect: every object above the score threshold, with its box in original-image pixels; and the
+whole picture's descriptor, which the detector's own backbone gives in the same inference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from imgfeat import coco, decode
+from imgfeat import coco, decode, descriptor
 from imgfeat.engines import INPUT_SIZE
 from imgfeat.stages._rows import is_quarantined, is_reused, quarantine, records
 
 STAGE = "detect"
-PAYLOAD = ("content", "detections")
+PAYLOAD = ("content", "detections", "picture_embedding")
 
 
 def to_pixels(det, width: int, height: int, threshold: float) -> list[dict]:
@@ -33,6 +34,7 @@ def prepare(rows: list[dict]) -> tuple[list[dict], list[int], list[np.ndarray]]:
     pending, pixels = [], []
     for i, row in enumerate(rows):
         row.setdefault("detections", None)
+        row.setdefault("picture_embedding", None)
         if is_quarantined(row) or is_reused(row):
             row["content"] = None
             continue
@@ -50,7 +52,8 @@ def finish(row: dict, det, threshold: float) -> dict:
     """The row with the engine's detections (or the engine's error: quarantined)."""
     if isinstance(det, Exception):
         return quarantine(row, STAGE, f"inference_error: {det}", PAYLOAD)
-    return {**row, "detections": to_pixels(det, row["width"], row["height"], threshold)}
+    return {**row, "detections": to_pixels(det, row["width"], row["height"], threshold),
+            "picture_embedding": descriptor.l2_normalize(det.picture[None])[0].tolist()}
 
 
 def detect_batch(batch: pd.DataFrame, engine, threshold: float) -> pd.DataFrame:

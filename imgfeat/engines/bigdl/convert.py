@@ -33,8 +33,9 @@ BACKBONE_NODE = "FeatureExtractor/MobilenetV2/Conv_1/Relu6"
 HEAD_NODES = [f"BoxPredictor_{i}/{kind}/BiasAdd"
               for i in range(6) for kind in ("BoxEncodingPredictor", "ClassPredictor")]
 ANCHOR_NODE = "Concatenate/concat"
-# 2: the backbone ends in R-MAC's region maxima; 1 (unrecorded): average-pooled.
-FORMAT = 2
+# 3: the detector's output ends in its backbone's R-MAC region maxima; 2: the backbone ends in them;
+# 1 (unrecorded): average-pooled.
+FORMAT = 3
 
 
 # --------------------------------------------------------------------------- GraphDef reading
@@ -246,30 +247,37 @@ def _rebuild(nodes: dict, outputs: list[str]) -> tuple[list, list[_T]]:
     return [inp.node], [_tensor(vals[o]) for o in outputs]
 
 
+def _rmac_levels(feat: _T) -> list:
+    """`Conv_1/Relu6` max-pooled over each level of R-MAC's regions (`descriptor.RMAC_LEVELS`),
+    each level flattened channel-major: the OpenVINO models' packing, which `descriptor.rmac` reads."""
+    from bigdl.dllib.nn.layer import Reshape, SpatialMaxPooling
+
+    from imgfeat.descriptor import RMAC_LEVELS, rmac_regions
+
+    return [Reshape([feat.c * k, 1, 1], True).set_name(f"rmac/{w}x{w}/flat")(
+                SpatialMaxPooling(w, w, st, st).set_name(f"rmac/{w}x{w}")(feat.node))
+            for (w, st), k in zip(RMAC_LEVELS, rmac_regions(feat.w))]
+
+
 def build_detector(nodes: dict):
-    """The detector model and its heads' metadata (name, C, H, W), in output order."""
+    """The detector model and its heads' metadata (name, C, H, W), in output order; after the heads,
+    its own backbone's R-MAC region maxima (the whole picture's descriptor, `runtime.unpack`)."""
     from bigdl.dllib.nn.layer import JoinTable, Model, Reshape
 
-    inputs, heads = _rebuild(nodes, HEAD_NODES)
+    inputs, outs = _rebuild(nodes, HEAD_NODES + [BACKBONE_NODE])
+    heads, feat = outs[:-1], outs[-1]
     flat = [Reshape([h.c * h.h * h.w, 1, 1], True).set_name(f"{name}/flat")(h.node)
             for name, h in zip(HEAD_NODES, heads)]
-    packed = JoinTable(2, 0).set_name("heads")(flat)  # 4-D channel concat: exact on MKL-DNN
+    packed = JoinTable(2, 0).set_name("heads")(flat + _rmac_levels(feat))  # 4-D channel concat: exact on MKL-DNN
     return Model(inputs, [packed]), [(name, h.c, h.h, h.w) for name, h in zip(HEAD_NODES, heads)]
 
 
 def build_backbone(nodes: dict):
-    """The backbone model: `Conv_1/Relu6` max-pooled over each level of R-MAC's regions
-    (`descriptor.RMAC_LEVELS`), each level flattened channel-major and the levels joined: the
-    OpenVINO backbone's packing, which `descriptor.rmac` reads."""
-    from bigdl.dllib.nn.layer import JoinTable, Model, Reshape, SpatialMaxPooling
-
-    from imgfeat.descriptor import RMAC_LEVELS, rmac_regions
+    """The backbone model: `Conv_1/Relu6` max-pooled over R-MAC's regions (`_rmac_levels`), joined."""
+    from bigdl.dllib.nn.layer import JoinTable, Model
 
     inputs, (feat,) = _rebuild(nodes, [BACKBONE_NODE])
-    levels = [Reshape([feat.c * k, 1, 1], True).set_name(f"rmac/{w}x{w}/flat")(
-                  SpatialMaxPooling(w, w, st, st).set_name(f"rmac/{w}x{w}")(feat.node))
-              for (w, st), k in zip(RMAC_LEVELS, rmac_regions(feat.w))]
-    return Model(inputs, [JoinTable(2, 0).set_name("rmac")(levels)])
+    return Model(inputs, [JoinTable(2, 0).set_name("rmac")(_rmac_levels(feat))])
 
 
 def _check_postprocess_constants(nodes: dict) -> None:
@@ -320,7 +328,8 @@ def convert(graph_pb: Path, out_dir: Path) -> None:
         "input": {"shape": [-1, 3, INPUT_SIZE, INPUT_SIZE], "layout": "NCHW", "dtype": "float32",
                   "range": [-1, 1], "preprocess": "x / 127.5 - 1 (RGB)"},
         "detector": {"file": "detector.bigdl",
-                     "output": [-1, sum(c * h * w for _, c, h, w in heads), 1, 1],
+                     "output": [-1, sum(c * h * w for _, c, h, w in heads) + 1280 * sum(rmac_regions()), 1, 1],
+                     "picture": "after the heads: R-MAC region maxima (imgfeat.descriptor.rmac)",
                      "heads": [{"name": n, "c": c, "h": h, "w": w} for n, c, h, w in heads]},
         "backbone": {"file": "backbone.bigdl", "output": [-1, 1280 * sum(rmac_regions()), 1, 1],
                      "node": BACKBONE_NODE, "pooling": "R-MAC region maxima (imgfeat.descriptor.rmac)"},
