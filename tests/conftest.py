@@ -6,6 +6,7 @@ Airflow's environment is set before anything imports airflow, so tests never tou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -100,11 +101,59 @@ def e2e_input(tmp_path_factory, photos) -> dict:
     return {"root": root, "part": part, "bad": bad, "sample": ["sample/" + r["image_id"] for r in records]}
 
 
+# What the reference run's result carries to another pytest-xdist worker (`reference_run`).
+SHARED_RUN_KEYS = ("rc", "stdout", "stderr", "log", "wall", "features_commit", "report")
+
+
+@contextlib.contextmanager
+def _shared_reference(tmp_path_factory):
+    """The folder where a worker leaves a copy of its reference run for the other worker, locked
+    while one worker makes or reads it (xdist's workers share their base temp's parent)."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-reference"
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield shared
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory, e2e_input, airflow_home, model_dir) -> dict:
     """The clean reference, run as `make run` runs it (`python -m imgfeat.cli run`): the DAG through
     `airflow dags test`, then feature_index, on a local input and warehouse. Records the command's
-    output, wall time and the DAG runs it left in the session's Airflow DB."""
+    output, wall time and the DAG runs it left in the session's Airflow DB. Its warehouse, as the run
+    left it, is also copied for the other worker's `reference_run`."""
+    with _shared_reference(tmp_path_factory) as shared:  # the other worker waits for the copy
+        out = _local_run(tmp_path_factory, e2e_input, airflow_home)
+        if out["rc"] == 0 and not (shared / "run.json").exists():
+            import shutil
+
+            shutil.copytree(out["warehouse"], shared / "warehouse")
+            (shared / "run.json").write_text(json.dumps({k: out[k] for k in SHARED_RUN_KEYS}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference_run(request, tmp_path_factory, e2e_input) -> dict:
+    """`local_run`'s output and warehouse, for tests that read nothing else of it (not its Airflow DB):
+    the other worker's run when it made one (the same input, byte for byte; its warehouse copied
+    before that worker's tests changed it), else this worker's own `local_run`. Saves the CI one run."""
+    import shutil
+
+    with _shared_reference(tmp_path_factory) as shared:
+        if (shared / "run.json").exists():
+            warehouse = tmp_path_factory.mktemp("reference-warehouse") / "warehouse"
+            shutil.copytree(shared / "warehouse", warehouse)
+            return {**e2e_input, **json.loads((shared / "run.json").read_text()), "warehouse": warehouse}
+    return request.getfixturevalue("local_run")
+
+
+def _local_run(tmp_path_factory, e2e_input, airflow_home) -> dict:
     import datetime as dt
     import sqlite3
     import subprocess

@@ -1,7 +1,7 @@
 """The DAG on a real HDFS: on a real Spark standalone cluster, and under faults.
 
-Every run reads the same images as the local reference run (`local_run`, uploaded to HDFS) and must
-publish the same rows: same ids, labels, boxes and codes.
+Every run reads the same images as the local reference run (`reference_run`: make run's result,
+made by either worker; uploaded to HDFS) and must publish the same rows: same ids, labels, boxes and codes.
 - cluster: input and warehouse on hdfs://, master spark://, the library only through --py-files;
 - kills: each stage's spark-submit SIGKILLed in the middle of its write, then retried by Airflow;
 - restart: NameNode and DataNode restarted between ingest and detect;
@@ -40,9 +40,9 @@ def hdfs_input(hdfs, client, e2e_input):
 
 
 @pytest.fixture(scope="module")
-def reference(local_run):
-    assert local_run["rc"] == 0, local_run["log"][-3000:]
-    wh = local_run["warehouse"]
+def reference(reference_run):
+    assert reference_run["rc"] == 0, reference_run["log"][-3000:]
+    wh = reference_run["warehouse"]
     return {"features": feature_rows(wh / "features" / f"dt={DATE}"),
             "quarantine": _quarantine(wh / "quarantine" / f"dt={DATE}")}
 
@@ -123,7 +123,7 @@ def cluster(tmp_path_factory):
 
 
 def test_dag_on_hdfs_and_a_standalone_cluster_publishes_the_local_rows(
-        hdfs, client, hdfs_input, cluster, airflow_home, reference, local_run, tmp_path):
+        hdfs, client, hdfs_input, cluster, airflow_home, reference, reference_run, tmp_path):
     warehouse = f"{hdfs.uri}/warehouse/cluster"
     conn = {"conn_type": "spark", "host": "spark://127.0.0.1", "port": cluster.port}
     rc, log = _dag(airflow_home, hdfs, "cluster", hdfs_input, warehouse,
@@ -154,7 +154,7 @@ def test_dag_on_hdfs_and_a_standalone_cluster_publishes_the_local_rows(
     assert rc == 0, log.read_text()[-4000:]
     assert f"spark-submit --master {cluster.master_url}" in log.read_text()
     assert len(cluster.state()["completedapps"]) == len(STAGES) + 1
-    local = local_run["warehouse"]
+    local = reference_run["warehouse"]
     code = next((local / "index").iterdir()).name
     for table in ("duplicates", f"index/{code}/shards"):
         (tmp_path / "indexed" / table).parent.mkdir(parents=True, exist_ok=True)
@@ -257,10 +257,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_an_unreachable_namenode_fails_the_task_in_one_line(hdfs, airflow_home, local_run):
+def test_an_unreachable_namenode_fails_the_task_in_one_line(hdfs, airflow_home, e2e_input):
     rpc, http = _free_port(), _free_port()
     warehouse = f"hdfs://127.0.0.1:{rpc}/warehouse"
-    rc, log = _dag(airflow_home, hdfs, "unreachable", str(local_run["root"]), warehouse,
+    rc, log = _dag(airflow_home, hdfs, "unreachable", str(e2e_input["root"]), warehouse,
                    env={"IMGFEAT_WEBHDFS_URL": f"http://127.0.0.1:{http}"})
     assert rc != 0
     line = (f"stage ingest: NameNode of {warehouse}/ingest/dt={DATE}/_SUCCESS is unreachable "
