@@ -71,10 +71,7 @@ class OpenVinoEngine:
             self._detector = detector
         result = self._detector(ssd.preprocess(batch))
         boxes, logits, pooled = (result[o] for o in self._out)
-        dets = ssd.postprocess(boxes.reshape(len(batch), -1, 4), logits, self._anchors)
-        for d, picture in zip(dets, rmac(pooled)):
-            d.picture = picture
-        return dets
+        return ssd.postprocess(boxes.reshape(len(batch), -1, 4), logits, self._anchors, pictures=rmac(pooled))
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         if self._backbone is None:

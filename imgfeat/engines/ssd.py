@@ -45,15 +45,17 @@ def decode_boxes(box_encodings: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 
 def postprocess(box_encodings: np.ndarray, logits: np.ndarray, anchors: np.ndarray,
                 score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD,
-                max_per_class: int = MAX_PER_CLASS, max_total: int = MAX_TOTAL) -> list[Detections]:
+                max_per_class: int = MAX_PER_CLASS, max_total: int = MAX_TOTAL,
+                pictures: np.ndarray | None = None) -> list[Detections]:
     """TF's postprocessing: decode, sigmoid, per-class score filter, clip to the image, drop empty
-    boxes, class-aware NMS, at most `max_per_class` per class and `max_total` in all, by score."""
+    boxes, class-aware NMS, at most `max_per_class` per class and `max_total` in all, by score.
+    `pictures` [N, 1280]: each picture's descriptor, from the same inference (`Detections.picture`)."""
     import cv2
 
     boxes = np.clip(decode_boxes(box_encodings, anchors), 0.0, 1.0)
     scores = 1.0 / (1.0 + np.exp(-np.asarray(logits[..., 1:], np.float32)))  # skip background
     out = []
-    for b, s in zip(boxes, scores):
+    for i, (b, s) in enumerate(zip(boxes, scores)):
         anchor, cls = np.nonzero(s > score_threshold)
         bx, sc = b[anchor], s[anchor, cls]
         ok = (bx[:, 2] > bx[:, 0]) & (bx[:, 3] > bx[:, 1])  # TF drops boxes clipped to zero area
@@ -68,5 +70,5 @@ def postprocess(box_encodings: np.ndarray, logits: np.ndarray, anchors: np.ndarr
         keep = keep[rank < max_per_class] if len(keep) else keep
         keep = keep[np.argsort(-sc[keep], kind="stable")][:max_total]
         out.append(Detections(bx[keep].astype(np.float32), (cls[keep] + 1).astype(np.int32),
-                              sc[keep].astype(np.float32)))
+                              sc[keep].astype(np.float32), None if pictures is None else pictures[i]))
     return out

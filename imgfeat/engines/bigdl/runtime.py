@@ -113,10 +113,7 @@ def unpack(packed: np.ndarray, heads: list[dict]) -> tuple[np.ndarray, np.ndarra
 def detections(packed: np.ndarray, heads: list[dict], anchors: np.ndarray) -> list[Detections]:
     """Detector output [N, K(,1,1)] -> Detections, each with its picture's descriptor."""
     boxes, logits, pictures = unpack(packed, heads)
-    dets = postprocess(boxes, logits, anchors)
-    for d, picture in zip(dets, pictures):
-        d.picture = picture
-    return dets
+    return postprocess(boxes, logits, anchors, pictures=pictures)
 
 
 def predict_rdd(model, rdd, batch_size: int):
