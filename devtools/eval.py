@@ -171,7 +171,7 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
             rows.append({"described": what, "split": name, "method": "float", "bits": 32 * emb.shape[1],
                          **score(1 - emb @ emb.T, split)})
         views = train_descriptor.describe(
-            spark, spark.createDataFrame(samples[what], "sha256 string, image binary"), model_dir)
+            spark, spark.createDataFrame(samples[what], "sha256 string, image binary"), model_dir, what)
         stacked = np.stack([v for _, v in views.collect()], axis=1)  # [views, N, dim]
         x_train = stacked[0]  # the samples themselves
         for bits in bits_list:

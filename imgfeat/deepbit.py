@@ -99,8 +99,9 @@ def version(bits: int, w: np.ndarray, c: np.ndarray, now: dt.datetime | None = N
     return f"{prefix}deepbit{bits}-{now.strftime('%Y%m%dT%H%M%S')}-{digest.hexdigest()[:8]}"
 
 
-def view_descriptors(crops: list[bytes], engine) -> np.ndarray:
-    """Descriptors of each of `augment.VIEWS` of each crop: [views, N, dim]."""
+def view_descriptors(crops: list[bytes], engine, described: str = "object") -> np.ndarray:
+    """Descriptors of each of `augment.VIEWS` of each image: [views, N, dim]. `described`: "object"
+    (crops: the backbone's descriptor) or "picture" (whole pictures: the detector's own)."""
     from imgfeat import augment, decode
     from imgfeat.engines import INPUT_SIZE
     from imgfeat.descriptor import l2_normalize
@@ -110,5 +111,8 @@ def view_descriptors(crops: list[bytes], engine) -> np.ndarray:
     out = []
     for view in augment.VIEWS.values():
         pixels = np.stack([decode.resize(np.asarray(view(im).convert("RGB")), INPUT_SIZE) for im in images])
-        out.append(l2_normalize(engine.features(pixels)))
+        if described == "picture":
+            out.append(l2_normalize(np.stack([d.picture for d in engine.detect(pixels)])))
+        else:
+            out.append(l2_normalize(engine.features(pixels)))
     return np.stack(out)

@@ -41,10 +41,17 @@ STAGE_SCHEMAS = {"ingest": INGEST, "detect": DETECT, "crop": CROP, "embed": EMBE
 
 def digest(stage: str) -> str:
     """A digest of `stage`'s checkpoint schema, recorded in its `_stage.json`: a checkpoint written
-    with another schema (by another version) is not current, and is made again."""
+    with another schema (by another version) is not current, and is made again. A `picture_embedding`
+    column's meaning is part of it (`descriptor.PICTURE_DESCRIPTOR`: its values change with it, its
+    type does not)."""
     import hashlib
 
-    return hashlib.sha256(STAGE_SCHEMAS[stage].encode()).hexdigest()[:12]
+    from imgfeat.descriptor import PICTURE_DESCRIPTOR
+
+    schema = STAGE_SCHEMAS[stage]
+    if "picture_embedding" in columns(schema):
+        schema += f"; picture_embedding={PICTURE_DESCRIPTOR}"
+    return hashlib.sha256(schema.encode()).hexdigest()[:12]
 
 
 def columns(ddl: str) -> list[str]:

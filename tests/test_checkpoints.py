@@ -136,6 +136,21 @@ def test_a_checkpoint_written_with_another_schema_is_made_again(tmp_path):
     assert schemas.digest("crop") != schemas.digest("embed") and len(schemas.digest("crop")) == 12
 
 
+def test_a_checkpoint_of_another_picture_descriptor_is_made_again(tmp_path, monkeypatch):
+    """The picture's descriptor changed its values, not its column type: detect, crop and embed
+    checkpoints made with the earlier one are not current; ingest's has no such column."""
+    from imgfeat import descriptor
+
+    for stage, upstream in (("ingest", None), ("detect", "c-ingest"), ("crop", "c-detect"), ("embed", "c-crop")):
+        commit(tmp_path, stage, f"c-{stage}", upstream)
+    made = {s: schemas.digest(s) for s in ("ingest", "detect", "crop", "embed")}
+    monkeypatch.setattr(descriptor, "PICTURE_DESCRIPTOR", "another")
+    assert {s: schemas.digest(s) == made[s] for s in made} == {"ingest": True, "detect": False, "crop": False, "embed": False}
+    assert checkpoints.current(str(tmp_path), "ingest", DATE)[0]
+    assert checkpoints.current(str(tmp_path), "detect", DATE) == (
+        False, f"detect dt={DATE}: checkpoint was written with another schema (by another version)")
+
+
 def test_changed_since_ingest_names_the_earlier_partitions_that_gained_files(tmp_path):
     inp, wh = tmp_path / "input", tmp_path / "warehouse"
     days = ["2026-11-04", "2026-11-05", "2026-11-06"]

@@ -109,14 +109,24 @@ def test_load_coder_falls_back_to_the_projection_and_follows_current(tmp_path):
         descriptor.load_coder(read, wh, 64, "deepbit64-gone")
     # the pictures' layer lives beside the crops', and is current on its own
     assert descriptor.load_coder(read, wh, 64, described="picture").name == descriptor.code_name(64)
-    name = deepbit.version(64, w, c, prefix="picture-")
+    # a current pictures' layer learned on the crops' 1280-d descriptor (before the picture had its
+    # own) is passed over for the projection; named, it is refused
+    stale = deepbit.version(64, w, c, prefix="picture-")
+    files[wh.descriptor_model(64, stale, "picture")] = descriptor.model_json(stale, w, c)
+    files[wh.current_descriptor(64, "picture")] = json.dumps({"version": stale})
+    assert descriptor.load_coder(read, wh, 64, described="picture").name == descriptor.code_name(64)
+    with pytest.raises(ValueError, match="takes 1280-d descriptors, the picture descriptor has 960"):
+        descriptor.load_coder(read, wh, 64, stale, described="picture")
+    xp = _sample(100, descriptor.PICTURE_DIM)
+    wp, cp = deepbit.pca_init(xp, 64)
+    name = deepbit.version(64, wp, cp, prefix="picture-")
     assert name.startswith("picture-deepbit64-") and descriptor.code_bits_of(name) == 64
-    files[wh.descriptor_model(64, name, "picture")] = descriptor.model_json(name, -w, c)
+    files[wh.descriptor_model(64, name, "picture")] = descriptor.model_json(name, wp, cp)
     files[wh.current_descriptor(64, "picture")] = json.dumps({"version": name})
     assert wh.current_descriptor(64, "picture") == f"{tmp_path}/descriptors/picture-deepbit64/current.json"
     picture = descriptor.load_coder(read, wh, 64, described="picture")
     assert picture.name == name and descriptor.load_coder(read, wh, 64).name == "deepbit64-v1"
-    np.testing.assert_array_equal(np.unpackbits(picture.codes(x), axis=1), (x @ -w + c > 0).astype(np.uint8))
+    np.testing.assert_array_equal(np.unpackbits(picture.codes(xp), axis=1), (xp @ wp + cp > 0).astype(np.uint8))
 
 
 # --- index and duplicates ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from conftest import E2E_DATE, feature_rows, hamming, KNOWN
 from devtools import badfiles
 from devtools.local import airflow_env, dags_test
-from imgfeat import paths
+from imgfeat import descriptor, paths
 from imgfeat.layout import STAGES
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -67,7 +67,7 @@ def test_published_rows_and_quarantine(run):
     assert set(features) | set(quarantine) == every_file and not set(features) & set(quarantine)
     for r in features.values():
         assert len(r["code"]) == r["code_bits"] // 8 == 8 and len(r["embedding"]) == 1280
-        assert len(r["picture_code"]) == 8 and len(r["picture_embedding"]) == 1280
+        assert len(r["picture_code"]) == 8 and len(r["picture_embedding"]) == descriptor.PICTURE_DIM
 
 
 def test_manifest(run):

@@ -13,17 +13,20 @@ from imgfeat.engines import INPUT_SIZE
 
 @pytest.fixture(scope="module")
 def whole_graph():
-    """The frozen graph as one OpenVINO model (detector with NMS) and its pooled backbone."""
+    """The frozen graph as one OpenVINO model (detector with NMS), its pooled backbone and its
+    picture's region maxima."""
     import openvino as ov
 
     from imgfeat import paths
-    from imgfeat.engines.models import pooled_backbone
+    from imgfeat.engines.models import picture_pooling, pooled_backbone
 
     model = ov.convert_model(str(paths.cache_dir() / "downloads" / "frozen_inference_graph.pb"))
     backbone = pooled_backbone(model)  # with the graph's own resize loop in front
+    pictures = ov.Model([picture_pooling(model)], model.get_parameters())
     core = ov.Core()
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # as the engine runs (a bf16 CPU's default may differ)
-    return core.compile_model(model, "CPU", f32), core.compile_model(backbone, "CPU", f32)
+    return (core.compile_model(model, "CPU", f32), core.compile_model(backbone, "CPU", f32),
+            core.compile_model(pictures, "CPU", f32))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def batch() -> np.ndarray:
 
 
 def test_the_network_with_numpy_pre_and_postprocessing_detects_what_the_whole_graph_does(engine, whole_graph, batch):
-    detector, _ = whole_graph
+    detector = whole_graph[0]
     assert len(batch) == 36
     result = detector(batch)
     outputs = {n.split(":")[0]: result[o] for o in detector.outputs for n in o.get_names()}
@@ -54,14 +57,16 @@ def test_the_network_with_numpy_pre_and_postprocessing_detects_what_the_whole_gr
 
 
 def test_the_backbone_gives_the_whole_graphs_features(engine, whole_graph, batch):
-    _, backbone = whole_graph
+    _, backbone, whole_pictures = whole_graph
     expected = descriptor.rmac(backbone(batch)[0])
     got = engine.features(batch)
     assert got.shape == (36, 1280)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    # The detector's own backbone describes the whole picture in the same inference: the same values.
+    # The detector's own backbone describes the whole picture in the same inference: the whole
+    # graph's values of the same maps.
     pictures = np.stack([d.picture for d in engine.detect(batch)])
-    np.testing.assert_allclose(pictures, got, rtol=1e-4, atol=1e-5)
+    assert pictures.shape == (36, descriptor.PICTURE_DIM)
+    np.testing.assert_allclose(pictures, descriptor.picture(whole_pictures(batch)[0]), rtol=1e-4, atol=1e-5)
 
 
 def test_the_backbone_packs_the_max_of_each_rmac_region_of_the_last_feature_map(batch):
@@ -86,6 +91,35 @@ def test_the_backbone_packs_the_max_of_each_rmac_region_of_the_last_feature_map(
         expected.append(np.stack([m[:, :, i:i + window, j:j + window].max((2, 3)) for i in starts for j in starts], 2))
     packed = np.concatenate([e.reshape(len(x), -1) for e in expected], 1)
     np.testing.assert_allclose(backbone(x)[0], packed, rtol=1e-5, atol=1e-6)
+
+
+def test_the_detector_packs_the_max_of_each_region_of_the_pictures_maps(batch):
+    """Against numpy over block 13's expansion (576x19x19) and block 10's depthwise output
+    (384x19x19): the windows are where descriptor.PICTURE_MAPS says, whole map first."""
+    import openvino as ov
+
+    from imgfeat import paths
+    from imgfeat.engines import ssd
+    from imgfeat.engines.models import picture_maps
+
+    core = ov.Core()
+    detector = core.read_model(str(paths.model_dir() / "detector.xml"))
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    maps = core.compile_model(ov.Model(picture_maps(detector), detector.get_parameters()), "CPU", f32)
+    compiled = core.compile_model(detector, "CPU", f32)
+    x = ssd.preprocess(batch[:4])
+    m576, m384 = (maps(x)[i] for i in range(2))
+    assert m576.shape == (4, 576, 19, 19) and m384.shape == (4, 384, 19, 19)
+    expected = [m576.max((2, 3))[:, :, None]]
+    for window, starts in ((12, (0, 7)), (9, (0, 5, 10))):
+        expected.append(np.stack([m576[:, :, i:i + window, j:j + window].max((2, 3)) for i in starts for j in starts], 2))
+    expected.append(m384.max((2, 3))[:, :, None])
+    packed = np.concatenate([e.reshape(len(x), -1) for e in expected], 1)
+    np.testing.assert_allclose(compiled(x)["picture_rmac"], packed, rtol=1e-5, atol=1e-6)
+    # block 13's expansion is the map the SSD's first head reads: besides the picture's pooling, its
+    # ReLU6 feeds the head's two convolutions and block 13's depthwise one
+    readers = [t.get_node().get_type_name() for t in picture_maps(detector)[0].get_target_inputs()]
+    assert sorted(r for r in readers if r != "MaxPool") == ["Convolution", "Convolution", "GroupConvolution"]
 
 
 def test_the_compiled_networks_leave_their_threads_unpinned(engine, batch):

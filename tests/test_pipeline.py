@@ -7,7 +7,7 @@ import pytest
 
 from conftest import jpeg
 from devtools import badfiles
-from imgfeat import report
+from imgfeat import descriptor, report
 from imgfeat.layout import STAGES, Warehouse
 from imgfeat.spark.runner import StageFailed, parse, run
 
@@ -60,10 +60,10 @@ def test_published_rows_carry_labels_boxes_codes(spark, warehouse):
         assert r.label == label, image_id
         assert 0 <= r.x1 < r.x2 <= r.width and 0 <= r.y1 < r.y2 <= r.height
         assert len(r.code) == 8 and r.code_bits == 64 and len(r.embedding) == 1280
-        assert len(r.picture_code) == 8 and len(r.picture_embedding) == 1280
+        assert len(r.picture_code) == 8 and len(r.picture_embedding) == descriptor.PICTURE_DIM
         assert abs(sum(v * v for v in r.picture_embedding) - 1) < 1e-4
         assert r.model.startswith("ssd_mobilenet_v2_coco_2018_03_29+mobilenet_v2_rmac1280@2a8d8a89d695;engine=openvino-")
-        assert ";min_score=0.3;picture_code=simhash64c-s20160626;code=simhash64c-" in r.model
+        assert ";min_score=0.3;picture=rmac576x19+mac384x19;picture_code=simhash64c-s20160626;code=simhash64c-" in r.model
     assert rows["photos/rocket.jpg"].score == 0.0
     assert (rows["photos/rocket.jpg"].x2, rows["photos/rocket.jpg"].y2) == (640, 427)
     # Valid-but-awkward files (CMYK, 16-bit, alpha, gray, GIF) of the cat photo are all cats.
@@ -154,7 +154,7 @@ def test_a_broken_engine_fails_detect_in_one_line_and_commits_nothing(spark, war
         run(spark, "detect", bad)
     assert str(e.value) == ("12 of 12 images failed inference (more than max_inference_failures=0.05); "
                             "first: inference_error: the detector model has no output "
-                            "box_encodings, class_logits")
+                            "box_encodings, class_logits, picture_rmac")
     assert not (other / "detect" / f"dt={DATE}").exists()
 
 

@@ -81,9 +81,10 @@ def test_detect_finds_each_photos_main_object(photos, engine):
         got = (best["x1"], best["y1"], best["x2"], best["y2"])
         assert iou(got, box) > 0.7, (name, got, box)
         assert all(d["score"] >= 0.3 for d in row["detections"])
-    # and each whole picture's descriptor, from the same inference: the backbone's of the same pixels
+    # and each whole picture's descriptor, from the same inference over the pixels detect decoded
     pixels = np.stack([decode.resize(decode.decode_rgb(c, min_size=INPUT_SIZE), INPUT_SIZE) for c in out["content"]])
-    expected = descriptor.l2_normalize(engine.features(pixels))
+    expected = descriptor.l2_normalize(np.stack([d.picture for d in engine.detect(pixels)]))
+    assert expected.shape == (len(names), descriptor.PICTURE_DIM)
     np.testing.assert_allclose(np.stack(out["picture_embedding"]), expected, atol=1e-5)
 
 
@@ -194,11 +195,17 @@ def test_embed_gives_unit_descriptors_and_packed_codes(photos, engine):
     # and 33 (average pooling, before: 6, 2, 6 and 20, 32): the margin between them grew
     assert near <= 9 and far >= 24, (near, far)
     assert emb["cat"] @ emb["cat-flipped"] > emb["cat"] @ emb["rocket"]
-    # Each crop here is its whole picture: the picture's descriptor (detect's) is the crop's (the
-    # same pixels reach the same backbone), and so is its code (both the projection by default).
+    # The picture's descriptor (detect's) passes through, and is coded by the projection too; the
+    # copies of the cat are nearer to it than the other pictures are.
+    given = _crop_rows(images, engine).set_index("image_id")["picture_embedding"]
     for k, r in out.iterrows():
-        assert np.abs(np.array(r["picture_embedding"], np.float32) - emb[k]).max() < 1e-5, k
-        assert r["picture_code"] == r["code"], k
+        np.testing.assert_array_equal(np.array(r["picture_embedding"], np.float32), given[k])
+        assert r["picture_code"] == descriptor.binary_codes(given[k][None], 64)[0].tobytes(), k
+    pcodes = out["picture_code"].to_dict()
+    near = max(hamming(pcodes["cat"], pcodes[k]) for k in ("cat-recompressed", "cat-flipped", "cat-cropped"))
+    far = min(hamming(pcodes["cat"], pcodes[k]) for k in ("rocket", "coffee"))
+    # measured: the copies 4 bits away at most, the others 18 at least
+    assert near <= 6 and far >= 14, (near, far)
 
 
 def test_embed_codes_the_picture_with_its_own_coder(photos, engine):
@@ -209,7 +216,7 @@ def test_embed_codes_the_picture_with_its_own_coder(photos, engine):
     r = embed.embed_batch(rows, engine, learned, picture_coder=8).iloc[0]
     assert (r["code"], r["code_bits"]) == (bytes([0b10101010]), 8)
     assert r["picture_code"] == descriptor.binary_codes(np.array([r["picture_embedding"]], np.float32), 8)[0].tobytes()
-    assert float(np.dot(r["embedding"], r["picture_embedding"])) < 0.99  # two descriptors, of two images
+    assert len(r["embedding"]) == 1280 and len(r["picture_embedding"]) == descriptor.PICTURE_DIM  # two descriptors
 
 
 def test_codes_are_deterministic_and_sized_by_k():

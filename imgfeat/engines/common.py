@@ -22,7 +22,7 @@ class Detections:
     boxes: np.ndarray  # [n, 4] normalized ymin, xmin, ymax, xmax
     classes: np.ndarray  # [n] COCO ids
     scores: np.ndarray  # [n] descending
-    # The whole picture's R-MAC descriptor [1280] (not normalised): the detector's own backbone
+    # The whole picture's descriptor [960] (not normalised, `descriptor.picture`): the detector's own backbone
     # pooled over R-MAC's regions, an output of the same inference (picture de-duplication).
     picture: np.ndarray | None = None
 

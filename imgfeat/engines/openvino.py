@@ -1,4 +1,4 @@
-"""OpenVINO engine: the SSD's network (its raw heads, and the picture's R-MAC maxima from its own
+"""OpenVINO engine: the SSD's network (its raw heads, and the picture's region maxima from its own
 backbone) and the pooled backbone (crops), with the SSD's pre- and post-processing in numpy/OpenCV
 (imgfeat.engines.ssd, shared with BigDL)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgfeat.descriptor import rmac
+from imgfeat.descriptor import picture, rmac
 from imgfeat.engines import ssd
 from imgfeat.engines.common import Detections, engine_version
 from imgfeat.engines.models import load_manifest
@@ -71,7 +71,7 @@ class OpenVinoEngine:
             self._detector = detector
         result = self._detector(ssd.preprocess(batch))
         boxes, logits, pooled = (result[o] for o in self._out)
-        return ssd.postprocess(boxes.reshape(len(batch), -1, 4), logits, self._anchors, pictures=rmac(pooled))
+        return ssd.postprocess(boxes.reshape(len(batch), -1, 4), logits, self._anchors, pictures=picture(pooled))
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         if self._backbone is None:

@@ -49,7 +49,7 @@ def postprocess(box_encodings: np.ndarray, logits: np.ndarray, anchors: np.ndarr
                 pictures: np.ndarray | None = None) -> list[Detections]:
     """TF's postprocessing: decode, sigmoid, per-class score filter, clip to the image, drop empty
     boxes, class-aware NMS, at most `max_per_class` per class and `max_total` in all, by score.
-    `pictures` [N, 1280]: each picture's descriptor, from the same inference (`Detections.picture`)."""
+    `pictures` [N, 960]: each picture's descriptor, from the same inference (`Detections.picture`)."""
     import cv2
 
     boxes = np.clip(decode_boxes(box_encodings, anchors), 0.0, 1.0)

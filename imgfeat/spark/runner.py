@@ -24,12 +24,13 @@ from imgfeat.layout import INFERENCE_STAGES, STAGES, Warehouse, input_partition,
 def model_name(args, code: str, score_threshold: float, picture_code: str) -> str:
     """The published `model` column: what shaped a row's values (reuse copies only rows of the same
     model): detector and embedding network @ their weights, engine, score threshold, the picture's
-    code and the crop's code (last: `code=<name>`)."""
+    descriptor and code and the crop's code (last: `code=<name>`)."""
+    from imgfeat.descriptor import PICTURE_DESCRIPTOR
     from imgfeat.engines import engine_version
 
     m = args.model_manifest
     return (f"{m['detector']}+{m['backbone']}@{weights_digest(m)};engine={engine_version(args.engine)};"
-            f"min_score={score_threshold:g};picture_code={picture_code};code={code}")
+            f"min_score={score_threshold:g};picture={PICTURE_DESCRIPTOR};picture_code={picture_code};code={code}")
 
 
 def _coder(spark, wh: Warehouse, bits: int, name: str | None = None, described: str = "object"):

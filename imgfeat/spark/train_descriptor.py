@@ -100,10 +100,10 @@ def sample_images(spark, wh: Warehouse, partitions: int, max_crops: int):
             [wh.table("features", d) for d in dates])
 
 
-def describe(spark, images, model_dir: str):
-    """`images`: a DataFrame (sha256, image bytes: crops or whole pictures) -> RDD of (sha256,
-    [views, dim] float32): the descriptors of each of an image's `augment.VIEWS` (the image itself
-    first), kept on disk for the training rounds."""
+def describe(spark, images, model_dir: str, described: str = "object"):
+    """`images`: a DataFrame (sha256, image bytes: crops, or whole pictures when `described` is
+    "picture") -> RDD of (sha256, [views, dim] float32): the descriptors of each of an image's
+    `augment.VIEWS` (the image itself first), kept on disk for the training rounds."""
     from pyspark import StorageLevel
 
     from imgfeat import augment
@@ -117,7 +117,7 @@ def describe(spark, images, model_dir: str):
 
         engine = get_engine("openvino", model_dir)
         for b in it:
-            r = deepbit.view_descriptors(list(b["image"]), engine)
+            r = deepbit.view_descriptors(list(b["image"]), engine, described)
             yield pd.DataFrame({"sha256": b["sha256"], "rotated": [x.ravel().tolist() for x in r.transpose(1, 0, 2)]})
 
     rotated = images.mapInPandas(fn, "sha256 string, rotated array<float>").rdd.map(
@@ -126,9 +126,9 @@ def describe(spark, images, model_dir: str):
 
 
 def fit(spark, images, bits: int, model_dir: str, rounds: int = 0, epochs: int = 30,
-        learning_rate: float = 0.01, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, dict]:
+        learning_rate: float = 0.01, batch_size: int = 128, described: str = "object") -> tuple[np.ndarray, np.ndarray, dict]:
     """Learn the K-bit layer from a DataFrame of images (sha256, image) -> (W, c, report)."""
-    views = describe(spark, images, model_dir)
+    views = describe(spark, images, model_dir, described)
     try:
         return fit_described(spark, views, bits, rounds, epochs, learning_rate, batch_size)
     finally:
@@ -198,7 +198,7 @@ def train(spark, args) -> dict:
     out = {}
     for described, images in samples.items():
         w, c, rep = fit(spark, images, args.code_bits, args.model_dir, args.rounds, args.epochs,
-                        args.learning_rate, args.batch_size)
+                        args.learning_rate, args.batch_size, described)
         version = deepbit.version(args.code_bits, w, c, prefix=DESCRIBED[described])
         info = {"described": described, "trained_on": sources, "rounds": args.rounds, "epochs": args.epochs, **rep}
         write_text_atomically(spark, wh.descriptor_model(args.code_bits, version, described),

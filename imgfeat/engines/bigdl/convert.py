@@ -33,9 +33,10 @@ BACKBONE_NODE = "FeatureExtractor/MobilenetV2/Conv_1/Relu6"
 HEAD_NODES = [f"BoxPredictor_{i}/{kind}/BiasAdd"
               for i in range(6) for kind in ("BoxEncodingPredictor", "ClassPredictor")]
 ANCHOR_NODE = "Concatenate/concat"
+# 4: the detector's output ends in the region maxima of descriptor.PICTURE_MAPS, not of the backbone's;
 # 3: the detector's output ends in its backbone's R-MAC region maxima; 2: the backbone ends in them;
 # 1 (unrecorded): average-pooled.
-FORMAT = 3
+FORMAT = 4
 
 
 # --------------------------------------------------------------------------- GraphDef reading
@@ -247,28 +248,34 @@ def _rebuild(nodes: dict, outputs: list[str]) -> tuple[list, list[_T]]:
     return [inp.node], [_tensor(vals[o]) for o in outputs]
 
 
-def _rmac_levels(feat: _T) -> list:
-    """`Conv_1/Relu6` max-pooled over each level of R-MAC's regions (`descriptor.RMAC_LEVELS`),
-    each level flattened channel-major: the OpenVINO models' packing, which `descriptor.rmac` reads."""
+def _rmac_levels(feat: _T, levels: tuple | None = None, prefix: str = "rmac") -> list:
+    """A map max-pooled over each of R-MAC's `levels` (default `descriptor.RMAC_LEVELS`), each
+    level flattened channel-major: the OpenVINO models' packing, which `descriptor.rmac` reads."""
     from bigdl.dllib.nn.layer import Reshape, SpatialMaxPooling
 
     from imgfeat.descriptor import RMAC_LEVELS, rmac_regions
 
-    return [Reshape([feat.c * k, 1, 1], True).set_name(f"rmac/{w}x{w}/flat")(
-                SpatialMaxPooling(w, w, st, st).set_name(f"rmac/{w}x{w}")(feat.node))
-            for (w, st), k in zip(RMAC_LEVELS, rmac_regions(feat.w))]
+    levels = levels or RMAC_LEVELS
+    return [Reshape([feat.c * k, 1, 1], True).set_name(f"{prefix}/{w}x{w}/flat")(
+                SpatialMaxPooling(w, w, st, st).set_name(f"{prefix}/{w}x{w}")(feat.node))
+            for (w, st), k in zip(levels, rmac_regions(feat.w, levels))]
 
 
 def build_detector(nodes: dict):
     """The detector model and its heads' metadata (name, C, H, W), in output order; after the heads,
-    its own backbone's R-MAC region maxima (the whole picture's descriptor, `runtime.unpack`)."""
+    its own backbone's region maxima over `descriptor.PICTURE_MAPS` (the whole picture's
+    descriptor, `runtime.unpack`)."""
     from bigdl.dllib.nn.layer import JoinTable, Model, Reshape
 
-    inputs, outs = _rebuild(nodes, HEAD_NODES + [BACKBONE_NODE])
-    heads, feat = outs[:-1], outs[-1]
+    from imgfeat.descriptor import PICTURE_MAPS
+
+    inputs, outs = _rebuild(nodes, HEAD_NODES + [name for name, *_ in PICTURE_MAPS])
+    heads, maps = outs[:len(HEAD_NODES)], outs[len(HEAD_NODES):]
     flat = [Reshape([h.c * h.h * h.w, 1, 1], True).set_name(f"{name}/flat")(h.node)
             for name, h in zip(HEAD_NODES, heads)]
-    packed = JoinTable(2, 0).set_name("heads")(flat + _rmac_levels(feat))  # 4-D channel concat: exact on MKL-DNN
+    pictures = [level for i, (feat, (_, _, _, levels)) in enumerate(zip(maps, PICTURE_MAPS))
+                for level in _rmac_levels(feat, levels, f"picture{i}")]
+    packed = JoinTable(2, 0).set_name("heads")(flat + pictures)  # 4-D channel concat: exact on MKL-DNN
     return Model(inputs, [packed]), [(name, h.c, h.h, h.w) for name, h in zip(HEAD_NODES, heads)]
 
 
@@ -306,7 +313,7 @@ def convert(graph_pb: Path, out_dir: Path) -> None:
     init_spark()
     from bigdl.dllib.version import __version__ as bigdl_version
 
-    from imgfeat.descriptor import rmac_regions
+    from imgfeat.descriptor import picture_size, rmac_regions
 
     nodes = _read_graph(graph_pb)
     _check_postprocess_constants(nodes)
@@ -328,8 +335,8 @@ def convert(graph_pb: Path, out_dir: Path) -> None:
         "input": {"shape": [-1, 3, INPUT_SIZE, INPUT_SIZE], "layout": "NCHW", "dtype": "float32",
                   "range": [-1, 1], "preprocess": "x / 127.5 - 1 (RGB)"},
         "detector": {"file": "detector.bigdl",
-                     "output": [-1, sum(c * h * w for _, c, h, w in heads) + 1280 * sum(rmac_regions()), 1, 1],
-                     "picture": "after the heads: R-MAC region maxima (imgfeat.descriptor.rmac)",
+                     "output": [-1, sum(c * h * w for _, c, h, w in heads) + picture_size(), 1, 1],
+                     "picture": "after the heads: region maxima of imgfeat.descriptor.PICTURE_MAPS (descriptor.picture)",
                      "heads": [{"name": n, "c": c, "h": h, "w": w} for n, c, h, w in heads]},
         "backbone": {"file": "backbone.bigdl", "output": [-1, 1280 * sum(rmac_regions()), 1, 1],
                      "node": BACKBONE_NODE, "pooling": "R-MAC region maxima (imgfeat.descriptor.rmac)"},

@@ -1,12 +1,12 @@
 """BigDL engine, the runtime: the networks `convert` saved, loaded and run on BigDL.
 
 The models (BigDL's format, described by `bigdl.json`):
-  detector  float NCHW [N,3,300,300] in [-1,1] -> ONE tensor [N, 182115 + 1280 x 14, 1, 1]: the 12
+  detector  float NCHW [N,3,300,300] in [-1,1] -> ONE tensor [N, 182115 + 8448, 1, 1]: the 12
             raw prediction heads (box encodings and class logits of the 6 feature maps), each flattened
-            (C,H,W), then its own backbone's R-MAC region maxima (the whole picture's descriptor), joined
-            along dim 2. One 4-D output because distributed predict() from Python returns only
+            (C,H,W), then its own backbone's region maxima over `descriptor.PICTURE_MAPS` (the whole
+            picture's descriptor), joined along dim 2. One 4-D output because distributed predict() from Python returns only
             single-tensor outputs, and a 3-D concat gave wrong values on MKL-DNN. `unpack()` turns it
-            into box encodings [N,1917,4], class logits [N,1917,91] and the picture's descriptor [N,1280].
+            into box encodings [N,1917,4], class logits [N,1917,91] and the picture's descriptor [N,960].
   backbone  same input -> [N, 1280 x 14, 1, 1]: `Conv_1/Relu6` max-pooled over R-MAC's 14 regions
             of its 10x10 grid (`descriptor.rmac` makes the 1280-d descriptor of them).
 imgfeat.engines.ssd's `preprocess` makes the input; box decoding and class-aware NMS run in
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from imgfeat.engines.bigdl.submit import spark_conf
-from imgfeat.descriptor import rmac
+from imgfeat.descriptor import picture, rmac
 from imgfeat.engines.common import Detections, read_manifest
 from imgfeat.engines.ssd import NUM_CLASSES, postprocess, preprocess
 
@@ -93,7 +93,7 @@ def to_ir(model):
 
 def unpack(packed: np.ndarray, heads: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detector output [N, K(,1,1)] -> box encodings [N,1917,4], class logits [N,1917,91] and the
-    picture's R-MAC descriptor [N,1280] (`descriptor.rmac` of what follows the heads).
+    picture's descriptor [N,960] (`descriptor.picture` of what follows the heads).
 
     Each head is a flattened NCHW conv output [A*k, H, W]; TF's order is (H, W, A).
     """
@@ -107,7 +107,7 @@ def unpack(packed: np.ndarray, heads: list[dict]) -> tuple[np.ndarray, np.ndarra
             boxes.append(x.reshape(len(flat), -1, 4))
         else:
             logits.append(x.reshape(len(flat), -1, NUM_CLASSES))
-    return np.concatenate(boxes, 1), np.concatenate(logits, 1), rmac(flat[:, start:])
+    return np.concatenate(boxes, 1), np.concatenate(logits, 1), picture(flat[:, start:])
 
 
 def detections(packed: np.ndarray, heads: list[dict], anchors: np.ndarray) -> list[Detections]:
