@@ -98,22 +98,28 @@ def _network(graph: Path):
     return detector, backbone, anchors[0].get_data().reshape(-1, 4).astype(np.float32)
 
 
+def _region_maxima(maps: list):
+    """Each (map output, R-MAC levels) max-pooled over each level's windows, flattened channel-major
+    and packed map after map, level after level (as `descriptor.rmac` / `descriptor.picture` read)."""
+    import openvino.opset1 as ops1
+    import openvino.opset13 as ops
+
+    levels = [ops.reshape(ops1.max_pool(out, [s, s], [0, 0], [0, 0], [w, w]), [0, -1], special_zero=True)
+              for out, lv in maps for w, s in lv]
+    return ops.concat(levels, 1).output(0)
+
+
 def rmac_pooling(detector):
     """The embedding network's output inside a converted detector: MobileNetV2's last ReLU6 (the
     only Clamp with 1280 channels on the 10x10 grid, NCHW inside OpenVINO), max-pooled over each level
     of R-MAC's regions (`descriptor.RMAC_LEVELS`), packed as `descriptor.rmac` reads them."""
-    import openvino.opset1 as ops1
-    import openvino.opset13 as ops
-
     from imgfeat.descriptor import RMAC_LEVELS
 
     relu6 = [op for op in detector.get_ops()
              if op.get_type_name() == "Clamp" and str(op.output(0).get_partial_shape()) == "[?,1280,10,10]"]
     if len(relu6) != 1:
         raise ModelError(f"expected one 1280x10x10 ReLU6 in the detector, found {len(relu6)}")
-    levels = [ops.reshape(ops1.max_pool(relu6[0].output(0), [s, s], [0, 0], [0, 0], [w, w]), [0, -1], special_zero=True)
-              for w, s in RMAC_LEVELS]
-    return ops.concat(levels, 1).output(0)
+    return _region_maxima([(relu6[0].output(0), RMAC_LEVELS)])
 
 
 def picture_maps(detector) -> list:
@@ -135,15 +141,10 @@ def picture_maps(detector) -> list:
 
 def picture_pooling(detector):
     """The detector's picture output: each of `descriptor.PICTURE_MAPS` max-pooled over its R-MAC
-    levels, packed map after map, level after level, channel-major (as `descriptor.picture` reads)."""
-    import openvino.opset1 as ops1
-    import openvino.opset13 as ops
-
+    levels (`_region_maxima`), as `descriptor.picture` reads them."""
     from imgfeat.descriptor import PICTURE_MAPS
 
-    levels = [ops.reshape(ops1.max_pool(out, [s, s], [0, 0], [0, 0], [w, w]), [0, -1], special_zero=True)
-              for out, (_, _, _, lv) in zip(picture_maps(detector), PICTURE_MAPS) for w, s in lv]
-    return ops.concat(levels, 1).output(0)
+    return _region_maxima([(out, levels) for out, (_, _, _, levels) in zip(picture_maps(detector), PICTURE_MAPS)])
 
 
 def pooled_backbone(detector):
