@@ -217,24 +217,39 @@ def hamming(a: bytes, b: bytes) -> int:
 # of the two units below. Memory decides them: the BigDL tests leave the `spark` session's JVM at
 # about 12 GB, so every module using that session is in one unit, BigDL's last (see
 # pytest_collection_modifyitems), with test_hostile for balance; the other worker meanwhile runs the
-# Airflow-scheduler tests and the HDFS pipeline (its own reference run and HDFS). Each unit's session
-# and module fixtures are made once.
+# Airflow-scheduler tests and the HDFS pipeline (its own HDFS). Each unit's session and module
+# fixtures are made once. Time decides the order: the units start first, one on each worker (the
+# scheduler-HDFS unit is the longest, about half the CPU time), the small modules after them; in it
+# the scheduler tests go first, so that by the HDFS pipeline's turn the other worker has shared its
+# reference run (`reference_run`) instead of this one making its own.
 UNITS = {
+    "scheduler-hdfs": {"test_rest_trigger", "test_hdfs_pipeline"},
     "jvm": {"test_bench_scale", "test_bigdl", "test_checkpoint", "test_commit_safety", "test_devhdfs",
             "test_duplicates", "test_e2e_airflow", "test_e2e_codes", "test_hostile", "test_pipeline", "test_retention",
             "test_storage"},
-    "scheduler-hdfs": {"test_rest_trigger", "test_hdfs_pipeline"},
 }
 LAST = "test_bigdl"
+ORDER = ("test_rest_trigger", "test_hdfs_pipeline")  # within the scheduler-hdfs unit
 
 
 def _module(nodeid: str) -> str:
     return nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
 
 
+def _unit(module: str) -> str:
+    return next((unit for unit, modules in UNITS.items() if module in modules), module)
+
+
 def pytest_collection_modifyitems(config, items):
-    # BigDL's tests run last in their unit: its session JVM is small until they load BigDL's models.
-    items.sort(key=lambda item: _module(item.nodeid) == LAST)
+    # The units first, longest first (the scheduler sends units in the order they appear); BigDL's
+    # tests run last in their unit: its session JVM is small until they load BigDL's models.
+    def key(item):
+        module = _module(item.nodeid)
+        unit = _unit(module)
+        rank = list(UNITS).index(unit) if unit in UNITS else len(UNITS)
+        return rank, ORDER.index(module) if module in ORDER else 0, module == LAST
+
+    items.sort(key=key)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -244,8 +259,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class Units(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = _module(nodeid)
-            return next((unit for unit, modules in UNITS.items() if module in modules), module)
+            return _unit(_module(nodeid))
 
     config.option.loadscopereorder = False
     return Units(config, log)
