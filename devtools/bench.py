@@ -250,11 +250,13 @@ def main(argv=None) -> int:
                     help="only the index, duplicates, reuse and search at 1 and 10 million synthetic rows "
                          "(devtools/bench_scale.py), with peak memory")
     ap.add_argument("--scale-rows", default="1000000,10000000", help="comma-separated store sizes for --scale")
+    ap.add_argument("--scale-radius", type=int, default=5,
+                    help="the duplicates' Hamming radius for --scale (64-bit codes; the defaults are in README)")
     a = ap.parse_args(argv)
     if a.scale:
         from devtools import bench_scale
 
-        exact = bench_scale.run([int(n) for n in a.scale_rows.split(",")])["exactness"]
+        exact = bench_scale.run([int(n) for n in a.scale_rows.split(",")], radius=a.scale_radius)["exactness"]
         return 0 if exact["duplicates_exact"] and exact["similar_exact"] else 1
     if a.search:
         return bench_search(a.search_codes)

@@ -198,7 +198,7 @@ def measure_similar(root: Path, queries: int = 200) -> tuple[float, float, float
     return loaded, float(np.percentile(times, 50) * 1000), float(np.percentile(times, 99) * 1000)
 
 
-def check_exactness(spark, root: Path, date: str) -> dict:
+def check_exactness(spark, root: Path, date: str, radius: int = RADIUS) -> dict:
     """On one partition's 100,000 rows: the duplicates against faiss's exhaustive range search, and
     `similar`'s hits against a flat scan."""
     import faiss
@@ -217,7 +217,7 @@ def check_exactness(spark, root: Path, date: str) -> dict:
     codes = np.frombuffer(b"".join(c for _, c in rows), np.uint8).reshape(-1, 8)
     flat = faiss.IndexBinaryFlat(64)
     flat.add(codes)
-    lims, dist, idx = flat.range_search(codes, RADIUS + 1)  # exhaustive: every pair within RADIUS
+    lims, dist, idx = flat.range_search(codes, radius + 1)  # exhaustive: every pair within radius
     src = np.repeat(np.arange(len(keys)), np.diff(lims.astype(np.int64)))
     keep = src != idx
     src, idx, dist = src[keep], idx[keep], dist[keep]
@@ -233,7 +233,7 @@ def check_exactness(spark, root: Path, date: str) -> dict:
             best[i] = cand
     expected = sorted((keys[i][len(f"dt={date}/"):], name[comp[i]], m[3:13], m[14:], d) for i, (d, m) in best.items())
     history = shard.select(F.lit(date).alias("dt"), "image_id", "code")
-    got = sorted(tuple(r) for r in near_duplicates(history, date, 64, RADIUS).collect())
+    got = sorted(tuple(r) for r in near_duplicates(history, date, 64, radius).collect())
     duplicates_exact = got == expected
 
     index = search.load_index(str(root), code=CODE)
@@ -248,15 +248,17 @@ def check_exactness(spark, root: Path, date: str) -> dict:
             "similar_exact": similar_exact}
 
 
-def run(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None = None, spark=None) -> dict:
+def run(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None = None, spark=None,
+        radius: int = RADIUS) -> dict:
     """Measures each size; returns the report (also written to <base>/report.json). `spark`: a
-    session to use (kept open), else a local[2] one of its own."""
+    session to use (kept open), else a local[2] one of its own. `radius`: the duplicates' Hamming radius."""
     from imgfeat.layout import Warehouse
     from imgfeat.spark.index import refresh
 
     base = Path(base or paths.var_dir() / "bench" / "scale")
     print(f"scale: synthetic stores of {', '.join(f'{n:,}' for n in sizes)} published rows, "
-          f"{per_partition:,} a partition; local[2], default driver memory (log: Spark's console)", flush=True)
+          f"{per_partition:,} a partition; duplicates within Hamming {radius}; local[2], default driver memory "
+          "(log: Spark's console)", flush=True)
     own_session = spark is None
     spark = spark or _spark()
     monitor = PeakRSS()
@@ -270,7 +272,7 @@ def run(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None 
             print(f"  {rows:,} rows: store ready in {time.perf_counter() - t:.0f}s", flush=True)
             monitor.reset()
             t = time.perf_counter()
-            info = refresh(spark, Warehouse(str(root)), dates[-1], RADIUS)
+            info = refresh(spark, Warehouse(str(root)), dates[-1], radius)
             add = time.perf_counter() - t
             add_peaks = dict(monitor.peaks)
             monitor.reset()
@@ -287,7 +289,7 @@ def run(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None 
                                       "similar": {k: v >> 20 for k, v in similar_peaks.items()}}}
             results.append(result)
             print("  " + json.dumps(result), flush=True)
-        exact = check_exactness(spark, base / f"{sizes[0]}", _date(0))
+        exact = check_exactness(spark, base / f"{sizes[0]}", _date(0), radius)
     finally:
         monitor.stop()
         if own_session:
@@ -308,7 +310,7 @@ def run(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None 
     print(f"exactness on {exact['rows']:,} rows: duplicates {'equal' if exact['duplicates_exact'] else 'DIFFER FROM'} "
           f"brute force ({exact['duplicate_images']} images); similar "
           f"{'equals' if exact['similar_exact'] else 'DIFFERS FROM'} a flat scan")
-    report = {"results": results, "exactness": exact}
+    report = {"radius": radius, "results": results, "exactness": exact}
     (base / "report.json").write_text(json.dumps(report, indent=2))
     print(f"report: {base / 'report.json'}")
     return report
