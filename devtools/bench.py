@@ -257,7 +257,7 @@ def main(argv=None) -> int:
         from devtools import bench_scale
 
         exact = bench_scale.run([int(n) for n in a.scale_rows.split(",")], radius=a.scale_radius)["exactness"]
-        return 0 if exact["duplicates_exact"] and exact["similar_exact"] else 1
+        return 0 if all(exact["duplicates_exact"].values()) and exact["similar_exact"] else 1
     if a.search:
         return bench_search(a.search_codes)
     if not a.engine:

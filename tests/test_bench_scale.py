@@ -15,9 +15,10 @@ def test_the_scale_bench_measures_two_sizes_and_checks_exactness(spark, tmp_path
     # 2% of the rows are planted in groups of 10 codes within 2 bits: each of them is a duplicate
     # (two random 64-bit codes fall within 5 bits of each other with odds of about 1 in 2 * 10^12)
     assert report["exactness"] == {"rows": 5_000, "duplicate_images": 100,
-                                   "duplicates_exact": True, "similar_exact": True}
+                                   "duplicates_exact": {"mih": True, "scan": True}, "similar_exact": True}
     small, large = report["results"]
     assert (small["rows"], small["indexed_images"], large["indexed_images"]) == (10_000, 10_000, 20_000)
+    assert small["method"] == large["method"] == "scan"  # at radius 5, a store this small is cheaper scanned
     assert small["duplicate_images"] == large["duplicate_images"] == 100
     assert all(r["peak_rss_mb"]["add"]["jvm"] > 0 for r in report["results"])
     assert json.loads((tmp_path / "report.json").read_text()) == report

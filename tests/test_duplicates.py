@@ -14,10 +14,10 @@ def _history(spark, rows: dict, upto: str):
                                   for r in rs], "dt string, image_id string, code binary")
 
 
-def _run(spark, rows, date, bits, radius):
+def _run(spark, rows, date, bits, radius, method=None):
     from imgfeat.spark.duplicates import near_duplicates
 
-    got = near_duplicates(_history(spark, rows, date), date, bits, radius).collect()
+    got = near_duplicates(_history(spark, rows, date), date, bits, radius, method=method).collect()
     return sorted((r.asDict() for r in got), key=lambda r: r["image_id"])
 
 
@@ -60,8 +60,12 @@ def _oracle(rows: dict, date: str, radius: int) -> list[dict]:
                    for i, (d, m) in best.items()), key=lambda r: r["image_id"])
 
 
-def test_the_join_finds_exactly_the_brute_force_duplicates(spark):
+@pytest.mark.parametrize("method", ["mih", "scan"])
+def test_both_methods_find_exactly_the_brute_force_duplicates(spark, method, monkeypatch):
     """Three partitions of random 32-bit codes with planted near-copies, exact copies and chains."""
+    from imgfeat.spark import duplicates
+
+    monkeypatch.setattr(duplicates, "ROWS_PER_BATCH", 50)  # the probing codes go in many small batches
     rng = np.random.RandomState(11)
     base = rng.randint(0, 256, (120, 4), dtype=np.uint8)
     rows = {}
@@ -74,7 +78,20 @@ def test_the_join_finds_exactly_the_brute_force_duplicates(spark):
     for radius in (0, 2, 4):
         expected = _oracle(rows, "2026-11-03", radius)
         assert len(expected) > 20
-        assert _run(spark, rows, "2026-11-03", 32, radius) == expected, radius
+        assert _run(spark, rows, "2026-11-03", 32, radius, method) == expected, radius
+
+
+def test_the_plan_probes_at_small_radii_and_scans_at_large_ones():
+    from imgfeat.spark.duplicates import plan
+
+    # 64-bit codes, a partition of 100,000 against a store of a million (the scale bench)
+    assert plan(64, 5, 100_000, 1_000_000) == {"method": "mih", "m": 3, "s": 1, "rows": 100_000 * 3 * 22}
+    assert plan(64, 5, 100_000, 10_000_000)["method"] == "mih"
+    # r = 11 (learned 64-bit picture codes): 1,562 to 1,794 probes a substring; a scan compares
+    # 10^11 pairs at a million rows
+    assert plan(64, 11, 100_000, 1_000_000) == {"method": "scan", "pairs": 100_000 * 1_000_000}
+    assert plan(64, 11, 100_000, 100_000_000)["method"] == "scan"
+    assert plan(64, 8, 100_000, 10_000_000)["method"] == "scan"
 
 
 def _publish(spark, wh, date, rows, code_name, commit_id, picture_code=None):
@@ -150,8 +167,8 @@ def test_duplicates_compare_the_pictures_codes_of_partitions_coded_alike(spark, 
     assert _table(tmp_path / "duplicates" / "dt=2026-11-02") == [
         {"image_id": "b.jpg", "group_id": "dt=2026-11-01/a.jpg", "match_partition": "2026-11-01",
          "match_image_id": "a.jpg", "hamming": 1}]
-    assert (info["described"], info["code"], info["radius"], info["indexed_images"]) == (
-        "picture", "simhash16c-p", 1, 3)
+    assert (info["described"], info["code"], info["radius"], info["indexed_images"], info["method"]) == (
+        "picture", "simhash16c-p", 1, 3, "scan")
     shard = json.loads((tmp_path / "index" / code / "shards" / "dt=2026-11-02" / "_stage.json").read_text())
     assert (shard["code"], shard["picture_code"]) == (code, "simhash16c-p")
     meta = json.loads((tmp_path / "duplicates" / "dt=2026-11-02" / "_stage.json").read_text())

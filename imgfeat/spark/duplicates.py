@@ -1,12 +1,18 @@
-"""Near-duplicates of one partition, as Spark joins: nothing proportional to the store on the driver.
+"""Near-duplicates of one partition, in Spark: nothing proportional to the store on the driver (at
+most the partition's distinct codes).
 
   1. Distinct codes only: n copies of one picture are one code (they match each other at distance 0).
      Each code's earliest image key ("dt=<date>/<image_id>") is an aggregate over the history; the
      second earliest is needed, and computed, only for the partition's own codes.
-  2. Candidates by multi-index hashing (`imgfeat.mih`): the partition's codes probe the substrings
-     of every code of this and earlier partitions; a join on (position, value) pairs them, and the
-     exact Hamming distance (bit_count of the codes' 64-bit words, in the JVM) keeps those within
-     the radius before anything else touches the candidates.
+  2. Pairs within the radius, by whichever of two exact methods `plan` expects to cost less:
+     - multi-index hashing (`imgfeat.mih`): the partition's codes probe the substrings of every code
+       of this and earlier partitions; a join on (position, value) pairs them, and the exact Hamming
+       distance (bit_count of the codes' 64-bit words, in the JVM) keeps those within the radius
+       before anything else touches the candidates. Cheap at small radii; its probes grow with
+       the radius combinatorially (1,562 a substring at r = 11 for 64 bits);
+     - a scan: the partition's distinct codes (its size, not the store's) are broadcast, and each
+       task compares its share of the store's codes with all of them (faiss's exhaustive binary
+       range search), whatever the radius.
   3. Groups: connected components of that code graph by min-label propagation (each code starts
      with its earliest image key; each round takes the least label of its neighbours, until none
      changes), so a group is named by its earliest member.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -27,6 +34,23 @@ from pyspark.sql import functions as F
 from imgfeat import mih
 
 MAX_ROUNDS = 50
+ROWS_PER_BATCH = 1_000_000  # probing rows a Python worker hands the JVM at once
+# Core-seconds per unit of work of each method, measured on this machine with make bench --scale
+# (README): a probing row or candidate through the join; a pair of codes compared by the scan.
+SECONDS_PER_PROBING_ROW = 1.4e-6
+SECONDS_PER_SCANNED_PAIR = 0.33e-9
+
+
+def plan(bits: int, radius: int, own: int, indexed: int) -> dict:
+    """How to find the pairs within `radius` between `own` probing codes and `indexed` codes:
+    {"method": "mih", "m", "s", "rows"} (substrings, neighbour radius, probing rows) or
+    {"method": "scan", "pairs"}, whichever is expected to take less time."""
+    m, s = mih.plan(bits, radius, indexed)
+    rows = own * m * mih.probes_per_substring(bits, m, s)
+    mih_cost = rows * (1 + indexed / 2 ** (bits // m)) * SECONDS_PER_PROBING_ROW
+    if own * indexed * SECONDS_PER_SCANNED_PAIR < mih_cost:
+        return {"method": "scan", "pairs": own * indexed}
+    return {"method": "mih", "m": m, "s": s, "rows": rows}
 
 
 def _substrings(codes: DataFrame, bits: int, m: int, s: int, side: str) -> DataFrame:
@@ -35,17 +59,21 @@ def _substrings(codes: DataFrame, bits: int, m: int, s: int, side: str) -> DataF
     n_words = math.ceil(bits / 64)
     word_cols = [f"{side}{i}" for i in range(n_words)]
 
+    # Codes per output batch: an Arrow batch of 10,000 codes times 1,794 probes (r = 11) is half a
+    # GB, more than two tasks' direct buffers hold.
+    step = max(1, ROWS_PER_BATCH // (m * mih.probes_per_substring(bits, m, s)))
+
     def rows(batches):
-        for pdf in batches:
-            if pdf.empty:
-                continue
-            codes = list(pdf["code"])
-            words = mih.words(codes)
-            for pos, values in mih.probes(mih.unpack(codes), m, s):
-                repeat = values.shape[1]
-                out = {side: pdf["code"].repeat(repeat).to_numpy(), "pos": pos, "value": values.reshape(-1)}
-                out.update({c: words[:, i].repeat(repeat) for i, c in enumerate(word_cols)})
-                yield pd.DataFrame(out)
+        for batch in batches:
+            for start in range(0, len(batch), step):
+                pdf = batch.iloc[start:start + step]
+                codes = list(pdf["code"])
+                words = mih.words(codes)
+                for pos, values in mih.probes(mih.unpack(codes), m, s):
+                    repeat = values.shape[1]
+                    out = {side: pdf["code"].repeat(repeat).to_numpy(), "pos": pos, "value": values.reshape(-1)}
+                    out.update({c: words[:, i].repeat(repeat) for i, c in enumerate(word_cols)})
+                    yield pd.DataFrame(out)
 
     schema = ", ".join([f"{side} binary", "pos int", "value long", *(f"{c} long" for c in word_cols)])
     return codes.mapInPandas(rows, schema)
@@ -55,10 +83,47 @@ def _distance(bits: int):
     return sum(F.bit_count(F.col(f"a{i}").bitwiseXOR(F.col(f"b{i}"))) for i in range(math.ceil(bits / 64)))
 
 
-def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, indexed: int | None = None) -> DataFrame:
+def _mih_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radius: int, m: int, s: int) -> DataFrame:
+    probed = _substrings(own_codes, bits, m, s, "a")
+    indexed_substrings = _substrings(indexed_codes, bits, m, 0, "b")
+    # A sort-merge join: the planner cannot see that probing multiplies the codes' rows (hundreds
+    # of times at radius 8), and a broadcast of its underestimate ran a 1 GB driver out of heap.
+    return (probed.hint("merge").join(indexed_substrings, ["pos", "value"])
+            .where(F.col("a") != F.col("b"))
+            .withColumn("d", _distance(bits)).where(F.col("d") <= radius)
+            .select("a", "b", "d").distinct())
+
+
+def _scan_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radius: int) -> DataFrame:
+    width = math.ceil(bits / 8)  # bytes a code; padding bits are 0 in every code
+    own = [bytes(r.code) for r in own_codes.collect()]  # the partition's distinct codes: 8 bytes each at 64 bits
+    shared = own_codes.sparkSession.sparkContext.broadcast(
+        np.frombuffer(b"".join(own), np.uint8).reshape(len(own), width))
+
+    def scan(batches):
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # a Spark task is one core
+        index = faiss.IndexBinaryFlat(8 * width)
+        index.add(shared.value)
+        own_bytes = np.array([bytes(c) for c in shared.value], dtype=object)
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            codes = pdf["code"].to_numpy()
+            lims, d, i = index.range_search(np.frombuffer(b"".join(codes), np.uint8).reshape(len(codes), width),
+                                            radius + 1)  # faiss's radius is strict
+            src = np.repeat(np.arange(len(codes)), np.diff(lims.astype(np.int64)))
+            yield pd.DataFrame({"a": own_bytes[i], "b": codes[src], "d": d.astype(np.int32)})
+
+    return indexed_codes.mapInPandas(scan, "a binary, b binary, d int").where(F.col("a") != F.col("b"))
+
+
+def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, indexed: int | None = None,
+                    method: str | None = None) -> DataFrame:
     """`history`: (dt, image_id, code) of every indexed image of partitions up to `date` with one
-    code; `indexed`, its number of rows if known (it sizes the probing). Returns the duplicates rows
-    of partition `date` (schemas.DUPLICATES)."""
+    code; `indexed`, its number of rows if known (it sizes the work). `method`: "mih" or "scan", or
+    None for `plan`'s choice. Returns the duplicates rows of partition `date` (schemas.DUPLICATES)."""
     keyed = history.select(F.concat(F.lit("dt="), "dt", F.lit("/"), "image_id").alias("key"), "dt", "image_id",
                            "code")
     # Read several times; on disk, so the JVM's heap does not grow with the store.
@@ -70,15 +135,13 @@ def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, index
     second = (keyed.join(own_first, "code").where(F.col("key") > F.col("first"))
               .groupBy("code").agg(F.min("key").alias("second")))
 
-    m, s = mih.plan(bits, radius, history.count() if indexed is None else indexed)
-    probed = _substrings(own_codes, bits, m, s, "a")
-    indexed_substrings = _substrings(first.select("code"), bits, m, 0, "b")
-    # A sort-merge join: the planner cannot see that probing multiplies the codes' rows (hundreds
-    # of times at radius 8), and a broadcast of its underestimate ran a 1 GB driver out of heap.
-    edges = (probed.hint("merge").join(indexed_substrings, ["pos", "value"])
-             .where(F.col("a") != F.col("b"))
-             .withColumn("d", _distance(bits)).where(F.col("d") <= radius)
-             .select("a", "b", "d").distinct()).cache()
+    indexed = history.count() if indexed is None else indexed
+    how = plan(bits, radius, own_codes.count(), indexed)
+    if (method or how["method"]) == "scan":
+        edges = _scan_edges(own_codes, first.select("code"), bits, radius)
+    else:
+        edges = _mih_edges(own_codes, first.select("code"), bits, radius, *mih.plan(bits, radius, indexed))
+    edges = edges.cache()
 
     # Groups: min-label propagation over the code graph (both directions of each edge).
     both = edges.select("a", "b").union(edges.select(F.col("b").alias("a"), F.col("a").alias("b")))

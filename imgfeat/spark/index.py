@@ -24,7 +24,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from imgfeat import mih, params, search
+from imgfeat import params, search
 from imgfeat.layout import SUCCESS, Warehouse
 
 # The duplicates job's shuffles are sized by their biggest side, the probing rows of the MIH join
@@ -106,7 +106,7 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
 
     from imgfeat import schemas
     from imgfeat.spark.checkpoint import commit, read_meta
-    from imgfeat.spark.duplicates import near_duplicates
+    from imgfeat.spark.duplicates import near_duplicates, plan
     from imgfeat.spark.hadoop import HadoopFS
 
     fs = HadoopFS(spark)
@@ -120,11 +120,12 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
         metas = {d: m for d, m in metas.items() if m.get("picture_code") == code}
     rows = {d: m["rows"] for d, m in metas.items()}
     indexed = sum(rows.values())
-    m, s = mih.plan(bits, radius, indexed)
-    probing = max(rows.get(date, 0) * m * mih.probes_per_substring(bits, m, s), indexed * m)
+    how = plan(bits, radius, rows.get(date, 0), indexed)
+    # the join's rows: the probing codes' and the store's substrings; the scan's: the store's codes
+    probing = max(how["rows"], indexed * how["m"]) if how["method"] == "mih" else indexed
     settings = {
-        # Shuffles sized by the probing rows (Spark's default, 200, makes a small store pay 200 tasks
-        # a stage; too few make sorts that do not fit a task's memory).
+        # Shuffles sized by the rows (Spark's default, 200, makes a small store pay 200 tasks a
+        # stage; too few make sorts that do not fit a task's memory).
         "spark.sql.shuffle.partitions": max(spark.sparkContext.defaultParallelism,
                                             math.ceil(probing / ROWS_PER_SHUFFLE_PARTITION)),
     }
@@ -133,11 +134,12 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
         history = (spark.read.schema(f"{search.SHARD_DUPLICATES_SCHEMA}, dt string").option("basePath", shards)
                    .parquet(*[f"{shards}/dt={d}" for d in rows])
                    .select("dt", "image_id", F.col(column).alias("code")).where(F.col("code").isNotNull()))
-        dupes = near_duplicates(history, date, bits, radius, indexed).coalesce(1)
+        dupes = near_duplicates(history, date, bits, radius, indexed, how["method"]).coalesce(1)
         return commit(spark, dupes.select(*schemas.columns(schemas.DUPLICATES)), wh.table("duplicates", date),
                       wh.staging_root("duplicates", date), wh.new_staging("duplicates", date),
                       lambda written: {"rows": written.count(), "images": written.count(),
                                        "groups": written.select("group_id").distinct().count(), "radius": radius,
+                                       "method": how["method"],
                                        "described": described, "code": code, "index": wh.index(codes["object"]),
                                        "indexed_images": indexed})
 
