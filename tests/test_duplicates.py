@@ -81,6 +81,29 @@ def test_both_methods_find_exactly_the_brute_force_duplicates(spark, method, mon
         assert _run(spark, rows, "2026-11-03", 32, radius, method) == expected, radius
 
 
+def test_chance_pairs_grow_with_the_store_at_a_fixed_radius():
+    from imgfeat.spark.index import chance_pairs
+
+    # 64 bits within 11: 5.03e-8 a pair; a partition of 100,000 against 1M and 10M indexed codes
+    # (the scale bench at r = 11 found 6,738 and 40,319 pictures with a match, 2,000 of them planted)
+    assert round(chance_pairs(64, 11, 100_000, 1_000_000)) == 5_029
+    assert round(chance_pairs(64, 11, 100_000, 10_000_000)) == 50_293
+    assert chance_pairs(64, 5, 100_000, 10_000_000) == pytest.approx(0.450, abs=1e-3)
+    assert chance_pairs(128, 27, 100_000, 10_000_000) == pytest.approx(14.93, rel=1e-3)
+    assert chance_pairs(16, 16, 3, 4) == 12  # every pair is within the full length
+
+
+def test_the_index_job_warns_when_the_radius_matches_many_pictures_by_chance():
+    from imgfeat.spark.index import chance_warning
+
+    meta = {"radius": 11, "own_images": 100_000, "indexed_images": 10_000_000, "chance_pairs_if_random": 50292.899}
+    assert chance_warning(meta) == (
+        "at radius 11, even random codes would match 50,293 pairs of this partition's 100,000 pictures by chance "
+        "against 10,000,000 indexed; set duplicate_radius lower or use longer codes (README: Duplicates)")
+    assert chance_warning({**meta, "radius": 5, "chance_pairs_if_random": 0.45}) is None
+    assert chance_warning({**meta, "own_images": 0, "chance_pairs_if_random": 0.0}) is None
+
+
 def test_the_plan_probes_at_small_radii_and_scans_at_large_ones():
     from imgfeat.spark.duplicates import plan
 
@@ -169,6 +192,8 @@ def test_duplicates_compare_the_pictures_codes_of_partitions_coded_alike(spark, 
          "match_image_id": "a.jpg", "hamming": 1}]
     assert (info["described"], info["code"], info["radius"], info["indexed_images"], info["method"]) == (
         "picture", "simhash16c-p", 1, 3, "scan")
+    # 2 pictures against 3 indexed, 16-bit codes within 1 bit: 17 / 65,536 a pair
+    assert (info["own_images"], info["chance_pairs_if_random"]) == (2, round(6 * 17 / 65536, 3))
     shard = json.loads((tmp_path / "index" / code / "shards" / "dt=2026-11-02" / "_stage.json").read_text())
     assert (shard["code"], shard["picture_code"]) == (code, "simhash16c-p")
     meta = json.loads((tmp_path / "duplicates" / "dt=2026-11-02" / "_stage.json").read_text())

@@ -33,6 +33,8 @@ ROWS_PER_SHUFFLE_PARTITION = 1_000_000
 # Hamming radius of a near-duplicate, by what is described, code kind and length: the largest radius
 # at which the false-match rate stays at or below 0.1% on the evaluation corpus's tuning split
 # (`make eval`, README table; R-MAC descriptors, the learned layer without BigDL rounds).
+# The index job warns when random codes would give this many chance matches a picture.
+CHANCE_WARNING = 0.01
 DUPLICATE_RADIUS = {"picture": {"deepbit": {32: 3, 64: 11, 128: 27}, "simhash": {32: 1, 64: 4, 128: 14}},
                     "object": {"deepbit": {32: 3, 64: 10, 128: 26}, "simhash": {32: 2, 64: 8, 128: 17}}}
 
@@ -41,6 +43,25 @@ def default_radius(code: str, bits: int, described: str = "object") -> int:
     """`code`: a code name (`deepbit<K>-..`, `picture-deepbit<K>-..`: learned; else the projection)."""
     by_bits = DUPLICATE_RADIUS[described]["deepbit" if "deepbit" in code else "simhash"]
     return by_bits.get(bits, round(bits * by_bits[64] / 64))
+
+
+def chance_pairs(bits: int, radius: int, own: int, indexed: int) -> float:
+    """Pairs within `radius` expected by chance between `own` and `indexed` uniformly random codes:
+    a floor for real codes, which are less uniform. A radius is a false-match rate per pair, so these
+    grow with the store (64 bits, r = 11: 5.0e-8 a pair, 0.5 a picture against ten million)."""
+    odds = sum(math.comb(bits, i) for i in range(radius + 1)) / 2 ** bits
+    return own * indexed * odds
+
+
+def chance_warning(info: dict) -> str | None:
+    """A line for a duplicates table whose radius matches many pictures by chance (`write_duplicates`'s
+    meta), else None."""
+    own = info.get("own_images") or 0
+    if not own or info["chance_pairs_if_random"] < CHANCE_WARNING * own:
+        return None
+    return (f"at radius {info['radius']}, even random codes would match {info['chance_pairs_if_random']:,.0f} pairs "
+            f"of this partition's {own:,} pictures by chance against {info['indexed_images']:,} indexed; "
+            "set duplicate_radius lower or use longer codes (README: Duplicates)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +161,8 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
                       lambda written: {"rows": written.count(), "images": written.count(),
                                        "groups": written.select("group_id").distinct().count(), "radius": radius,
                                        "method": how["method"],
+                                       "own_images": rows.get(date, 0),
+                                       "chance_pairs_if_random": round(chance_pairs(bits, radius, rows.get(date, 0), indexed), 3),
                                        "described": described, "code": code, "index": wh.index(codes["object"]),
                                        "indexed_images": indexed})
 
@@ -183,4 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     print(f"imgfeat index dt={args.partition_date}: " + json.dumps(info))
+    warning = chance_warning(info)
+    if warning:
+        print(f"imgfeat index dt={args.partition_date}: {warning}")
     return 0
