@@ -25,16 +25,26 @@ def plan(bits: int, radius: int, n: int) -> tuple[int, int]:
     fewest = math.ceil(bits / MAX_SUBSTRING_BITS)  # substrings must fit an int64
     best = None
     for m in range(fewest, max(radius + 1, fewest) + 1):  # beyond r + 1 substrings, probing gains nothing
-        length, s = bits // m, radius // m
-        cost = m * probes_per_substring(bits, m, s) * (1 + n / 2 ** length)
+        s = radius // m
+        cost = expected_work(bits, m, s, n)
         if best is None or cost < best[0]:
             best = (cost, m, s)
     return best[1], best[2]
 
 
+def expected_work(bits: int, m: int, s: int, n: int) -> float:
+    """Rows a probing code makes against n uniform codes: its probes, and the bucket each meets."""
+    return m * probes_per_substring(bits, m, s) * (1 + n / 2 ** (bits // m))
+
+
+def ball(length: int, radius: int) -> int:
+    """How many `length`-bit values are within `radius` of one (itself included)."""
+    return sum(math.comb(length, i) for i in range(radius + 1))
+
+
 def probes_per_substring(bits: int, m: int, s: int) -> int:
     """How many values a probing code looks up per substring: its own and those within s."""
-    return sum(math.comb(bits // m, i) for i in range(s + 1))
+    return ball(bits // m, s)
 
 
 def bounds(bits: int, m: int) -> list[tuple[int, int]]:

@@ -46,11 +46,9 @@ def plan(bits: int, radius: int, own: int, indexed: int) -> dict:
     {"method": "mih", "m", "s", "rows"} (substrings, neighbour radius, probing rows) or
     {"method": "scan", "pairs"}, whichever is expected to take less time."""
     m, s = mih.plan(bits, radius, indexed)
-    rows = own * m * mih.probes_per_substring(bits, m, s)
-    mih_cost = rows * (1 + indexed / 2 ** (bits // m)) * SECONDS_PER_PROBING_ROW
-    if own * indexed * SECONDS_PER_SCANNED_PAIR < mih_cost:
+    if own * indexed * SECONDS_PER_SCANNED_PAIR < own * mih.expected_work(bits, m, s, indexed) * SECONDS_PER_PROBING_ROW:
         return {"method": "scan", "pairs": own * indexed}
-    return {"method": "mih", "m": m, "s": s, "rows": rows}
+    return {"method": "mih", "m": m, "s": s, "rows": own * m * mih.probes_per_substring(bits, m, s)}
 
 
 def _substrings(codes: DataFrame, bits: int, m: int, s: int, side: str) -> DataFrame:
@@ -136,8 +134,7 @@ def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, index
               .groupBy("code").agg(F.min("key").alias("second")))
 
     indexed = history.count() if indexed is None else indexed
-    how = plan(bits, radius, own_codes.count(), indexed)
-    if (method or how["method"]) == "scan":
+    if (method or plan(bits, radius, own_codes.count(), indexed)["method"]) == "scan":
         edges = _scan_edges(own_codes, first.select("code"), bits, radius)
     else:
         edges = _mih_edges(own_codes, first.select("code"), bits, radius, *mih.plan(bits, radius, indexed))

@@ -24,19 +24,20 @@ import sys
 import time
 from contextlib import contextmanager
 
-from imgfeat import params, search
+from imgfeat import mih, params, search
 from imgfeat.layout import SUCCESS, Warehouse
 
 # The duplicates job's shuffles are sized by their biggest side, the probing rows of the MIH join
-# (about 50 bytes each): this many per task keeps each task's sort small in a 1 GB driver.
+# (about 50 bytes each) or the store's codes for the scan: this many per task keeps each task's sort
+# small in a 1 GB driver.
 ROWS_PER_SHUFFLE_PARTITION = 1_000_000
 # Hamming radius of a near-duplicate, by what is described, code kind and length: the largest radius
 # at which the false-match rate stays at or below 0.1% on the evaluation corpus's tuning split
 # (`make eval`, README table; R-MAC descriptors, the learned layer without BigDL rounds).
-# The index job warns when random codes would give this many chance matches a picture.
-CHANCE_WARNING = 0.01
 DUPLICATE_RADIUS = {"picture": {"deepbit": {32: 3, 64: 11, 128: 27}, "simhash": {32: 1, 64: 4, 128: 14}},
                     "object": {"deepbit": {32: 3, 64: 10, 128: 26}, "simhash": {32: 2, 64: 8, 128: 17}}}
+# The index job warns when random codes would give this many chance matches a picture.
+CHANCE_WARNING = 0.01
 
 
 def default_radius(code: str, bits: int, described: str = "object") -> int:
@@ -49,8 +50,7 @@ def chance_pairs(bits: int, radius: int, own: int, indexed: int) -> float:
     """Pairs within `radius` expected by chance between `own` and `indexed` uniformly random codes:
     a floor for real codes, which are less uniform. A radius is a false-match rate per pair, so these
     grow with the store (64 bits, r = 11: 5.0e-8 a pair, 0.5 a picture against ten million)."""
-    odds = sum(math.comb(bits, i) for i in range(radius + 1)) / 2 ** bits
-    return own * indexed * odds
+    return own * indexed * mih.ball(bits, radius) / 2 ** bits
 
 
 def chance_warning(info: dict) -> str | None:
@@ -141,7 +141,8 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
         metas = {d: m for d, m in metas.items() if m.get("picture_code") == code}
     rows = {d: m["rows"] for d, m in metas.items()}
     indexed = sum(rows.values())
-    how = plan(bits, radius, rows.get(date, 0), indexed)
+    own = rows.get(date, 0)
+    how = plan(bits, radius, own, indexed)
     # the join's rows: the probing codes' and the store's substrings; the scan's: the store's codes
     probing = max(how["rows"], indexed * how["m"]) if how["method"] == "mih" else indexed
     settings = {
@@ -161,8 +162,8 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
                       lambda written: {"rows": written.count(), "images": written.count(),
                                        "groups": written.select("group_id").distinct().count(), "radius": radius,
                                        "method": how["method"],
-                                       "own_images": rows.get(date, 0),
-                                       "chance_pairs_if_random": round(chance_pairs(bits, radius, rows.get(date, 0), indexed), 3),
+                                       "own_images": own,
+                                       "chance_pairs_if_random": round(chance_pairs(bits, radius, own, indexed), 3),
                                        "described": described, "code": code, "index": wh.index(codes["object"]),
                                        "indexed_images": indexed})
 
