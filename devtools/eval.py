@@ -16,6 +16,11 @@ interval from resampling the groups, the Hamming radius that achieves it (what `
 and per edit (the share of groups whose original and edited copy match). Then the issue's goal
 rows at the default code length, met or not; each recall goal with what bounds it: the float
 descriptor's recall at that rate (the ceiling before any code) and the code's weakest edit.
+Store scale: a radius is a false-match rate per pair, so a store of millions needs rates far below
+0.1%. Over thousands of distinct pictures (`eval_corpus.distractors`) it measures the learned
+picture code's rate at the duplicates job's default radius, and, at 1e-5 and 1e-6 a pair, the
+recall of that code verified by the similarity of its layer's vectors (what the duplicates job
+does, `index.DUPLICATE_SIMILARITY`) against the code alone at the radius that rate allows.
 Writes var/eval/report.json.
 
     python -m devtools.eval [--bits 32,64,128] [--rounds 0] [--epochs 30] [--described object,picture]
@@ -41,6 +46,10 @@ BOOTSTRAP = 1000
 GOAL_BITS = 64
 GOAL_RECALL = {1e-2: 0.95, 1e-3: 0.80}
 GOAL_MAP_SAME_OBJECT = 1.5 * 0.150
+# False matches per pair of distinct pictures a store of millions needs (1e-6: ten a picture at ten
+# million; the distractors' pairs, about 12 million, resolve no lower).
+STORE_RATES = (1e-5, 1e-6)
+DISTRACTORS = 5000
 
 
 def rate_name(rate: float) -> str:
@@ -129,6 +138,50 @@ def score(dist: np.ndarray, split: dict) -> dict:
     return out
 
 
+def near_pairs(split: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j), i < j: the split's near-duplicate pairs."""
+    i, j = np.triu_indices(len(split["groups"]), 1)
+    same = (split["groups"][i] == split["groups"][j]) & (split["kinds"][i] == "near_duplicate")
+    return i[same], j[same]
+
+
+def similarity_threshold(candidates: np.ndarray, allowed: int) -> float:
+    """The least similarity t at which at most `allowed` of the `candidates` are >= t."""
+    s = np.sort(np.asarray(candidates, np.float64))[::-1]
+    return float(np.nextafter(s[allowed], np.inf)) if allowed < len(s) else -1.0
+
+
+def store_scale(coder: descriptor.Coder, radius: int, distractors: dict, splits: dict) -> dict:
+    """The learned picture code at store-scale false-match rates (`STORE_RATES`), over the pairs of
+    distinct `distractors` ({"picture": descriptors, "cutout", "tile"}): its rate at `radius`;
+    per rate, the similarity (`Coder.vectors`) that verifies the code's candidates down to it and
+    the recall so verified, against the code alone at the largest radius within that rate."""
+    x, cut, tile = distractors["picture"], distractors["cutout"], distractors["tile"]
+    i, j = np.triu_indices(len(x), 1)
+    distinct = (cut[i] != cut[j]) & (tile[i] != tile[j])
+    d = hamming_matrix(coder.codes(x))[i, j][distinct]
+    v = coder.vectors(x)
+    sim = (v @ v.T)[i, j][distinct]
+    pairs = int(distinct.sum())
+    found = {}
+    for name, split in splits.items():
+        a, b = near_pairs(split)
+        sv = coder.vectors(split["picture"])
+        found[name] = (hamming_matrix(coder.codes(split["picture"]))[a, b], (sv @ sv.T)[a, b])
+    recall = lambda keep: {n: round(float(np.mean(keep(*f))), 4) for n, f in found.items()}  # noqa: E731
+    out = {"bits": coder.bits, "radius": radius, "distinct_pairs": pairs,
+           "false_match_rate": float(np.mean(d <= radius)), "recall": recall(lambda h, s: h <= radius), "at": {}}
+    for rate in STORE_RATES:
+        allowed = int(np.floor(rate * pairs))
+        t = similarity_threshold(sim[d <= radius], allowed)
+        within = [r for r in range(coder.bits + 1) if np.sum(d <= r) <= allowed]
+        alone = max(within) if within else -1
+        out["at"][f"{rate:g}"] = {"similarity": round(t, 4),
+                                  "verified_recall": recall(lambda h, s: (h <= radius) & (s >= t)),
+                                  "code_alone": {"radius": alone, "recall": recall(lambda h, s: h <= alone)}}
+    return out
+
+
 def _split(items: list, engine) -> dict:
     """A split's labels and its two descriptors: `object` (the pipeline's: of the crop) and
     `picture` (the same backbone over the whole picture)."""
@@ -148,7 +201,7 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
     from imgfeat import pipeline
     from imgfeat.engines import get_engine
     from imgfeat.engines.bigdl import runtime as bigdl
-    from imgfeat.spark import train_descriptor
+    from imgfeat.spark import index, train_descriptor
 
     started = time.time()
     model_dir = str(paths.model_dir())
@@ -156,6 +209,11 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
     engine = get_engine("openvino", model_dir)
     splits = {"tuning": _split(evaluation, engine), "held_out": _split(eval_corpus.held_out(paths.cache_dir()), engine)}
     train_rows = [r for r in pipeline.crops(training, engine) if r["crop"] is not None]
+    if "picture" in described:
+        items = eval_corpus.distractors(paths.cache_dir(), DISTRACTORS)
+        distractors = {"picture": pipeline.embeddings(pipeline.crops([(k, c) for k, c, *_ in items], engine), engine,
+                                                      "picture"),
+                       "cutout": np.array([c for *_, c, _ in items]), "tile": np.array([t for *_, t in items])}
     # what each descriptor is trained on: the training crops, or the training pictures whole
     samples = {"object": [(r["sha256"], r["crop"]) for r in train_rows],
                "picture": [(hashlib.sha256(c).hexdigest(), c) for _, c in training]}
@@ -164,7 +222,7 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.getOrCreate()
-    rows = []
+    rows, stores = [], []
     for what in described:
         for name, split in splits.items():
             emb = split[what]
@@ -184,6 +242,10 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
                          if rounds else {}),
                       "projection": lambda e: descriptor.binary_codes(e, bits),
                       "itq": lambda e: np.packbits(itq.apply(e) > 0, axis=1)}
+            if what == "picture":
+                coder = descriptor.Coder(bits, "learned", w, c)
+                stores.append(store_scale(coder, index.default_radius("picture-deepbit", bits, "picture"),
+                                          distractors, splits))
             for name, split in splits.items():
                 for method, codes in coders.items():
                     rows.append({"described": what, "split": name, "method": method, "bits": bits,
@@ -198,7 +260,7 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
                         "near_duplicate_groups": len(set(split["groups"][kinds == "near_duplicate"])),
                         "same_object_groups": len(set(split["groups"][kinds == "same_object"]))}
     return {"corpus": corpus, "described": described, "top_k": TOP_K, "false_match_rates": list(FALSE_MATCH_RATES),
-            "rounds": rounds, "epochs": epochs, "rows": rows, "goals": goals(rows),
+            "rounds": rounds, "epochs": epochs, "rows": rows, "goals": goals(rows), "store_scale": stores,
             "seconds": round(time.time() - started, 1)}
 
 
@@ -275,6 +337,16 @@ def table(report: dict) -> str:
                 per = row[f"recall@{r}"]["per_edit"]
                 lines.append(f"{row.get('described', 'object'):<10}{row['split']:<9}{row['method']:<11}{r:>5}  "
                              + "  ".join(f"{per[e]:>12.3f}" for e in edits))
+    for st in report.get("store_scale", []):
+        if st is report["store_scale"][0]:
+            lines += ["", f"store scale: learned picture codes over {st['distinct_pairs']:,} pairs of distinct pictures"
+                          " (recall: tuning / held-out near-duplicate pairs):"]
+        rec = lambda r: f"{r['tuning']:.3f} / {r['held_out']:.3f}"  # noqa: E731
+        lines.append(f"  {st['bits']:>3} bits, radius {st['radius']}: {st['false_match_rate']:.1e} of them match, "
+                     f"recall {rec(st['recall'])}")
+        for rate, at in st["at"].items():
+            lines.append(f"      at {rate} a pair: verified (similarity >= {at['similarity']:.4f}) {rec(at['verified_recall'])}; "
+                         f"code alone (radius {at['code_alone']['radius']}) {rec(at['code_alone']['recall'])}")
     lines += ["", "goals:"]
     for g in report["goals"]:
         value = "-" if g["value"] is None else f"{g['value']:.3f}"

@@ -10,6 +10,9 @@ training set, from the real photos of `sample_photos` (no registry ships a produ
 - held-out near-duplicate groups (`held_out`): the evaluation cut-outs that `build` leaves unused,
   composed with another seed, and the evaluation backgrounds as whole photos, each with the same
   edits. They were fixed before any result on them was seen, and no default is tuned on them.
+- distractors (`distractors`): thousands of distinct pictures, for the false-match rate per pair a
+  store of millions needs: each an evaluation cut-out on one of the non-overlapping tiles of the
+  evaluation backgrounds; two of them are distinct pictures when they share neither.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from devtools import sample_photos
 from imgfeat import augment
 
 GROUP_SIZE = 3
-MAX_SIDE = 800  # whole photos are bounded: the detector sees 300x300 anyway
+MAX_SIDE = 800
+TILES = 3  # rows of non-overlapping tiles cut from each background (4:3, as many columns as fit)  # whole photos are bounded: the detector sees 300x300 anyway
 
 
 def _held_out(name: str) -> bool:
@@ -85,3 +89,35 @@ def held_out(cache_dir: Path, skip: int = 18 + 40, seed: int = 1) -> list[tuple[
         img.thumbnail((MAX_SIDE, MAX_SIDE))
         originals.append(img)
     return [item for i, img in enumerate(originals) for item in near_duplicate_group(f"held{i:03d}", img)]
+
+
+def distractors(cache_dir: Path, count: int = 5000, seed: int = 7) -> list[tuple[str, bytes, int, int]]:
+    """`count` pictures, each a distinct (evaluation cut-out, background tile) pair, the cut-out at
+    a random place and scale as `sample_photos.compose` puts it: [(image_id, jpeg, cutout, tile)].
+    Pictures that share a cut-out or a tile are not distinct; all other pairs are."""
+    from PIL import Image
+
+    _, backgrounds, cutouts = sample_photos.catalogue(sample_photos.fetch_sources(cache_dir))
+    tiles = []
+    for path, source in backgrounds:
+        if _held_out(source):
+            img = sample_photos.load_rgb(path)
+            th = img.height // TILES
+            tw = min(img.width // TILES, th * 4 // 3)
+            tiles += [img.crop((c * tw, r * th, (c + 1) * tw, (r + 1) * th))
+                      for r in range(TILES) for c in range(img.width // tw)]
+    cuts = [path for path, source, *_ in cutouts if _held_out(source)]
+    rng = random.Random(seed)
+    pairs = rng.sample([(c, t) for c in range(len(cuts)) for t in range(len(tiles))], count)
+    loaded = {}
+    out = []
+    for k, (c, t) in enumerate(pairs):
+        cutout = loaded.setdefault(c, sample_photos.load_cutout(cuts[c]))
+        size = rng.choice(sample_photos.BACKGROUND_SIZES)
+        rel = rng.uniform(0.2, 0.6)
+        width = max(8, round(min(rel * size[0], rel * size[1] * cutout.width / cutout.height)))
+        height = round(cutout.height * width / cutout.width)
+        img, _ = sample_photos.paste(tiles[t].resize(size, Image.Resampling.BILINEAR), cutout,
+                                     rng.randint(0, size[0] - width), rng.randint(0, size[1] - height), width)
+        out.append((f"distractor/{k:05d}.jpg", augment.jpeg(img, 92), c, t))
+    return out

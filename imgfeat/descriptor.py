@@ -145,6 +145,26 @@ class Coder:
         x = np.asarray(embeddings, dtype=np.float32)
         return np.packbits(x @ self.weights + self.bias > 0, axis=1)
 
+    def vectors(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """A learned layer's outputs before the sign, L2-normalised [N, bits] (None for the
+        projection): the code keeps their signs; their cosine verifies the code's matches (it
+        keeps how far each is from 0, which the sign loses)."""
+        if not self.learned:
+            return None
+        return l2_normalize(np.asarray(embeddings, dtype=np.float32) @ self.weights + self.bias)
+
+
+def pack_vectors(vectors: np.ndarray) -> list[bytes]:
+    """[N, bits] vectors as float16 bytes each (2 bytes a bit: 128 a 64-bit picture in the index)."""
+    return [row.tobytes() for row in np.asarray(vectors, "<f2")]
+
+
+def cosines(a: list[bytes], b: list[bytes]) -> np.ndarray:
+    """Cosine of each pair of `pack_vectors` rows."""
+    x = np.frombuffer(b"".join(a), "<f2").reshape(len(a), -1).astype(np.float32)
+    y = np.frombuffer(b"".join(b), "<f2").reshape(len(b), -1).astype(np.float32)
+    return np.einsum("nd,nd->n", l2_normalize(x), l2_normalize(y))
+
 
 def projection_coder(bits: int) -> Coder:
     _check_bits(bits)

@@ -203,6 +203,17 @@ def share(value, name: str) -> float:
     return x
 
 
+def similarity(value, name: str = "duplicate_similarity") -> float:
+    """A cosine in [-1, 1] (-1 keeps every match within the radius)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ParamError(name, f"expected a number in [-1, 1], got {value!r}") from None
+    if not -1.0 <= x <= 1.0:
+        raise ParamError(name, f"expected a number in [-1, 1], got {x}")
+    return x
+
+
 def code_bits(value, name: str = "code_bits") -> int:
     try:
         k = int(str(value))

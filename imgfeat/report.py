@@ -95,15 +95,17 @@ def render_template(name: str, **values) -> str:
 
 
 def render(manifest: dict, labels: dict[str, int], scores: dict[str, int], reasons: list[dict],
-           samples: list[dict], cores: int, groups: list[dict] | None = None, radius: int | None = None) -> str:
+           samples: list[dict], cores: int, groups: list[dict] | None = None, radius: int | None = None,
+           similarity: float | None = None) -> str:
     """The page. `reasons`: {code, count, examples}; `samples`: {image_id, label, score, thumb, crop}
     with thumbnail paths relative to the page; `groups`: the near-duplicate groups, {group_id, count,
-    members: [{image_id, hamming, match, thumb?}]} within Hamming distance `radius`, or None when
-    they are not computed yet."""
+    members: [{image_id, hamming, match, thumb?}]} within Hamming distance `radius` (and, with a
+    `similarity`, vectors at least that close), or None when they are not computed yet."""
     stages = [{"name": name, **s, "ips": s["rows"] / s["duration_s"] if s.get("duration_s") else None}
               for name, s in manifest["stages"].items()]
     stages.sort(key=lambda s: STAGES.index(s["name"]) if s["name"] in STAGES else len(STAGES))
     return render_template(
         "report.html", m=manifest, stages=stages, cores=cores, labels=bars(labels),
         scores=bars(scores, ordered=True), reasons=reasons, samples=samples, groups=groups, radius=radius,
+        similarity=similarity,
         conserved=manifest["published"] + manifest["quarantined"] == manifest["images_in"])

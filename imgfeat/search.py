@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SHARD_SCHEMA = "image_id string, code binary, label string"
-# The duplicates job also reads the picture's code from the shard (search never does).
-SHARD_DUPLICATES_SCHEMA = f"{SHARD_SCHEMA}, picture_code binary"
+# The duplicates job also reads the picture's code and vector from the shard (search never does).
+SHARD_DUPLICATES_SCHEMA = f"{SHARD_SCHEMA}, picture_code binary, picture_vector binary"
 # Shards are written in row groups of about this size, so a hit's key and label cost one small read
 # (a whole shard's image_id column, 7.5 MB at 100k pictures, made 10M-row queries 50x slower).
 SHARD_ROW_GROUP_BYTES = 256 << 10

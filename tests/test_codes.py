@@ -297,6 +297,29 @@ def test_recall_at_false_match_rate_stays_below_the_first_allowed_false_match():
     assert (recall, radius) == (1.0, 6.0)
 
 
+def test_store_scale_verifies_the_codes_candidates_down_to_the_rate():
+    """8-bit codes of an identity layer (a bit: a dimension's sign); the vectors' cosine verifies."""
+    from devtools.eval import store_scale
+    from imgfeat.descriptor import Coder
+
+    coder = Coder(8, "learned", np.eye(8, dtype=np.float32), np.zeros(8, np.float32))
+    one = np.ones(8, np.float32)
+    flip = np.where(np.arange(8) == 7, -1, 1).astype(np.float32)  # 1 bit off, cosine 0.75
+    # four distinct pictures: two pairs 1 bit apart (cosine 0.75), the rest 7 or 8 bits apart
+    distractors = {"picture": np.stack([one, flip, -one, -flip]), "cutout": np.arange(4), "tile": np.arange(4)}
+    # two near-duplicate pairs: one with the same code (cosine 0.99), one 1 bit apart (cosine 0.35)
+    nudged, far = one.copy(), one.copy()
+    nudged[0], far[7] = 1.3, -3
+    split = {"picture": np.stack([one, nudged, one, far]), "groups": np.array(["p", "p", "q", "q"]),
+             "kinds": np.array(["near_duplicate"] * 4)}
+    got = store_scale(coder, 1, distractors, {"tuning": split})
+    assert (got["distinct_pairs"], got["false_match_rate"], got["recall"]) == (6, 2 / 6, {"tuning": 1.0})
+    # no false match allowed among 6 pairs: verification needs more than 0.75; the code alone, radius 0
+    assert got["at"]["1e-06"] == {"similarity": 0.75, "verified_recall": {"tuning": 0.5},
+                                  "code_alone": {"radius": 0, "recall": {"tuning": 0.5}}}
+    assert coder.vectors(one[None])[0] == pytest.approx(one / np.sqrt(8))
+
+
 def test_recall_interval_resamples_groups_and_brackets_the_recall():
     from devtools.eval import recall_interval
 

@@ -401,6 +401,7 @@ def test_feature_index_maps_one_index_task_over_the_partitions_named(bag, tmp_pa
 
     import jinja2
     from airflow.sdk.definitions.mappedoperator import MappedOperator
+    from airflow.sdk.exceptions import AirflowFailException
     from imgfeat_airflow import FEATURES, IndexSubmitOperator
 
     dag = bag.dags["feature_index"]
@@ -426,6 +427,13 @@ def test_feature_index_maps_one_index_task_over_the_partitions_named(bag, tmp_pa
         "--warehouse-root", wh, "--partition-date", "2026-11-01", "--duplicate-radius", "3"]
     assert op.execute(context={"params": {"duplicate_radius": None}}) == [
         "--warehouse-root", wh, "--partition-date", "2026-11-01"]
+    assert op.execute(context={"params": {"duplicate_radius": 14, "duplicate_similarity": 0.8}}) == [
+        "--warehouse-root", wh, "--partition-date", "2026-11-01", "--duplicate-radius", "14",
+        "--duplicate-similarity", "0.8"]
+    # a bad one is refused before spark-submit, naming it
+    with pytest.raises(AirflowFailException, match="^index: invalid parameter: argument --duplicate-similarity: "
+                                                   r"expected a number in \[-1, 1\], got 1.5$"):
+        op.execute(context={"params": {"duplicate_similarity": 1.5}})
 
 
 def test_feature_index_without_a_partition_fails_before_spark_submit(bag):

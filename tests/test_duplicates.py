@@ -117,9 +117,35 @@ def test_the_plan_probes_at_small_radii_and_scans_at_large_ones():
     assert plan(64, 8, 100_000, 10_000_000)["method"] == "scan"
 
 
+@pytest.mark.parametrize("method", ["mih", "scan"])
+def test_a_similarity_keeps_the_pairs_whose_vectors_agree(spark, method):
+    """Four pictures within 2 bits of a.jpg; their vectors decide which are its duplicates."""
+    from imgfeat import descriptor
+    from imgfeat.spark.duplicates import near_duplicates
+
+    unit = np.eye(4, dtype=np.float32)
+    vec = descriptor.pack_vectors(np.stack([unit[0], unit[0] + 0.1 * unit[1], unit[1], 0.6 * unit[0] + 0.8 * unit[1]]))
+    rows = [("2026-11-01", "a.jpg", b"\x00\x00", vec[0]),
+            ("2026-11-02", "b.jpg", b"\x00\x01", vec[1]),  # cosine 0.995 with a.jpg
+            ("2026-11-02", "c.jpg", b"\x00\x06", vec[2]),  # 0: a picture whose code happens to be near
+            ("2026-11-02", "d.jpg", b"\x00\x18", vec[3]),  # 0.6
+            ("2026-11-02", "e.jpg", b"\x00\x60", None)]  # no vector (a partition coded without one)
+    history = spark.createDataFrame([(d, i, bytearray(c), bytearray(v) if v else None) for d, i, c, v in rows],
+                                    "dt string, image_id string, code binary, vector binary")
+
+    def matches(similarity):
+        got = near_duplicates(history, "2026-11-02", 16, 2, method=method, similarity=similarity).collect()
+        return sorted((r.image_id, r.match_image_id, r.hamming) for r in got)
+
+    assert matches(None) == [("b.jpg", "a.jpg", 1), ("c.jpg", "a.jpg", 2), ("d.jpg", "a.jpg", 2), ("e.jpg", "a.jpg", 2)]
+    assert matches(0.5) == [("b.jpg", "a.jpg", 1), ("d.jpg", "a.jpg", 2), ("e.jpg", "a.jpg", 2)]
+    assert matches(0.9) == [("b.jpg", "a.jpg", 1), ("e.jpg", "a.jpg", 2)]
+
+
 def _publish(spark, wh, date, rows, code_name, commit_id, picture_code=None):
     """A published features partition as publish leaves it (the columns the index reads); rows
-    (image_id, code[, picture's code]); without `picture_code`, as published before pictures had one."""
+    (image_id, code[, picture's code[, picture's embedding]]); without `picture_code`, as published
+    before pictures had one."""
     import json
     from pathlib import Path
 
@@ -129,6 +155,7 @@ def _publish(spark, wh, date, rows, code_name, commit_id, picture_code=None):
     named = f";picture_code={picture_code}" if picture_code else ""
     data = [tuple({"image_id": r[0], "label": "cup", "code": bytearray(r[1]), "code_bits": len(r[1]) * 8,
                    "picture_code": bytearray(r[2]) if len(r) > 2 else None,
+                   "picture_embedding": [float(x) for x in r[3]] if len(r) > 3 else None,
                    "model": f"m;engine=openvino;min_score=0.3{named};code={code_name}"}.get(k) for k in cols)
             for r in rows]
     target = Path(wh.table("features", date))
@@ -204,3 +231,41 @@ def _table(path):
     import pyarrow.parquet as pq
 
     return sorted(pq.read_table(str(path)).to_pylist(), key=lambda r: r["image_id"])
+
+
+def test_learned_picture_codes_are_verified_by_their_vectors(spark, tmp_path, monkeypatch):
+    """The shard keeps each picture's vector from the layer that coded it; the duplicates job keeps
+    a match within the radius only when the vectors agree (`index.DUPLICATE_SIMILARITY`)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from imgfeat import descriptor
+    from imgfeat.layout import Warehouse
+    from imgfeat.spark import index
+
+    monkeypatch.setitem(index.DUPLICATE_SIMILARITY, 16, 0.9)
+    wh = Warehouse(str(tmp_path))
+    layer = "picture-deepbit16-20261203T000000-test"
+    weights = np.zeros((descriptor.PICTURE_DIM, 16), np.float32)
+    weights[:16] = np.eye(16)  # a picture's vector: its first 16 dimensions, normalised
+    path = tmp_path / "descriptors" / "picture-deepbit16" / f"{layer}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(descriptor.model_json(layer, weights, np.zeros(16, np.float32)))
+    emb = lambda *xs: np.pad(np.array(xs, np.float32), (0, descriptor.PICTURE_DIM - len(xs)))  # noqa: E731
+    code = "simhash16c-test"
+    _publish(spark, wh, "2026-11-01", [("a.jpg", b"\x00\x00", b"\x00\x00", emb(1, 0))], code, "c1", picture_code=layer)
+    _publish(spark, wh, "2026-11-02", [("b.jpg", b"\xff\xff", b"\x00\x01", emb(1, 0.1)),  # cosine 0.995
+                                       ("c.jpg", b"\x0f\x0f", b"\x00\x06", emb(0, 1))],  # cosine 0
+             code, "c2", picture_code=layer)
+    index.refresh(spark, wh, "2026-11-01", radius=2)
+    info = index.refresh(spark, wh, "2026-11-02", radius=2)
+    assert _table(tmp_path / "duplicates" / "dt=2026-11-02") == [
+        {"image_id": "b.jpg", "group_id": "dt=2026-11-01/a.jpg", "match_partition": "2026-11-01",
+         "match_image_id": "a.jpg", "hamming": 1}]  # c.jpg is 2 bits from a.jpg, but another picture
+    assert (info["described"], info["similarity"], info["radius"]) == ("picture", 0.9, 2)
+    shard = tmp_path / "index" / code / "shards" / "dt=2026-11-02"
+    assert json.loads((shard / "_stage.json").read_text())["picture_vectors"] is True
+    vectors = {r["image_id"]: np.frombuffer(r["picture_vector"], "<f2") for r in pq.read_table(str(shard)).to_pylist()}
+    assert vectors["c.jpg"].tolist() == [0, 1] + [0] * 14
+    assert np.allclose(vectors["b.jpg"][:2], [1 / np.sqrt(1.01), 0.1 / np.sqrt(1.01)], atol=1e-3)

@@ -40,6 +40,15 @@ def test_score_threshold(value, ok):
         assert params.score_threshold(value) == ok
 
 
+@pytest.mark.parametrize("value,ok", [("0.8", 0.8), (-1, -1.0), (1, 1.0), (1.5, None), (-1.01, None), ("x", None)])
+def test_duplicate_similarity(value, ok):
+    if ok is None:
+        with pytest.raises(params.ParamError, match="^duplicate_similarity: expected a number in \\[-1, 1\\]"):
+            params.similarity(value)
+    else:
+        assert params.similarity(value) == ok
+
+
 @pytest.mark.parametrize("value,ok", [("64", 64), (32, 32), (128, 128), (12, None), (0, None), (2048, None), ("6.4", None)])
 def test_code_bits(value, ok):
     if ok is None:

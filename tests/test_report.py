@@ -70,4 +70,6 @@ def test_the_page_shows_duplicate_groups_as_rows_with_distances_or_says_they_are
     assert ('<code>c.jpg</code> · hamming <span class="hamming">3</span> to <code>dt=2026-11-03/b.jpg</code>' in html)
     assert "within Hamming distance 6" in html and "2 pictures of this partition" in html
     assert 'id="no-duplicates"' in report.render(*args, cores=2, groups=[], radius=6)
+    verified = re.sub(r"\s+", " ", report.render(*args, cores=2, groups=groups, radius=11, similarity=0.835))
+    assert "within Hamming distance 11 of another picture's (and vectors of cosine 0.835 or more)," in verified
     assert 'id="duplicates-pending"' in report.render(*args, cores=2)

@@ -121,3 +121,19 @@ def test_cli_writes_truth_outside(tmp_path, sources, capsys):
     assert capsys.readouterr().err.strip().endswith(
         "python -m devtools.sample_photos: error: --truth must be outside --out: the pipeline reads the whole partition")
     assert not (tmp_path / "p2").exists()  # refused before anything was written
+
+
+def test_distractors_are_distinct_pairs_of_cutout_and_background_tile(sources):
+    """make eval's store-scale pictures: each an evaluation cut-out on a tile of an evaluation
+    background, no (cut-out, tile) twice, the same bytes for the same seed."""
+    import io
+
+    from devtools import eval_corpus
+
+    items = eval_corpus.distractors(sources.parent, 40)
+    pairs = [(c, t) for *_, c, t in items]
+    assert len(items) == 40 and len(set(pairs)) == 40 and len({k for k, *_ in items}) == 40
+    for _, jpeg, _, _ in items:
+        with Image.open(io.BytesIO(jpeg)) as im:
+            assert im.format == "JPEG" and im.size in sp.BACKGROUND_SIZES
+    assert [j for _, j, *_ in eval_corpus.distractors(sources.parent, 40)] == [j for _, j, *_ in items]

@@ -13,6 +13,9 @@ most the partition's distinct codes).
      - a scan: the partition's distinct codes (its size, not the store's) are broadcast, and each
        task compares its share of the store's codes with all of them (faiss's exhaustive binary
        range search), whatever the radius.
+     With a `similarity`, a pair of codes is kept only when its pictures' vectors (`Coder.vectors`
+     of the learned layer, each code's earliest image's) have at least that cosine, or either has
+     none: the code finds candidates, the vector verifies them.
   3. Groups: connected components of that code graph by min-label propagation (each code starts
      with its earliest image key; each round takes the least label of its neighbours, until none
      changes), so a group is named by its earliest member.
@@ -117,19 +120,45 @@ def _scan_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radiu
     return indexed_codes.mapInPandas(scan, "a binary, b binary, d int").where(F.col("a") != F.col("b"))
 
 
+def _verified(edges: DataFrame, first: DataFrame, similarity: float) -> DataFrame:
+    """The `edges` whose codes' vectors (their earliest images') have a cosine of at least
+    `similarity`, or that lack a vector."""
+    from imgfeat import descriptor
+
+    vectors = first.where(F.col("vector").isNotNull()).select("code", "vector")
+    pairs = (edges.join(vectors.select(F.col("code").alias("a"), F.col("vector").alias("va")), "a", "left")
+             .join(vectors.select(F.col("code").alias("b"), F.col("vector").alias("vb")), "b", "left"))
+
+    def keep(batches):
+        for pdf in batches:
+            both = (pdf["va"].notna() & pdf["vb"].notna()).to_numpy()
+            ok = ~both
+            if both.any():
+                ok[both] = descriptor.cosines(list(pdf["va"][both]), list(pdf["vb"][both])) >= similarity
+            yield pdf.loc[ok, ["a", "b", "d"]]
+
+    return pairs.mapInPandas(keep, "a binary, b binary, d int")
+
+
 def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, indexed: int | None = None,
-                    method: str | None = None) -> DataFrame:
-    """`history`: (dt, image_id, code) of every indexed image of partitions up to `date` with one
-    code; `indexed`, its number of rows if known (it sizes the work). `method`: "mih" or "scan", or
-    None for `plan`'s choice. Returns the duplicates rows of partition `date` (schemas.DUPLICATES)."""
+                    method: str | None = None, similarity: float | None = None) -> DataFrame:
+    """`history`: (dt, image_id, code[, vector]) of every indexed image of partitions up to `date`
+    with one code; `indexed`, its number of rows if known (it sizes the work). `method`: "mih" or
+    "scan", or None for `plan`'s choice. `similarity`: the least cosine of two codes' vectors (packed
+    by `descriptor.pack_vectors`) for a match, or None to match by the radius alone. Returns the
+    duplicates rows of partition `date` (schemas.DUPLICATES)."""
+    vector = F.col("vector") if "vector" in history.columns else F.lit(None).cast("binary").alias("vector")
     keyed = history.select(F.concat(F.lit("dt="), "dt", F.lit("/"), "image_id").alias("key"), "dt", "image_id",
-                           "code")
-    # Read several times; on disk, so the JVM's heap does not grow with the store.
-    first = keyed.groupBy("code").agg(F.min("key").alias("first")).persist(StorageLevel.DISK_ONLY)
+                           "code", vector)
+    # Read several times; on disk, so the JVM's heap does not grow with the store. A code's vector
+    # is its earliest image's.
+    first = (keyed.groupBy("code").agg(F.min(F.struct("key", "vector")).alias("f"))
+             .select("code", F.col("f.key").alias("first"), F.col("f.vector").alias("vector"))
+             .persist(StorageLevel.DISK_ONLY))
     own = keyed.where(F.col("dt") == date).select("key", "image_id", "code")
     own_codes = own.select("code").distinct().cache()
     # An own image's same-code match: its code's earliest key, or the second earliest if it is that.
-    own_first = own_codes.join(first, "code")
+    own_first = own_codes.join(first.select("code", "first"), "code")
     second = (keyed.join(own_first, "code").where(F.col("key") > F.col("first"))
               .groupBy("code").agg(F.min("key").alias("second")))
 
@@ -138,6 +167,8 @@ def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, index
         edges = _scan_edges(own_codes, first.select("code"), bits, radius)
     else:
         edges = _mih_edges(own_codes, first.select("code"), bits, radius, *mih.plan(bits, radius, indexed))
+    if similarity is not None:
+        edges = _verified(edges, first, similarity)
     edges = edges.cache()
 
     # Groups: min-label propagation over the code graph (both directions of each edge).

@@ -2,17 +2,19 @@
 near-duplicates table, as Spark jobs (nothing proportional to the store reaches the driver).
 
   spark-submit spark_apps/index.py --warehouse-root W --partition-date D [--duplicate-radius R]
+                                   [--duplicate-similarity S]
 
 The partition's shard, WAREHOUSE/index/<code>/shards/dt=<date>/ (`imgfeat.search`), is its
-image_id, code, label and picture_code sorted by image_id, written by one executor and committed like a
-checkpoint; it is rewritten only when the partition's features were (their commit id is recorded),
-and a shard of the same partition under another code is removed. The duplicates table,
-WAREHOUSE/duplicates/dt=<date>/, gives each image of the partition that has a near-duplicate
-within Hamming distance R of the whole pictures' codes (the shard keeps them too; its metadata
-says which code, `described`: picture, or object for a partition published before the pictures
-had one) in this or an earlier partition its group and nearest match
-(`imgfeat.spark.duplicates`: multi-index hashing joins and connected components). Then the
-partition's run report is written again, with its largest duplicate groups (`imgfeat.spark.report`).
+image_id, code, label, picture_code and picture_vector (the learned picture layer's outputs before
+the sign, float16; null for the projection's codes) sorted by image_id, written by one executor and
+committed like a checkpoint; it is rewritten only when the partition's features were (their commit
+id is recorded), and a shard of the same partition under another code is removed. The duplicates
+table, WAREHOUSE/duplicates/dt=<date>/, gives each image of the partition that has a near-duplicate
+within Hamming distance R of the whole pictures' codes, and, where both have vectors, a cosine of at
+least S between them (its metadata says which code, `described`: picture, or object for a partition
+published before the pictures had one), in this or an earlier partition its group and nearest
+match (`imgfeat.spark.duplicates`). Then the partition's run report is written again, with its
+largest duplicate groups (`imgfeat.spark.report`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import math
 import sys
 import time
 from contextlib import contextmanager
+
+import numpy as np
 
 from imgfeat import mih, params, search
 from imgfeat.layout import SUCCESS, Warehouse
@@ -36,6 +40,12 @@ ROWS_PER_SHUFFLE_PARTITION = 1_000_000
 # (`make eval`, README table; R-MAC descriptors, the learned layer without BigDL rounds).
 DUPLICATE_RADIUS = {"picture": {"deepbit": {32: 3, 64: 11, 128: 27}, "simhash": {32: 1, 64: 4, 128: 14}},
                     "object": {"deepbit": {32: 3, 64: 10, 128: 26}, "simhash": {32: 2, 64: 8, 128: 17}}}
+# The least cosine of two pictures' vectors (the learned picture layer's outputs before the sign,
+# `Coder.vectors`) for a match within the radius, by code length: the one at which 1e-6 of the
+# pairs of distinct pictures match (`make eval`'s store-scale rows over 12 million pairs, README),
+# rounded up. The radius alone lets 2.7e-4 of them match at 64 bits (270 pictures a picture in a
+# store of a million); verified, 64-bit recall at 1e-6 is 0.630 (the code alone, radius 5: 0.213).
+DUPLICATE_SIMILARITY = {32: 0.926, 64: 0.860, 128: 0.756}
 # The index job warns when random codes would give this many chance matches a picture.
 CHANCE_WARNING = 0.01
 
@@ -44,6 +54,14 @@ def default_radius(code: str, bits: int, described: str = "object") -> int:
     """`code`: a code name (`deepbit<K>-..`, `picture-deepbit<K>-..`: learned; else the projection)."""
     by_bits = DUPLICATE_RADIUS[described]["deepbit" if "deepbit" in code else "simhash"]
     return by_bits.get(bits, round(bits * by_bits[64] / 64))
+
+
+def default_similarity(code: str, bits: int, described: str = "picture") -> float | None:
+    """The verifying similarity of a partition's matches (`DUPLICATE_SIMILARITY`): for learned
+    picture codes of a measured length, else None (the radius alone)."""
+    if described != "picture" or "deepbit" not in code:
+        return None
+    return DUPLICATE_SIMILARITY.get(bits)
 
 
 def chance_pairs(bits: int, radius: int, own: int, indexed: int) -> float:
@@ -73,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duplicate-radius", type=typed(lambda v: params.non_negative_int(v, "duplicate_radius")),
                    default=None, help="Hamming radius of a near-duplicate (default: by what is described, code kind and length, "
                                       f"{DUPLICATE_RADIUS})")
+    p.add_argument("--duplicate-similarity", type=typed(params.similarity), default=None,
+                   help="least cosine of two pictures' vectors (of the learned picture layer) for a match within the "
+                        f"radius; -1 keeps every one (default: by code length, {DUPLICATE_SIMILARITY}; the radius "
+                        "alone for codes without vectors)")
     return p
 
 
@@ -106,12 +128,17 @@ def write_shard(spark, wh: Warehouse, date: str) -> dict:
     codes, bits = codes_of(first["model"]), first["code_bits"]
     code = codes["object"]
     features_commit = read_meta(spark, own)["commit_id"]
+    coder = _picture_coder(fs, wh, codes["picture"], bits)
+    vectors = coder is not None
     shard = wh.index_shard(code, date)
-    if not (is_committed(fs, shard) and read_meta(spark, shard).get("features_commit") == features_commit):
-        rows = features.select("image_id", "code", "label", "picture_code").repartition(1).sortWithinPartitions("image_id")
+    current = is_committed(fs, shard) and read_meta(spark, shard)
+    if not (current and current.get("features_commit") == features_commit
+            and current.get("picture_vectors", False) == vectors):
+        rows = (with_picture_vectors(features.select("image_id", "code", "label", "picture_code", "picture_embedding"), coder)
+                .repartition(1).sortWithinPartitions("image_id"))
         commit(spark, rows, shard, wh.staging_root("index", date), wh.new_staging("index", date),
                lambda written: {"rows": written.count(), "code": code, "picture_code": codes["picture"], "bits": bits,
-                                "partition_date": date, "features_commit": features_commit},
+                                "picture_vectors": vectors, "partition_date": date, "features_commit": features_commit},
                options={"parquet.block.size": search.SHARD_ROW_GROUP_BYTES})
     for other in fs.list_names(wh.index_root()):  # the partition was re-published with another code
         if other != code and fs.exists(wh.index_shard(other, date)):
@@ -119,10 +146,50 @@ def write_shard(spark, wh: Warehouse, date: str) -> dict:
     return {**codes, "bits": bits}
 
 
-def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, radius: int | None = None) -> dict:
+def _picture_coder(fs, wh: Warehouse, name: str | None, bits: int):
+    """The learned layer that coded the pictures (named in the `model` column), or None: the
+    projection's codes, or no picture code, have no vectors to verify a match with."""
+    from imgfeat import descriptor
+
+    if not name or "deepbit" not in name:
+        return None
+    try:
+        return descriptor.load_coder(lambda p: fs.read_text(p) if fs.exists(p) else None, wh, bits, name, "picture")
+    except (FileNotFoundError, ValueError):  # the layer was removed since: its matches go unverified
+        return None
+
+
+def with_picture_vectors(features, coder):
+    """`features` with `picture_vector` in place of `picture_embedding`: its `Coder.vectors`, packed
+    (`descriptor.pack_vectors`); null without a learned layer or a picture descriptor."""
+    from pyspark.sql import functions as F
+
+    if coder is None:
+        return features.drop("picture_embedding").withColumn("picture_vector", F.lit(None).cast("binary"))
+    from imgfeat import descriptor
+
+    def vectors(batches):
+        for pdf in batches:
+            out = [None] * len(pdf)
+            have = [i for i, e in enumerate(pdf["picture_embedding"]) if e is not None and len(e)]
+            if have:
+                packed = descriptor.pack_vectors(coder.vectors(np.stack(pdf["picture_embedding"].iloc[have].to_list())))
+                for i, v in zip(have, packed):
+                    out[i] = v
+            yield pdf.drop(columns=["picture_embedding"]).assign(picture_vector=out)
+
+    kept = [c for c in features.columns if c != "picture_embedding"]
+    schema = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in features.schema.fields
+                       if f.name in kept) + ", picture_vector binary"
+    return features.mapInPandas(vectors, schema)
+
+
+def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, radius: int | None = None,
+                     similarity: float | None = None) -> dict:
     """Commit the partition's duplicates table from the shards of its index up to `date`: by the
     pictures' code (shards written with the same one), or by the crops' code for a partition
-    published before the picture's code existed. `radius` None: `default_radius`."""
+    published before the picture's code existed. `radius` None: `default_radius`; `similarity`
+    None: `default_similarity` (pictures' matches verified by their vectors where they have them)."""
     from pyspark.sql import functions as F
 
     from imgfeat import schemas
@@ -134,6 +201,10 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
     described = "picture" if codes.get("picture") else "object"
     code = codes[described]
     radius = default_radius(code, bits, described) if radius is None else radius
+    if described != "picture":
+        similarity = None  # the crops' codes have no vectors in the shard
+    elif similarity is None:
+        similarity = default_similarity(code, bits, described)
     shards = wh.index_shards(codes["object"])
     dates = sorted(n[3:] for n in fs.list_names(shards) if n.startswith("dt=") and fs.exists(f"{shards}/{n}/{SUCCESS}"))
     metas = {d: read_meta(spark, f"{shards}/dt={d}") for d in dates if d <= date}
@@ -152,11 +223,13 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
                                             math.ceil(probing / ROWS_PER_SHUFFLE_PARTITION)),
     }
     column = {"picture": "picture_code", "object": "code"}[described]
+    vector = F.col("picture_vector") if similarity is not None else F.lit(None).cast("binary")
     with _session_conf(spark, settings):
         history = (spark.read.schema(f"{search.SHARD_DUPLICATES_SCHEMA}, dt string").option("basePath", shards)
                    .parquet(*[f"{shards}/dt={d}" for d in rows])
-                   .select("dt", "image_id", F.col(column).alias("code")).where(F.col("code").isNotNull()))
-        dupes = near_duplicates(history, date, bits, radius, indexed, how["method"]).coalesce(1)
+                   .select("dt", "image_id", F.col(column).alias("code"), vector.alias("vector"))
+                   .where(F.col("code").isNotNull()))
+        dupes = near_duplicates(history, date, bits, radius, indexed, how["method"], similarity).coalesce(1)
         return commit(spark, dupes.select(*schemas.columns(schemas.DUPLICATES)), wh.table("duplicates", date),
                       wh.staging_root("duplicates", date), wh.new_staging("duplicates", date),
                       lambda written: {"rows": written.count(), "images": written.count(),
@@ -164,6 +237,7 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
                                        "method": how["method"],
                                        "own_images": own,
                                        "chance_pairs_if_random": round(chance_pairs(bits, radius, own, indexed), 3),
+                                       "similarity": similarity,
                                        "described": described, "code": code, "index": wh.index(codes["object"]),
                                        "indexed_images": indexed})
 
@@ -181,11 +255,11 @@ def _session_conf(spark, settings: dict):
             spark.conf.unset(k) if v is None else spark.conf.set(k, v)
 
 
-def refresh(spark, wh: Warehouse, date: str, radius: int | None = None) -> dict:
+def refresh(spark, wh: Warehouse, date: str, radius: int | None = None, similarity: float | None = None) -> dict:
     started = time.time()
     shard = write_shard(spark, wh, date)
     shard_s = time.time() - started
-    info = write_duplicates(spark, wh, date, shard, shard["bits"], radius)
+    info = write_duplicates(spark, wh, date, shard, shard["bits"], radius, similarity)
     from imgfeat.spark import report
 
     report.write_safely(spark, wh, date, duplicates=True)  # the run report, now with its duplicate groups
@@ -200,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = SparkSession.builder.appName(f"imgfeat-index-{args.partition_date}").getOrCreate()
     try:
-        info = refresh(spark, Warehouse(args.warehouse_root), args.partition_date, args.duplicate_radius)
+        info = refresh(spark, Warehouse(args.warehouse_root), args.partition_date, args.duplicate_radius,
+                       args.duplicate_similarity)
     except StageFailed as e:
         print(f"imgfeat index failed: {e}", file=sys.stderr)
         return 1

@@ -33,9 +33,9 @@ def _thumbs(it):
         yield pd.DataFrame(out, columns=["image_id", "label", "score", "thumb", "crop"])
 
 
-def _groups(spark, wh: Warehouse, date: str) -> tuple[list[dict], int]:
+def _groups(spark, wh: Warehouse, date: str) -> tuple[list[dict], dict]:
     """The partition's largest near-duplicate groups (up to MEMBERS of their pictures each, nearest
-    first) and the radius, from its duplicates table."""
+    first) and the table's metadata (its radius and similarity), from its duplicates table."""
     from imgfeat.spark.checkpoint import read_meta
 
     path = wh.table("duplicates", date)
@@ -48,7 +48,7 @@ def _groups(spark, wh: Warehouse, date: str) -> tuple[list[dict], int]:
         g = groups.setdefault(r["group_id"], {"group_id": r["group_id"], "count": r["n"], "members": []})
         g["members"].append({"image_id": r["image_id"], "hamming": r["hamming"],
                              "match": f"dt={r['match_partition']}/{r['match_image_id']}"})
-    return list(groups.values())[:GROUPS], read_meta(spark, path)["radius"]
+    return list(groups.values())[:GROUPS], read_meta(spark, path)
 
 
 def write(spark, wh: Warehouse, date: str, manifest: dict, duplicates: bool = False) -> str:
@@ -80,7 +80,7 @@ def write(spark, wh: Warehouse, date: str, manifest: dict, duplicates: bool = Fa
     shuffled = [r[0] for r in features.orderBy(F.xxhash64(F.lit(date), "image_id"), "image_id")
                 .select("image_id").limit(report.SAMPLES).collect()]
     chosen = report.choose_samples(doubtful, shuffled)
-    groups, radius = _groups(spark, wh, date) if duplicates else (None, None)
+    groups, meta = _groups(spark, wh, date) if duplicates else (None, {})
     members = [m["image_id"] for g in groups or [] for m in g["members"]]
 
     page = wh.report(date)
@@ -107,7 +107,8 @@ def write(spark, wh: Warehouse, date: str, manifest: dict, duplicates: bool = Fa
             list(pool.map(lambda f: fs.write_bytes(f[0], bytes(f[1])), files))
     html = report.render(manifest, labels, scores,
                          [{"code": r["code"], "count": r["n"], "examples": list(r["examples"])} for r in reasons],
-                         samples, spark.sparkContext.defaultParallelism, groups, radius)
+                         samples, spark.sparkContext.defaultParallelism, groups, meta.get("radius"),
+                         meta.get("similarity"))
     write_text_atomically(spark, page, html)
     return page
 

@@ -146,4 +146,7 @@ INDEX_PARAMS = {
     "warehouse_root": PARAMS["warehouse_root"],
     "duplicate_radius": Param(None, type=["null", "integer"], minimum=0,
                               description="Hamming radius of a near-duplicate (between pictures' codes); empty: by code kind and length"),
+    "duplicate_similarity": Param(None, type=["null", "number"], minimum=-1, maximum=1,
+                                  description="Least cosine of two pictures' vectors (learned picture codes) for a match "
+                                              "within the radius; -1 keeps every one; empty: by code length"),
 }

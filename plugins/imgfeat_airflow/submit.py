@@ -287,7 +287,8 @@ class TrainDescriptorOperator(AppSubmitOperator):
         return submit_settings(deploy_mode, engine=train_descriptor.ENGINE_TYPE)
 
 
-def index_arguments(warehouse_root: str, partition_date: str, duplicate_radius=None) -> list[str]:
+def index_arguments(warehouse_root: str, partition_date: str, duplicate_radius=None,
+                    duplicate_similarity=None) -> list[str]:
     """spark_apps/index.py's arguments for one partition, checked by the app's own parser:
     AirflowFailException naming the bad one (not retried: it would fail the same way again)."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -297,6 +298,7 @@ def index_arguments(warehouse_root: str, partition_date: str, duplicate_radius=N
 
     args = ["--warehouse-root", warehouse_root, "--partition-date", partition_date]
     args += ["--duplicate-radius", str(duplicate_radius)] if duplicate_radius is not None else []
+    args += ["--duplicate-similarity", str(duplicate_similarity)] if duplicate_similarity is not None else []
     parser = index.build_parser()
     parser.raise_errors = True
     try:
@@ -325,7 +327,7 @@ def index_partitions(triggering_asset_events=None, params=None) -> list[list[str
         raise AirflowFailException("index: invalid parameter: partition_date is required when no Asset event "
                                    "names a partition")
     for warehouse, date in found:
-        index_arguments(warehouse, date, params.get("duplicate_radius"))
+        index_arguments(warehouse, date, params.get("duplicate_radius"), params.get("duplicate_similarity"))
     return [[warehouse, date] for warehouse, date in found]
 
 
@@ -333,7 +335,8 @@ class IndexSubmitOperator(AppSubmitOperator):
     """Submits spark_apps/index.py for one partition (`partition`: [warehouse_root, partition_date]):
     refreshes the similarity index of its code and writes its duplicates table. feature_index maps
     it over `index_partitions`, so each partition is one task instance, retried alone, labelled by
-    its date (`map_index_template`). The `duplicate_radius` param applies to every partition."""
+    its date (`map_index_template`). The `duplicate_radius` and `duplicate_similarity` params apply
+    to every partition."""
 
     def __init__(self, *, partition, map_index_template: str | None = "dt={{ task.partition_date }}", **kwargs):
         super().__init__(app="index", application_args=[], map_index_template=map_index_template, **kwargs)
@@ -341,6 +344,7 @@ class IndexSubmitOperator(AppSubmitOperator):
         self.warehouse_root, self.partition_date = partition
 
     def execute(self, context):
-        radius = (context.get("params") or {}).get("duplicate_radius")
-        self.application_args = index_arguments(self.warehouse_root, self.partition_date, radius)
+        params = context.get("params") or {}
+        self.application_args = index_arguments(self.warehouse_root, self.partition_date,
+                                                params.get("duplicate_radius"), params.get("duplicate_similarity"))
         return self.submit(context)
