@@ -12,7 +12,7 @@ most the partition's distinct codes).
        the radius combinatorially (1,562 a substring at r = 11 for 64 bits);
      - a scan: the partition's distinct codes (its size, not the store's) are broadcast, and each
        task compares its share of the store's codes with all of them (faiss's exhaustive binary
-       range search), whatever the radius.
+       range search), whatever the radius; it verifies its pairs (below) itself.
      With a `similarity`, a pair of codes is kept only when its pictures' vectors (`Coder.vectors`
      of the learned layer, each code's earliest image's) have at least that cosine, or either has
      none: the code finds candidates, the vector verifies them.
@@ -95,19 +95,29 @@ def _mih_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radius
             .select("a", "b", "d").distinct())
 
 
-def _scan_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radius: int) -> DataFrame:
+def _scan_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radius: int,
+                similarity: float | None = None) -> DataFrame:
+    """`own_codes`, `indexed_codes`: (code, vector). With a `similarity`, each task verifies its
+    pairs by their vectors (as `_verified`) before they leave it: at the learned 64-bit radius,
+    unverified candidates are hundreds a picture at a million indexed."""
+    from imgfeat import descriptor
+
     width = math.ceil(bits / 8)  # bytes a code; padding bits are 0 in every code
-    own = [bytes(r.code) for r in own_codes.collect()]  # the partition's distinct codes: 8 bytes each at 64 bits
+    own = own_codes.collect()  # the partition's distinct codes: 8 bytes each at 64 bits (+ 2 a bit of vector)
+    vectors = [r.vector for r in own]
     shared = own_codes.sparkSession.sparkContext.broadcast(
-        np.frombuffer(b"".join(own), np.uint8).reshape(len(own), width))
+        (np.frombuffer(b"".join(bytes(r.code) for r in own), np.uint8).reshape(len(own), width),
+         np.array([v is not None for v in vectors]),
+         np.array([bytes(v) if v is not None else None for v in vectors], dtype=object)))
 
     def scan(batches):
         import faiss
 
         faiss.omp_set_num_threads(1)  # a Spark task is one core
+        own_matrix, own_has, own_vectors = shared.value
         index = faiss.IndexBinaryFlat(8 * width)
-        index.add(shared.value)
-        own_bytes = np.array([bytes(c) for c in shared.value], dtype=object)
+        index.add(own_matrix)
+        own_bytes = np.array([bytes(c) for c in own_matrix], dtype=object)
         for pdf in batches:
             if pdf.empty:
                 continue
@@ -115,7 +125,13 @@ def _scan_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radiu
             lims, d, i = index.range_search(np.frombuffer(b"".join(codes), np.uint8).reshape(len(codes), width),
                                             radius + 1)  # faiss's radius is strict
             src = np.repeat(np.arange(len(codes)), np.diff(lims.astype(np.int64)))
-            yield pd.DataFrame({"a": own_bytes[i], "b": codes[src], "d": d.astype(np.int32)})
+            keep = np.ones(len(src), bool)
+            if similarity is not None and len(src):
+                vec = pdf["vector"].to_numpy()
+                both = own_has[i] & pd.notna(vec[src])
+                if both.any():
+                    keep[both] = descriptor.cosines(list(own_vectors[i[both]]), list(vec[src[both]])) >= similarity
+            yield pd.DataFrame({"a": own_bytes[i[keep]], "b": codes[src[keep]], "d": d[keep].astype(np.int32)})
 
     return indexed_codes.mapInPandas(scan, "a binary, b binary, d int").where(F.col("a") != F.col("b"))
 
@@ -164,11 +180,12 @@ def near_duplicates(history: DataFrame, date: str, bits: int, radius: int, index
 
     indexed = history.count() if indexed is None else indexed
     if (method or plan(bits, radius, own_codes.count(), indexed)["method"]) == "scan":
-        edges = _scan_edges(own_codes, first.select("code"), bits, radius)
+        edges = _scan_edges(own_codes.join(first.select("code", "vector"), "code"), first.select("code", "vector"),
+                            bits, radius, similarity)
     else:
         edges = _mih_edges(own_codes, first.select("code"), bits, radius, *mih.plan(bits, radius, indexed))
-    if similarity is not None:
-        edges = _verified(edges, first, similarity)
+        if similarity is not None:
+            edges = _verified(edges, first, similarity)
     edges = edges.cache()
 
     # Groups: min-label propagation over the code graph (both directions of each edge).
