@@ -252,7 +252,15 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-rows", default="1000000,10000000", help="comma-separated store sizes for --scale")
     ap.add_argument("--scale-radius", type=int, default=5,
                     help="the duplicates' Hamming radius for --scale (64-bit codes; the defaults are in README)")
+    ap.add_argument("--scale-verified", action="store_true",
+                    help="only the duplicates at the learned 64-bit radius over crowded synthetic codes, verified by "
+                         "their vectors and by the radius alone (devtools/bench_scale.py run_verified; --scale-rows)")
     a = ap.parse_args(argv)
+    if a.scale_verified:
+        from devtools import bench_scale
+
+        bench_scale.run_verified([int(n) for n in a.scale_rows.split(",")])
+        return 0
     if a.scale:
         from devtools import bench_scale
 

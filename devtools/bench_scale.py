@@ -15,6 +15,13 @@ local[2] with Spark's default driver memory (1 GB):
 and the peak RSS of the Spark JVM (driver and executor threads in local mode), of the largest
 Python worker and of this process. Exactness, on the first partition (100,000 rows): the duplicates
 equal brute force (faiss's exhaustive range search), and `similar` returns what a flat scan does.
+
+`run_verified` (`make bench BENCH_ARGS="--scale-verified --scale-rows 1000000"`): the duplicates at
+the learned 64-bit radius (11) over codes as crowded as learned ones: each within 6 random bits of
+one of CENTRES codes, so that about as many distinct pairs are within 11 bits as `make eval` measured
+(2.7e-4), with random vectors (2% planted in groups of 10 with near codes and vectors); the partition
+added with the vectors' verification (`index.DUPLICATE_SIMILARITY`), then by the radius alone, each
+given at most `limit_s` seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ PER_PARTITION = 100_000
 CODE = "simhash64c-scale"
 MODEL = f"synthetic;engine=none;min_score=0.3;picture_code={CODE};code={CODE}"
 RADIUS = 5
+# Codes within 6 random bits of one of this many centres: two of one centre are within 11 bits with
+# odds of 2/3 (unless their 12 flips all differ), so 2.7e-4 of all pairs are, as make eval measured
+# for learned picture codes.
+CENTRES = 2_500
+FLIPS = 6
 
 
 class PeakRSS:
@@ -81,7 +93,7 @@ def _spark():
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the workers' Python: this venv's
     return (SparkSession.builder.master("local[2]").appName("imgfeat-bench-scale")
-            .config("spark.ui.enabled", "false").getOrCreate())
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
 
 
 def _date(p: int) -> str:
@@ -314,4 +326,110 @@ def run(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None 
     report = {"radius": radius, "results": results, "exactness": exact}
     (base / "report.json").write_text(json.dumps(report, indent=2))
     print(f"report: {base / 'report.json'}")
+    return report
+
+
+def generate_clustered(spark, root: Path, rows: int, per_partition: int = PER_PARTITION,
+                       centres: int = CENTRES) -> Path:
+    """(dt, image_id, code, vector) of `rows` clustered codes (kept and reused): 2% planted in groups
+    of 10 (a group's code with one bit flipped, its vector plus 20% noise), the rest within FLIPS
+    random bits of one of `centres` codes, with random vectors."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    path = root / f"clustered-{rows}-{per_partition}-{centres}"
+    if (path / "_SUCCESS").exists():
+        return path
+    flips = " ^ ".join(f"shiftleft(cast(1 as long), cast(pmod(xxhash64('f{k}', id), 64) as int))" for k in range(FLIPS))
+    planted = (F.col("id") % 1000) < 20
+    code = (F.when(planted, F.expr("xxhash64('group', cast(id / 10 as long)) ^ "
+                                   "shiftleft(cast(1 as long), cast(pmod(xxhash64('flip', id), 64) as int))"))
+            .otherwise(F.expr(f"xxhash64('centre', pmod(id, {centres})) ^ ({flips})")))
+    df = spark.range(rows).select(
+        "id", F.date_format(F.date_add(F.lit("2025-01-01").cast("date"), (F.col("id") / per_partition).cast("int")),
+                            "yyyy-MM-dd").alias("dt"),
+        F.concat(F.lit("img-"), F.col("id").cast("string")).alias("image_id"),
+        F.unhex(F.lpad(F.hex(code), 16, "0")).alias("code"), planted.alias("planted"))
+
+    def vectors(batches):
+        from imgfeat import descriptor
+
+        for pdf in batches:
+            ids = pdf["id"].to_numpy()
+            v = np.random.default_rng(int(ids[0]) if len(ids) else 0).standard_normal((len(ids), 64))
+            for k in np.where(pdf["planted"].to_numpy())[0]:  # the group's vector, plus noise
+                v[k] = np.random.default_rng(10**9 + int(ids[k]) // 10).standard_normal(64) + 0.2 * v[k]
+            yield pd.DataFrame({"dt": pdf["dt"], "image_id": pdf["image_id"], "code": pdf["code"],
+                                "vector": descriptor.pack_vectors(descriptor.l2_normalize(v))})
+
+    (df.mapInPandas(vectors, "dt string, image_id string, code binary, vector binary")
+     .write.mode("overwrite").partitionBy("dt").parquet(str(path)))
+    return path
+
+
+def _within(limit_s: float, spark, job):
+    """(job's result, seconds), or (None, None) when it took longer than `limit_s`: cancelled."""
+    sc = spark.sparkContext
+    sc.setJobGroup("bench-verified", "bench: duplicates", interruptOnCancel=True)
+    timer = threading.Timer(limit_s, sc.cancelJobGroup, ["bench-verified"])
+    timer.start()
+    started = time.perf_counter()
+    try:
+        return job(), time.perf_counter() - started
+    except Exception:  # noqa: BLE001 -- cancelled: Py4J's error for the killed job
+        if time.perf_counter() - started >= limit_s:
+            return None, None
+        raise
+    finally:
+        timer.cancel()
+        sc.setLocalProperty("spark.jobGroup.id", None)
+
+
+def run_verified(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None = None, spark=None,
+                 centres: int = CENTRES, radius: int = 11, limit_s: float = 600, alone: bool = True) -> dict:
+    """The last partition's duplicates over each size of clustered store, verified by the vectors
+    and (with `alone`) by the radius alone; returns the report (also <base>/verified.json)."""
+    from imgfeat.spark.duplicates import near_duplicates
+    from imgfeat.spark.index import DUPLICATE_SIMILARITY
+
+    similarity = DUPLICATE_SIMILARITY[64]
+    base = Path(base or paths.var_dir() / "bench" / "scale")
+    rng = np.random.default_rng(0)  # the odds that two codes of one centre are within the radius
+    pos = rng.integers(0, 64, (2, 200_000, FLIPS))
+    masks = [np.bitwise_xor.reduce(np.left_shift(np.uint64(1), p.astype(np.uint64)), axis=1) for p in pos]
+    same = float(np.mean(np.unpackbits((masks[0] ^ masks[1]).view(np.uint8).reshape(-1, 8), axis=1).sum(1) <= radius))
+    print(f"verified: clustered stores of {', '.join(f'{n:,}' for n in sizes)} rows ({centres:,} centres: "
+          f"{same / centres:.1e} of distinct pairs within {radius} bits), {per_partition:,} a partition; "
+          f"duplicates within {radius} bits verified at cosine {similarity}, and by the radius alone "
+          f"(at most {limit_s:.0f} s each); local[2]", flush=True)
+    own_session = spark is None
+    spark = spark or _spark()
+    results = []
+    try:
+        for rows in sizes:
+            from pyspark.sql import functions as F
+
+            history = spark.read.parquet(str(generate_clustered(spark, base, rows, per_partition, centres)))
+            last = _date(rows // per_partition - 1)
+            result = {"rows": rows, "candidates_a_picture": round(same / centres * rows, 1)}
+            for name, sim in (("verified", similarity), ("radius_alone", None))[:2 if alone else 1]:
+                def job():
+                    found = near_duplicates(history, last, 64, radius, indexed=rows, method="scan", similarity=sim)
+                    ids = found.select(F.expr("cast(substring(image_id, 5) as long) % 1000 < 20").alias("planted"))
+                    return {k: v for k, v in ids.groupBy().agg(F.count("*").alias("images"),
+                                                              F.sum(F.col("planted").cast("int")).alias("planted"))
+                            .first().asDict().items()}
+                got, seconds = _within(limit_s, spark, job)
+                result[name] = {"seconds": None if seconds is None else round(seconds, 1),
+                                "duplicate_images": got and got["images"], "planted_found": got and got["planted"]}
+                print(f"  {rows:,} rows, {name}: " + (f"{got['images']:,} duplicate images ({got['planted']:,} of "
+                                                      f"the {per_partition // 50:,} planted) in {seconds:.1f} s"
+                                                      if got else f"not finished in {limit_s:.0f} s"), flush=True)
+            results.append(result)
+    finally:
+        if own_session:
+            spark.stop()
+    report = {"radius": radius, "similarity": similarity, "centres": centres, "results": results}
+    (base / "verified.json").write_text(json.dumps(report, indent=2))
+    print(f"report: {base / 'verified.json'}")
     return report
