@@ -404,11 +404,11 @@ def run_verified(sizes: list[int], per_partition: int = PER_PARTITION, base: Pat
           f"(at most {limit_s:.0f} s each); local[2]", flush=True)
     own_session = spark is None
     spark = spark or _spark()
+    from pyspark.sql import functions as F
+
     results = []
     try:
         for rows in sizes:
-            from pyspark.sql import functions as F
-
             history = spark.read.parquet(str(generate_clustered(spark, base, rows, per_partition, centres)))
             last = _date(rows // per_partition - 1)
             result = {"rows": rows, "candidates_a_picture": round(same / centres * rows, 1)}
@@ -416,9 +416,8 @@ def run_verified(sizes: list[int], per_partition: int = PER_PARTITION, base: Pat
                 def job():
                     found = near_duplicates(history, last, 64, radius, indexed=rows, method="scan", similarity=sim)
                     ids = found.select(F.expr("cast(substring(image_id, 5) as long) % 1000 < 20").alias("planted"))
-                    return {k: v for k, v in ids.groupBy().agg(F.count("*").alias("images"),
-                                                              F.sum(F.col("planted").cast("int")).alias("planted"))
-                            .first().asDict().items()}
+                    return ids.agg(F.count("*").alias("images"),
+                                   F.sum(F.col("planted").cast("int")).alias("planted")).first().asDict()
                 got, seconds = _within(limit_s, spark, job)
                 result[name] = {"seconds": None if seconds is None else round(seconds, 1),
                                 "duplicate_images": got and got["images"], "planted_found": got and got["planted"]}

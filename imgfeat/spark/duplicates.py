@@ -100,21 +100,17 @@ def _scan_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radiu
     """`own_codes`, `indexed_codes`: (code, vector). With a `similarity`, each task verifies its
     pairs by their vectors (as `_verified`) before they leave it: at the learned 64-bit radius,
     unverified candidates are hundreds a picture at a million indexed."""
-    from imgfeat import descriptor
-
     width = math.ceil(bits / 8)  # bytes a code; padding bits are 0 in every code
     own = own_codes.collect()  # the partition's distinct codes: 8 bytes each at 64 bits (+ 2 a bit of vector)
-    vectors = [r.vector for r in own]
     shared = own_codes.sparkSession.sparkContext.broadcast(
         (np.frombuffer(b"".join(bytes(r.code) for r in own), np.uint8).reshape(len(own), width),
-         np.array([v is not None for v in vectors]),
-         np.array([bytes(v) if v is not None else None for v in vectors], dtype=object)))
+         np.array([bytes(r.vector) if r.vector is not None else None for r in own], dtype=object)))
 
     def scan(batches):
         import faiss
 
         faiss.omp_set_num_threads(1)  # a Spark task is one core
-        own_matrix, own_has, own_vectors = shared.value
+        own_matrix, own_vectors = shared.value
         index = faiss.IndexBinaryFlat(8 * width)
         index.add(own_matrix)
         own_bytes = np.array([bytes(c) for c in own_matrix], dtype=object)
@@ -127,31 +123,33 @@ def _scan_edges(own_codes: DataFrame, indexed_codes: DataFrame, bits: int, radiu
             src = np.repeat(np.arange(len(codes)), np.diff(lims.astype(np.int64)))
             keep = np.ones(len(src), bool)
             if similarity is not None and len(src):
-                vec = pdf["vector"].to_numpy()
-                both = own_has[i] & pd.notna(vec[src])
-                if both.any():
-                    keep[both] = descriptor.cosines(list(own_vectors[i[both]]), list(vec[src[both]])) >= similarity
+                keep = _agree(own_vectors[i], pdf["vector"].to_numpy()[src], similarity)
             yield pd.DataFrame({"a": own_bytes[i[keep]], "b": codes[src[keep]], "d": d[keep].astype(np.int32)})
 
     return indexed_codes.mapInPandas(scan, "a binary, b binary, d int").where(F.col("a") != F.col("b"))
 
 
-def _verified(edges: DataFrame, first: DataFrame, similarity: float) -> DataFrame:
-    """The `edges` whose codes' vectors (their earliest images') have a cosine of at least
-    `similarity`, or that lack a vector."""
+def _agree(a: np.ndarray, b: np.ndarray, similarity: float) -> np.ndarray:
+    """Per pair of packed vectors (object arrays, None where a code has none): whether they match,
+    a cosine of at least `similarity`, or cannot be told (either is None: the radius decides)."""
     from imgfeat import descriptor
 
+    both = pd.notna(a) & pd.notna(b)
+    ok = ~both
+    if both.any():
+        ok[both] = descriptor.cosines(list(a[both]), list(b[both])) >= similarity
+    return ok
+
+
+def _verified(edges: DataFrame, first: DataFrame, similarity: float) -> DataFrame:
+    """The `edges` whose codes' vectors (their earliest images') agree (`_agree`)."""
     vectors = first.where(F.col("vector").isNotNull()).select("code", "vector")
     pairs = (edges.join(vectors.select(F.col("code").alias("a"), F.col("vector").alias("va")), "a", "left")
              .join(vectors.select(F.col("code").alias("b"), F.col("vector").alias("vb")), "b", "left"))
 
     def keep(batches):
         for pdf in batches:
-            both = (pdf["va"].notna() & pdf["vb"].notna()).to_numpy()
-            ok = ~both
-            if both.any():
-                ok[both] = descriptor.cosines(list(pdf["va"][both]), list(pdf["vb"][both])) >= similarity
-            yield pdf.loc[ok, ["a", "b", "d"]]
+            yield pdf.loc[_agree(pdf["va"].to_numpy(), pdf["vb"].to_numpy(), similarity), ["a", "b", "d"]]
 
     return pairs.mapInPandas(keep, "a binary, b binary, d int")
 

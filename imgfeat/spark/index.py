@@ -26,8 +26,6 @@ import sys
 import time
 from contextlib import contextmanager
 
-import numpy as np
-
 from imgfeat import mih, params, search
 from imgfeat.layout import SUCCESS, Warehouse
 
@@ -128,7 +126,7 @@ def write_shard(spark, wh: Warehouse, date: str) -> dict:
     codes, bits = codes_of(first["model"]), first["code_bits"]
     code = codes["object"]
     features_commit = read_meta(spark, own)["commit_id"]
-    coder = _picture_coder(fs, wh, codes["picture"], bits)
+    coder = _picture_coder(spark, wh, codes["picture"], bits)
     vectors = coder is not None
     shard = wh.index_shard(code, date)
     current = is_committed(fs, shard) and read_meta(spark, shard)
@@ -146,16 +144,17 @@ def write_shard(spark, wh: Warehouse, date: str) -> dict:
     return {**codes, "bits": bits}
 
 
-def _picture_coder(fs, wh: Warehouse, name: str | None, bits: int):
+def _picture_coder(spark, wh: Warehouse, name: str | None, bits: int):
     """The learned layer that coded the pictures (named in the `model` column), or None: the
     projection's codes, or no picture code, have no vectors to verify a match with."""
-    from imgfeat import descriptor
+    from imgfeat.spark import StageFailed
+    from imgfeat.spark.runner import load_coder
 
     if not name or "deepbit" not in name:
         return None
     try:
-        return descriptor.load_coder(lambda p: fs.read_text(p) if fs.exists(p) else None, wh, bits, name, "picture")
-    except (FileNotFoundError, ValueError):  # the layer was removed since: its matches go unverified
+        return load_coder(spark, wh, bits, name, "picture")
+    except StageFailed:  # the layer was removed since: its matches go unverified
         return None
 
 
@@ -169,6 +168,8 @@ def with_picture_vectors(features, coder):
     from imgfeat import descriptor
 
     def vectors(batches):
+        import numpy as np
+
         for pdf in batches:
             out = [None] * len(pdf)
             have = [i for i, e in enumerate(pdf["picture_embedding"]) if e is not None and len(e)]

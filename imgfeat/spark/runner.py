@@ -33,7 +33,7 @@ def model_name(args, code: str, score_threshold: float, picture_code: str) -> st
             f"min_score={score_threshold:g};picture={PICTURE_DESCRIPTOR};picture_code={picture_code};code={code}")
 
 
-def _coder(spark, wh: Warehouse, bits: int, name: str | None = None, described: str = "object"):
+def load_coder(spark, wh: Warehouse, bits: int, name: str | None = None, described: str = "object"):
     """The descriptor coder of crops (`described` "object") or whole pictures ("picture"): `name`,
     else the current learned layer for `bits`, else the projection."""
     from imgfeat import descriptor
@@ -160,8 +160,8 @@ def run_detect(spark, args, wh):
     df = df.drop("format", "size_bytes", "orientation_ok")  # ingest's own columns
     # The run's code is settled here, so the reuse lookup and embed agree on it even if a new
     # layer is trained meanwhile: embed uses the code that detect recorded.
-    code = _coder(spark, wh, args.code_bits).name
-    picture_code = _coder(spark, wh, args.code_bits, described="picture").name
+    code = load_coder(spark, wh, args.code_bits).name
+    picture_code = load_coder(spark, wh, args.code_bits, described="picture").name
     model = model_name(args, code, args.score_threshold, picture_code)
     index = reuse.published(spark, wh.features_root(), model) if args.reuse else None
     # force: the partition's own earlier rows are what is being recomputed, never copied back
@@ -186,8 +186,8 @@ def run_embed(spark, args, wh):
 
     df, meta = _read_previous(spark, wh, "embed", args.partition_date)
     detected = read_meta(spark, wh.checkpoint("detect", args.partition_date))
-    coder = _coder(spark, wh, args.code_bits, detected.get("code"))
-    picture_coder = _coder(spark, wh, args.code_bits, detected.get("picture_code"), "picture")
+    coder = load_coder(spark, wh, args.code_bits, detected.get("code"))
+    picture_coder = load_coder(spark, wh, args.code_bits, detected.get("picture_code"), "picture")
     df = df.repartition(_partitions(spark, meta["rows"], args.images_per_task))
     return _infer(spark, args, df, "embed", coder, picture_coder), meta["rows"], {
         "model": model_name(args, coder.name, detected["score_threshold"], picture_coder.name), "code": coder.name,
