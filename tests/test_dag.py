@@ -308,9 +308,11 @@ def test_engine_bigdl_submits_detect_and_embed_with_bigdl_jars_and_settings(monk
 
     # a driver on this machine also starts from make setup's class archive for BigDL's class path
     archive = f" -XX:SharedArchiveFile={jvm.archive_path(':'.join(jars))} {jvm.QUIET}" if mode == "client" else ""
+    # Spark's logging configuration, not the log4j2-test.xml inside BigDL's jar
+    logs = "-Dlog4j2.configurationFile=org/apache/spark/log4j2-defaults.properties"
     assert {"spark.serializer=org.apache.spark.serializer.JavaSerializer",
-            "spark.executor.extraJavaOptions=-Dbigdl.engineType=mkldnn -Xss64m",
-            f"spark.driver.extraJavaOptions=-Dlog4j2.info -Dbigdl.engineType=mkldnn -Xss64m{archive}",
+            f"spark.executor.extraJavaOptions=-Dbigdl.engineType=mkldnn -Xss64m {logs}",
+            f"spark.driver.extraJavaOptions=-Dlog4j2.info -Dbigdl.engineType=mkldnn -Xss64m {logs}{archive}",
             "spark.shuffle.reduceLocality.enabled=false"} <= confs
     assert pairs["--driver-memory"] == "3g"
     from imgfeat_airflow import StageSubmitOperator
@@ -374,7 +376,8 @@ def test_train_descriptor_submits_bigdl_training_on_its_default_engine(bag, monk
     pairs = dict(_pairs(cmd))
     jars = sorted(glob.glob(os.path.join(os.path.dirname(bigdl.__file__), "share", "*", "lib", "*.jar")))
     assert pairs["--jars"] == ",".join(jars)
-    assert "spark.executor.extraJavaOptions=-Dbigdl.engineType=mklblas -Xss64m" in cmd
+    assert ("spark.executor.extraJavaOptions=-Dbigdl.engineType=mklblas -Xss64m "
+            "-Dlog4j2.configurationFile=org/apache/spark/log4j2-defaults.properties") in cmd
 
 
 @pytest.mark.parametrize("param,value,message", [

@@ -48,3 +48,26 @@ def test_no_archive_means_no_option_and_another_class_path_another_archive(monke
     assert conf == {"spark.driver.extraJavaOptions":
                     f"-Xss64m -XX:SharedArchiveFile={tmp_path}/jvm/{jvm.archive_path().name} {jvm.QUIET}"}
     assert jvm.driver_options("/x/bigdl.jar") == ""
+
+
+def test_a_bigdl_driver_logs_by_spark_s_configuration_not_the_test_file_in_bigdl_s_jar(tmp_path):
+    from imgfeat.engines import stage_submit_settings
+    from imgfeat.engines.bigdl import submit
+
+    settings = stage_submit_settings("detect", "bigdl")
+    app = tmp_path / "app.py"
+    app.write_text("from pyspark.sql import SparkSession\n"
+                   "s = SparkSession.builder.getOrCreate()\n"
+                   "ctx = s._jvm.org.apache.logging.log4j.LogManager.getContext(False)\n"
+                   "print('config', ctx.getConfiguration().getConfigurationSource().getLocation())\n"
+                   "print('rows', s.range(3).count())\ns.stop()\n")
+    out = subprocess.run([str(Path(sys.executable).with_name("spark-submit")), "--master", "local[1]",
+                          "--conf", "spark.ui.enabled=false", "--driver-class-path", settings["driver_class_path"],
+                          "--driver-java-options", settings["conf"]["spark.driver.extraJavaOptions"], str(app)],
+                         env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+                         capture_output=True, text=True, check=True)
+    assert "rows 3" in out.stdout
+    config = next(line.split(" ", 1)[1] for line in out.stdout.splitlines() if line.startswith("config "))
+    assert config.endswith(f"!/{submit.SPARK_LOG_DEFAULTS}") and "spark-core" in config
+    # Spark's INFO lines go to stderr, none to stdout (BigDL's file logged them to both)
+    assert "INFO" in out.stderr and "INFO" not in out.stdout

@@ -20,11 +20,25 @@ def bigdl_conf_file() -> str:
     return os.path.join(os.path.dirname(bigdl.__file__), "share", "dllib", "conf", "spark-bigdl.conf")
 
 
+# Spark's own logging configuration, a resource of its core jar (what Spark uses when none is found)
+SPARK_LOG_DEFAULTS = "org/apache/spark/log4j2-defaults.properties"
+
+
+def log_configuration() -> str:
+    """log4j2's configuration for a BigDL app's JVMs. BigDL's jar carries a log4j2-test.xml, and
+    log4j2 takes a -test file before any log4j2.properties: every INFO line would go to stdout and
+    be appended to a file literally named `/tmp/${sys:logFilename}` that nothing rotates. So name one:
+    the cluster's log4j2.properties when its Spark conf dir has one (on the class path of the driver
+    and of YARN's containers), else Spark's defaults."""
+    conf_dir = os.environ.get("SPARK_CONF_DIR") or os.path.join(os.environ.get("SPARK_HOME", ""), "conf")
+    return "log4j2.properties" if os.path.isfile(os.path.join(conf_dir, "log4j2.properties")) else SPARK_LOG_DEFAULTS
+
+
 def java_options(engine: str = "mkldnn") -> str:
     # mkldnn: static graphs are converted to MKL-DNN graphs (6-15x faster than the default engine
     # here: FIELD_NOTES and the issue 4 note); the deep graph
     # needs a large thread stack.
-    return f"-Dbigdl.engineType={engine} -Xss64m"
+    return f"-Dbigdl.engineType={engine} -Xss64m -Dlog4j2.configurationFile={log_configuration()}"
 
 
 def submit_settings(deploy_mode: str | None = None, engine: str = "mkldnn") -> dict:
