@@ -254,12 +254,14 @@ def main(argv=None) -> int:
                     help="the duplicates' Hamming radius for --scale (64-bit codes; the defaults are in README)")
     ap.add_argument("--scale-verified", action="store_true",
                     help="only the duplicates at the learned 64-bit radius over crowded synthetic codes, verified by "
-                         "their vectors and by the radius alone (devtools/bench_scale.py run_verified; --scale-rows)")
+                         "their vectors (devtools/bench_scale.py run_verified; --scale-rows, --scale-alone)")
+    ap.add_argument("--scale-alone", action="store_true",
+                    help="with --scale-verified: also by the radius alone (cancelled after 600 s)")
     a = ap.parse_args(argv)
     if a.scale_verified:
         from devtools import bench_scale
 
-        bench_scale.run_verified([int(n) for n in a.scale_rows.split(",")])
+        bench_scale.run_verified([int(n) for n in a.scale_rows.split(",")], alone=a.scale_alone)
         return 0
     if a.scale:
         from devtools import bench_scale

@@ -17,11 +17,12 @@ Python worker and of this process. Exactness, on the first partition (100,000 ro
 equal brute force (faiss's exhaustive range search), and `similar` returns what a flat scan does.
 
 `run_verified` (`make bench BENCH_ARGS="--scale-verified --scale-rows 1000000"`): the duplicates at
-the learned 64-bit radius (11) over codes as crowded as learned ones: each within 6 random bits of
-one of CENTRES codes, so that about as many distinct pairs are within 11 bits as `make eval` measured
-(2.7e-4), with random vectors (2% planted in groups of 10 with near codes and vectors); the partition
-added with the vectors' verification (`index.DUPLICATE_SIMILARITY`), then by the radius alone, each
-given at most `limit_s` seconds.
+the learned 64-bit radius with verification (`index.VERIFIED_RADIUS`, 14) over codes as crowded as
+learned ones: each within 6 random bits of one of as many centres as make as many distinct pairs
+candidates as `make eval` measured at that radius (CANDIDATES), with random vectors (2% planted in
+groups of 10 with near codes and vectors); the partition added with the vectors' verification
+(`index.DUPLICATE_SIMILARITY`), and with `alone` (`--scale-alone`) by the radius alone, each given at
+most `limit_s` seconds.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ PER_PARTITION = 100_000
 CODE = "simhash64c-scale"
 MODEL = f"synthetic;engine=none;min_score=0.3;picture_code={CODE};code={CODE}"
 RADIUS = 5
-# Codes within 6 random bits of one of this many centres: two of one centre are within 11 bits with
-# odds of 2/3 (unless their 12 flips all differ), so 2.7e-4 of all pairs are, as make eval measured
-# for learned picture codes.
-CENTRES = 2_500
+# The share of distinct pairs make eval measured within the learned 64-bit picture codes' verified
+# radius (14; 2.7e-4 within 11). Codes within FLIPS random bits of a centre: two of one centre are
+# within 14 bits always (12 at most), so 1 / CANDIDATES centres give that share.
+CANDIDATES = 2.1e-3
 FLIPS = 6
 
 
@@ -329,8 +330,7 @@ def run(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None 
     return report
 
 
-def generate_clustered(spark, root: Path, rows: int, per_partition: int = PER_PARTITION,
-                       centres: int = CENTRES) -> Path:
+def generate_clustered(spark, root: Path, rows: int, per_partition: int, centres: int) -> Path:
     """(dt, image_id, code, vector) of `rows` clustered codes (kept and reused): 2% planted in groups
     of 10 (a group's code with one bit flipped, its vector plus 20% noise), the rest within FLIPS
     random bits of one of `centres` codes, with random vectors."""
@@ -386,22 +386,26 @@ def _within(limit_s: float, spark, job):
 
 
 def run_verified(sizes: list[int], per_partition: int = PER_PARTITION, base: Path | None = None, spark=None,
-                 centres: int = CENTRES, radius: int = 11, limit_s: float = 600, alone: bool = True) -> dict:
+                 centres: int | None = None, radius: int | None = None, limit_s: float = 600,
+                 alone: bool = False) -> dict:
     """The last partition's duplicates over each size of clustered store, verified by the vectors
-    and (with `alone`) by the radius alone; returns the report (also <base>/verified.json)."""
+    and (with `alone`) by the radius alone; returns the report (also <base>/verified.json).
+    `centres` None: as many as give CANDIDATES at `radius` (None: the verified 64-bit radius)."""
     from imgfeat.spark.duplicates import near_duplicates
-    from imgfeat.spark.index import DUPLICATE_SIMILARITY
+    from imgfeat.spark.index import DUPLICATE_SIMILARITY, VERIFIED_RADIUS
 
     similarity = DUPLICATE_SIMILARITY[64]
+    radius = VERIFIED_RADIUS[64] if radius is None else radius
     base = Path(base or paths.var_dir() / "bench" / "scale")
     rng = np.random.default_rng(0)  # the odds that two codes of one centre are within the radius
     pos = rng.integers(0, 64, (2, 200_000, FLIPS))
     masks = [np.bitwise_xor.reduce(np.left_shift(np.uint64(1), p.astype(np.uint64)), axis=1) for p in pos]
     same = float(np.mean(np.unpackbits((masks[0] ^ masks[1]).view(np.uint8).reshape(-1, 8), axis=1).sum(1) <= radius))
+    centres = centres or round(same / CANDIDATES)
     print(f"verified: clustered stores of {', '.join(f'{n:,}' for n in sizes)} rows ({centres:,} centres: "
           f"{same / centres:.1e} of distinct pairs within {radius} bits), {per_partition:,} a partition; "
-          f"duplicates within {radius} bits verified at cosine {similarity}, and by the radius alone "
-          f"(at most {limit_s:.0f} s each); local[2]", flush=True)
+          f"duplicates within {radius} bits verified at cosine {similarity}"
+          + (", and by the radius alone" if alone else "") + f" (at most {limit_s:.0f} s each); local[2]", flush=True)
     own_session = spark is None
     spark = spark or _spark()
     from pyspark.sql import functions as F

@@ -25,6 +25,7 @@ SHARD_DUPLICATES_SCHEMA = f"{SHARD_SCHEMA}, picture_code binary, picture_vector 
 # Shards are written in row groups of about this size, so a hit's key and label cost one small read
 # (a whole shard's image_id column, 7.5 MB at 100k pictures, made 10M-row queries 50x slower).
 SHARD_ROW_GROUP_BYTES = 256 << 10
+RERANK_CANDIDATES = 100  # the nearest codes `--rerank` orders by their float embeddings
 CACHED_GROUPS = 256  # row groups of image_id and label kept in memory between lookups (about 64 MB)
 
 
@@ -166,7 +167,7 @@ class Index:
                 out[f"dt={date}/{image_id}"] = np.asarray(emb, np.float32)
         return out
 
-    def search(self, code: np.ndarray, k: int, embedding: np.ndarray | None = None, candidates: int = 100,
+    def search(self, code: np.ndarray, k: int, embedding: np.ndarray | None = None, candidates: int = RERANK_CANDIDATES,
                exclude: str | None = None) -> list[dict]:
         """The k nearest images of one packed code, by (Hamming distance, key); `exclude`: a key
         left out (the query's own row). With `embedding`, the `candidates` nearest are re-ranked by

@@ -320,6 +320,39 @@ def test_store_scale_verifies_the_codes_candidates_down_to_the_rate():
     assert coder.vectors(one[None])[0] == pytest.approx(one / np.sqrt(8))
 
 
+def test_verified_recall_picks_the_radius_and_similarity_that_keep_the_most_pairs():
+    """Three near-duplicate pairs; no false match allowed among 12 pairs of different groups."""
+    from devtools.eval import score_verified
+
+    ids = np.array([f"{g}/{e}.jpg" for g in "abc" for e in ("original", "flipped")])
+    split = {"ids": ids, "groups": np.repeat(np.array(list("abc")), 2), "kinds": np.array(["near_duplicate"] * 6)}
+    dist, sim = np.full((6, 6), 8.0), np.zeros((6, 6))
+    for (i, j), d, s in [((0, 1), 1, 0.9), ((2, 3), 3, 0.95), ((4, 5), 3, 0.5),  # the pairs
+                         ((0, 2), 1, 0.6), ((1, 4), 3, 0.8)]:  # two false matches within 3 bits
+        dist[i, j] = dist[j, i] = d
+        sim[i, j] = sim[j, i] = s
+    np.fill_diagonal(dist, 0)
+    got = score_verified(dist, sim, split)
+    # radius 1 keeps (0, 1) above (0, 2)'s 0.6: 1 of 3; radius 3 keeps (0, 1) and (2, 3) above 0.8
+    assert {k: got["recall@1%"][k] for k in ("recall", "radius", "similarity", "per_edit")} == {
+        "recall": 0.6667, "radius": 3, "similarity": 0.8, "per_edit": {"flipped": 0.667}}
+    assert got["recall@0.1%"]["recall"] == 0.6667
+    # mAP: the vectors' order; picture 4's nearest is 1 (0.8), its duplicate second
+    assert got["map_near_duplicate"] == round(5.5 / 6, 4)
+
+
+def test_reranked_orders_the_codes_nearest_by_the_float_and_puts_the_rest_after():
+    from devtools.eval import reranked
+
+    dist = np.array([[0, 1, 2, 3], [1, 0, 1, 1], [2, 1, 0, 1], [3, 1, 1, 0]], float)
+    float_dist = np.array([[0, 0.5, 0.1, 0.0], [0.5, 0, 0.2, 0.3], [0.1, 0.2, 0, 0.4], [0.0, 0.3, 0.4, 0]])
+    got = reranked(dist, float_dist, 2)
+    # picture 0: codes 1 and 2 are its two nearest, 2 is nearer by the float; 3 (float 0.0) is left out
+    assert got[0].tolist() == [np.inf, 0.5, 0.1, np.inf]
+    # picture 1: three codes at 1 bit, the first two by position
+    assert got[1].tolist() == [0.5, np.inf, 0.2, np.inf]
+
+
 def test_recall_interval_resamples_groups_and_brackets_the_recall():
     from devtools.eval import recall_interval
 

@@ -101,6 +101,9 @@ def test_the_index_job_warns_when_the_radius_matches_many_pictures_by_chance():
         "at radius 11, even random codes would match 50,293 pairs of this partition's 100,000 pictures by chance "
         "against 10,000,000 indexed; set duplicate_radius lower or use longer codes (README: Duplicates)")
     assert chance_warning({**meta, "radius": 5, "chance_pairs_if_random": 0.45}) is None
+    # verified by the pictures' vectors, pairs within the radius are candidates, not matches
+    assert chance_warning({**meta, "similarity": 0.86}) is None
+    assert chance_warning({**meta, "similarity": -1.0}) == chance_warning({**meta, "similarity": None}) is not None
     assert chance_warning({**meta, "own_images": 0, "chance_pairs_if_random": 0.0}) is None
 
 
@@ -269,3 +272,23 @@ def test_learned_picture_codes_are_verified_by_their_vectors(spark, tmp_path, mo
     vectors = {r["image_id"]: np.frombuffer(r["picture_vector"], "<f2") for r in pq.read_table(str(shard)).to_pylist()}
     assert vectors["c.jpg"].tolist() == [0, 1] + [0] * 14
     assert np.allclose(vectors["b.jpg"][:2], [1 / np.sqrt(1.01), 0.1 / np.sqrt(1.01)], atol=1e-3)
+    # no radius given: the vectors verify, so the candidates' wider radius (`VERIFIED_RADIUS`);
+    # -1 keeps every pair within the radius, so the radius of the code alone
+    monkeypatch.setitem(index.VERIFIED_RADIUS, 16, 4)
+    info = index.refresh(spark, wh, "2026-11-02")
+    assert (info["similarity"], info["radius"]) == (0.9, 4)
+    assert [r["image_id"] for r in _table(tmp_path / "duplicates" / "dt=2026-11-02")] == ["b.jpg"]
+    info = index.refresh(spark, wh, "2026-11-02", similarity=-1.0)
+    assert (info["similarity"], info["radius"]) == (-1.0, index.default_radius(layer, 16, "picture")) == (-1.0, 3)
+    assert [r["image_id"] for r in _table(tmp_path / "duplicates" / "dt=2026-11-02")] == ["b.jpg", "c.jpg"]
+
+
+def test_the_default_radius_widens_only_where_vectors_verify_the_matches():
+    from imgfeat.spark.index import default_radius
+
+    assert default_radius("picture-deepbit64-x", 64, "picture") == 11  # the code alone: 0.1% on make eval
+    assert default_radius("picture-deepbit64-x", 64, "picture", verified=True) == 14
+    assert default_radius("picture-deepbit128-x", 128, "picture", verified=True) == 30
+    # the projection and the crops' codes have no vectors
+    assert default_radius("picture-simhash64c-x", 64, "picture", verified=True) == 4
+    assert default_radius("deepbit64-x", 64, "object", verified=True) == 10

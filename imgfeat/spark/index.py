@@ -39,17 +39,24 @@ ROWS_PER_SHUFFLE_PARTITION = 1_000_000
 DUPLICATE_RADIUS = {"picture": {"deepbit": {32: 3, 64: 11, 128: 27}, "simhash": {32: 1, 64: 4, 128: 14}},
                     "object": {"deepbit": {32: 3, 64: 10, 128: 26}, "simhash": {32: 2, 64: 8, 128: 17}}}
 # The least cosine of two pictures' vectors (the learned picture layer's outputs before the sign,
-# `Coder.vectors`) for a match within the radius, by code length: the one at which 1e-6 of the
+# `Coder.vectors`) for a match within VERIFIED_RADIUS, by code length: the one at which 1e-6 of the
 # pairs of distinct pictures match (`make eval`'s store-scale rows over 12 million pairs, README),
-# rounded up. The radius alone lets 2.7e-4 of them match at 64 bits (270 pictures a picture in a
-# store of a million); verified, 64-bit recall at 1e-6 is 0.630 (the code alone, radius 5: 0.213).
-DUPLICATE_SIMILARITY = {32: 0.926, 64: 0.860, 128: 0.756}
+# rounded up. The 64-bit code alone lets 2.7e-4 of them match at its radius 11 (270 pictures a
+# picture in a store of a million); verified, 64-bit recall at 1e-6 is 0.702 (the code alone, radius 5: 0.213).
+DUPLICATE_SIMILARITY = {32: 0.927, 64: 0.860, 128: 0.772}
+# With the vectors verifying, the radius only gathers the candidates; by code length, the one past
+# which make eval's verified recall at 1e-6 a pair grows by less than 0.01 (64 bits: 0.702 / 0.706
+# at 14, 0.630 / 0.644 at 11; 2.1e-3 of distinct pairs are candidates, 8x radius 11's).
+VERIFIED_RADIUS = {32: 6, 64: 14, 128: 30}
 # The index job warns when random codes would give this many chance matches a picture.
 CHANCE_WARNING = 0.01
 
 
-def default_radius(code: str, bits: int, described: str = "object") -> int:
-    """`code`: a code name (`deepbit<K>-..`, `picture-deepbit<K>-..`: learned; else the projection)."""
+def default_radius(code: str, bits: int, described: str = "object", verified: bool = False) -> int:
+    """`code`: a code name (`deepbit<K>-..`, `picture-deepbit<K>-..`: learned; else the projection);
+    `verified`: the matches are verified by the pictures' vectors (`VERIFIED_RADIUS`)."""
+    if verified and described == "picture" and "deepbit" in code and bits in VERIFIED_RADIUS:
+        return VERIFIED_RADIUS[bits]
     by_bits = DUPLICATE_RADIUS[described]["deepbit" if "deepbit" in code else "simhash"]
     return by_bits.get(bits, round(bits * by_bits[64] / 64))
 
@@ -71,9 +78,11 @@ def chance_pairs(bits: int, radius: int, own: int, indexed: int) -> float:
 
 def chance_warning(info: dict) -> str | None:
     """A line for a duplicates table whose radius matches many pictures by chance (`write_duplicates`'s
-    meta), else None."""
+    meta), else None. Not where the vectors verify the matches: the radius only gathers candidates
+    then (make eval measured the verified matches of distinct pictures: 1e-6 a pair)."""
     own = info.get("own_images") or 0
-    if not own or info["chance_pairs_if_random"] < CHANCE_WARNING * own:
+    verified = info.get("similarity") is not None and info["similarity"] > -1
+    if not own or verified or info["chance_pairs_if_random"] < CHANCE_WARNING * own:
         return None
     return (f"at radius {info['radius']}, even random codes would match {info['chance_pairs_if_random']:,.0f} pairs "
             f"of this partition's {own:,} pictures by chance against {info['indexed_images']:,} indexed; "
@@ -88,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-date", required=True, type=typed(params.partition_date), help="YYYY-MM-DD")
     p.add_argument("--duplicate-radius", type=typed(lambda v: params.non_negative_int(v, "duplicate_radius")),
                    default=None, help="Hamming radius of a near-duplicate (default: by what is described, code kind and length, "
-                                      f"{DUPLICATE_RADIUS})")
+                                      f"{DUPLICATE_RADIUS}; with the vectors verifying, {VERIFIED_RADIUS})")
     p.add_argument("--duplicate-similarity", type=typed(params.similarity), default=None,
                    help="least cosine of two pictures' vectors (of the learned picture layer) for a match within the "
                         f"radius; -1 keeps every one (default: by code length, {DUPLICATE_SIMILARITY}; the radius "
@@ -201,11 +210,12 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
     fs = HadoopFS(spark)
     described = "picture" if codes.get("picture") else "object"
     code = codes[described]
-    radius = default_radius(code, bits, described) if radius is None else radius
     if described != "picture":
         similarity = None  # the crops' codes have no vectors in the shard
     elif similarity is None:
         similarity = default_similarity(code, bits, described)
+    verified = similarity is not None and similarity > -1
+    radius = default_radius(code, bits, described, verified) if radius is None else radius
     shards = wh.index_shards(codes["object"])
     dates = sorted(n[3:] for n in fs.list_names(shards) if n.startswith("dt=") and fs.exists(f"{shards}/{n}/{SUCCESS}"))
     metas = {d: read_meta(spark, f"{shards}/dt={d}") for d in dates if d <= date}

@@ -145,7 +145,8 @@ INDEX_PARAMS = {
     "partition_date": PARAMS["partition_date"],
     "warehouse_root": PARAMS["warehouse_root"],
     "duplicate_radius": Param(None, type=["null", "integer"], minimum=0,
-                              description="Hamming radius of a near-duplicate (between pictures' codes); empty: by code kind and length"),
+                              description="Hamming radius of a near-duplicate (between pictures' codes); empty: by code kind and "
+                                          "length, and wider where the pictures' vectors verify the matches"),
     "duplicate_similarity": Param(None, type=["null", "number"], minimum=-1, maximum=1,
                                   description="Least cosine of two pictures' vectors (learned picture codes) for a match "
                                               "within the radius; -1 keeps every one; empty: by code length"),
