@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       f"{DUPLICATE_RADIUS}; with the vectors verifying, {VERIFIED_RADIUS})")
     p.add_argument("--duplicate-similarity", type=typed(params.similarity), default=None,
                    help="least cosine of two pictures' vectors (of the learned picture layer) for a match within the "
-                        f"radius; -1 keeps every one (default: by code length, {DUPLICATE_SIMILARITY}; the radius "
-                        "alone for codes without vectors)")
+                        "radius; -1 keeps every one, at the code alone's radius (default: by code length, "
+                        f"{DUPLICATE_SIMILARITY}; the radius alone for codes without vectors)")
     return p
 
 

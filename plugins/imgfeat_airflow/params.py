@@ -149,5 +149,6 @@ INDEX_PARAMS = {
                                           "length, and wider where the pictures' vectors verify the matches"),
     "duplicate_similarity": Param(None, type=["null", "number"], minimum=-1, maximum=1,
                                   description="Least cosine of two pictures' vectors (learned picture codes) for a match "
-                                              "within the radius; -1 keeps every one; empty: by code length"),
+                                              "within the radius; -1 keeps every one (at the code alone's radius); "
+                                              "empty: by code length"),
 }
