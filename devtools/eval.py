@@ -60,13 +60,18 @@ def rate_name(rate: float) -> str:
     return f"{rate * 100:g}%"
 
 
+def _ranked(row: np.ndarray, query: int) -> np.ndarray:
+    """The others than `query` by (distance in `row`, item)."""
+    order = np.lexsort((np.arange(len(row)), row.astype(np.float64)))
+    return order[order != query]
+
+
 def average_precision_at_k(dist: np.ndarray, groups: np.ndarray, k: int = TOP_K) -> np.ndarray:
     """AP@k of each item as a query against all others; ties are broken by item order."""
     n = len(groups)
     out = np.zeros(n)
     for i in range(n):
-        order = np.lexsort((np.arange(n), dist[i].astype(np.float64)))
-        top = order[order != i][:k]  # never the query itself
+        top = _ranked(dist[i], i)[:k]
         rel = groups[top] == groups[i]
         relevant = min(k, int((groups == groups[i]).sum()) - 1)
         if relevant:
@@ -177,9 +182,7 @@ def reranked(dist: np.ndarray, float_dist: np.ndarray, candidates: int) -> np.nd
     ordered by the float distance, ahead of all the rest."""
     out = np.full(dist.shape, np.inf)
     for q in range(len(dist)):
-        d = dist[q].astype(np.float64).copy()
-        d[q] = np.inf
-        near = np.lexsort((np.arange(len(d)), d))[:candidates]
+        near = _ranked(dist[q], q)[:candidates]
         out[q, near] = float_dist[q, near]
     return out
 

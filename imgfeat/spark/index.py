@@ -69,6 +69,11 @@ def default_similarity(code: str, bits: int, described: str = "picture") -> floa
     return DUPLICATE_SIMILARITY.get(bits)
 
 
+def verifies(similarity: float | None) -> bool:
+    """Whether a duplicates table's matches are verified by the pictures' vectors (-1 keeps every pair)."""
+    return similarity is not None and similarity > -1
+
+
 def chance_pairs(bits: int, radius: int, own: int, indexed: int) -> float:
     """Pairs within `radius` expected by chance between `own` and `indexed` uniformly random codes:
     a floor for real codes, which are less uniform. A radius is a false-match rate per pair, so these
@@ -81,8 +86,7 @@ def chance_warning(info: dict) -> str | None:
     meta), else None. Not where the vectors verify the matches: the radius only gathers candidates
     then (make eval measured the verified matches of distinct pictures: 1e-6 a pair)."""
     own = info.get("own_images") or 0
-    verified = info.get("similarity") is not None and info["similarity"] > -1
-    if not own or verified or info["chance_pairs_if_random"] < CHANCE_WARNING * own:
+    if not own or verifies(info.get("similarity")) or info["chance_pairs_if_random"] < CHANCE_WARNING * own:
         return None
     return (f"at radius {info['radius']}, even random codes would match {info['chance_pairs_if_random']:,.0f} pairs "
             f"of this partition's {own:,} pictures by chance against {info['indexed_images']:,} indexed; "
@@ -214,8 +218,7 @@ def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, ra
         similarity = None  # the crops' codes have no vectors in the shard
     elif similarity is None:
         similarity = default_similarity(code, bits, described)
-    verified = similarity is not None and similarity > -1
-    radius = default_radius(code, bits, described, verified) if radius is None else radius
+    radius = default_radius(code, bits, described, verifies(similarity)) if radius is None else radius
     shards = wh.index_shards(codes["object"])
     dates = sorted(n[3:] for n in fs.list_names(shards) if n.startswith("dt=") and fs.exists(f"{shards}/{n}/{SUCCESS}"))
     metas = {d: read_meta(spark, f"{shards}/dt={d}") for d in dates if d <= date}
