@@ -156,7 +156,9 @@ def cmd_similar(a) -> int:
     if a.json:
         print(json.dumps({"index": index.code, "indexed_images": len(index), "hits": hits}))
         return 0
-    print(f"index {index.code}: {len(index)} images; query {a.image or asked}")
+    by = hits[0].get("reranked_by") if hits else None
+    print(f"index {index.code}: {len(index)} images; query {a.image or asked}"
+          + (f"; the {search.RERANK_CANDIDATES} nearest codes re-ranked by their {by}" if by else ""))
     for rank, h in enumerate(hits, 1):
         cosine = f"  cosine {h['cosine']:.3f}" if "cosine" in h else ""
         print(f"{rank:>3}  hamming {h['hamming']:>3}{cosine}  {h['key']}  ({h['label'] or 'no object'})")
@@ -228,8 +230,12 @@ def main(argv=None) -> int:
     sim.add_argument("-k", default=10, help="how many images (default 10)")
     sim.add_argument("--code-bits", default=None, help="which index: its code length (when there are several)")
     sim.add_argument("--code", default=None, help="which index: its code name (WAREHOUSE/index/<code>)")
-    sim.add_argument("--rerank", action="store_true",
-                     help="re-rank the 100 nearest codes by the cosine of their float embeddings")
+    sim.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                     help="re-rank the 100 nearest codes by cosine similarity. Default: by the learned layer's "
+                          "vectors, which the index keeps beside the codes (an index of the projection's codes, or "
+                          "of shards written before the vectors, ranks by the code alone); --rerank: else by the "
+                          "float embeddings, read from each candidate's features partition (slow at store "
+                          "scale); --no-rerank: by the code alone")
     sim.add_argument("--json", action="store_true", help="print one JSON document")
     sim.add_argument("--model-dir", default=str(paths.model_dir()), help="converted model directory")
     sim.set_defaults(fn=cmd_similar)

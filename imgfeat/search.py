@@ -8,7 +8,9 @@ A query reads only the code column of each shard (8 bytes a picture for 64-bit c
 it exhaustively by Hamming distance with faiss (IndexBinaryFlat: exact), and merges the shards'
 candidates by (distance, key): exactly the order of one flat index over every shard, whose keys
 "dt=<date>/<image_id>" sort by shard, then by row. Keys and labels are read for the hits only;
-float embeddings (`--rerank`) for the candidates only, from the features table.
+re-ranking vectors for the candidates only: the learned layer's outputs before the sign, from the
+shard's row groups (`vector`), or, for shards without them, the float embeddings from the features
+table (a read of each candidate's partition: slow at store scale, so only on request).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SHARD_SCHEMA = "image_id string, code binary, label string"
+# Read by row group for a hit: its key, label and (re-ranking) the learned layer's vector.
+HIT_COLUMNS = ("image_id", "label", "vector")
 # The duplicates job also reads the picture's code and vector from the shard (search never does).
 SHARD_DUPLICATES_SCHEMA = f"{SHARD_SCHEMA}, picture_code binary, picture_vector binary"
 # Shards are written in row groups of about this size, so a hit's key and label cost one small read
 # (a whole shard's image_id column, 7.5 MB at 100k pictures, made 10M-row queries 50x slower).
 SHARD_ROW_GROUP_BYTES = 256 << 10
-RERANK_CANDIDATES = 100  # the nearest codes `--rerank` orders by their float embeddings
+RERANK_CANDIDATES = 100  # the nearest codes re-ranked by their vectors (or float embeddings)
 CACHED_GROUPS = 256  # row groups of image_id and label kept in memory between lookups (about 64 MB)
 
 
@@ -34,14 +38,18 @@ class SearchError(ValueError):
 
 
 def shard_table(rows):
-    """A shard as Arrow (sorted by image_id): rows of (image_id, code bytes, label or None). The
-    Spark job writes the same columns; tests and the benchmark write shards with this."""
+    """A shard as Arrow (sorted by image_id): rows of (image_id, code bytes, label or None[,
+    vector: packed float16 or None]). The Spark job writes the same columns; tests and the
+    benchmark write shards with this."""
     import pyarrow as pa
 
     rows = sorted(rows, key=lambda r: r[0])
-    return pa.table({"image_id": pa.array([r[0] for r in rows], pa.string()),
-                     "code": pa.array([bytes(r[1]) for r in rows], pa.binary()),
-                     "label": pa.array([r[2] for r in rows], pa.string())})
+    columns = {"image_id": pa.array([r[0] for r in rows], pa.string()),
+               "code": pa.array([bytes(r[1]) for r in rows], pa.binary()),
+               "label": pa.array([r[2] for r in rows], pa.string())}
+    if rows and len(rows[0]) > 3:
+        columns["vector"] = pa.array([None if r[3] is None else bytes(r[3]) for r in rows], pa.binary())
+    return pa.table(columns)
 
 
 @dataclass
@@ -70,9 +78,10 @@ class Shard:
         return group, row - groups[group][0]
 
     def read_group(self, group: int):
-        """image_id and label of one row group, as Arrow."""
+        """`HIT_COLUMNS` of one row group (those the shard has), as Arrow."""
         _, fragment, rg = self.row_groups()[group]
-        return fragment.subset(row_group_ids=[rg]).to_table(columns=["image_id", "label"])
+        names = fragment.physical_schema.names
+        return fragment.subset(row_group_ids=[rg]).to_table(columns=[c for c in HIT_COLUMNS if c in names])
 
     def find(self, image_id: str) -> int | None:
         """The row of `image_id` (rows are sorted by it)."""
@@ -120,10 +129,16 @@ class Index:
         self._groups[key] = table
         while len(self._groups) > CACHED_GROUPS:
             self._groups.popitem(last=False)
-        return table.column(column)[offset].as_py()
+        return table.column(column)[offset].as_py() if column in table.column_names else None
 
     def label(self, shard: Shard, row: int) -> str | None:
         return self._cell(shard, row, "label")
+
+    def vector(self, shard: Shard, row: int) -> np.ndarray | None:
+        """A row's re-ranking vector (the learned layer's outputs before the sign), or None: a
+        projection's code, or a shard written before the vectors."""
+        packed = self._cell(shard, row, "vector")
+        return None if packed is None else np.frombuffer(packed, "<f2").astype(np.float32)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
@@ -167,15 +182,18 @@ class Index:
                 out[f"dt={date}/{image_id}"] = np.asarray(emb, np.float32)
         return out
 
-    def search(self, code: np.ndarray, k: int, embedding: np.ndarray | None = None, candidates: int = RERANK_CANDIDATES,
-               exclude: str | None = None) -> list[dict]:
+    def search(self, code: np.ndarray, k: int, vector: np.ndarray | None = None, embedding=None,
+               candidates: int = RERANK_CANDIDATES, exclude: str | None = None) -> list[dict]:
         """The k nearest images of one packed code, by (Hamming distance, key); `exclude`: a key
-        left out (the query's own row). With `embedding`, the `candidates` nearest are re-ranked by
-        the cosine similarity of their float embeddings."""
+        left out (the query's own row). Re-ranked: the `candidates` nearest are ordered by cosine
+        similarity, of their vectors with `vector` (the query's, from the same layer) when every
+        candidate has one, else of their float embeddings with `embedding` (an array, or a function
+        that reads it) when given; each hit then says which (`reranked_by`) and its `cosine`."""
         code = np.ascontiguousarray(np.asarray(code, np.uint8).reshape(1, -1))
         if code.shape[1] * 8 != self.bits:
             raise SearchError(f"a {code.shape[1] * 8}-bit query code against the {self.bits}-bit index {self.code}")
-        n = max(k, candidates if embedding is not None else k) + (exclude is not None)
+        rerank = vector is not None or embedding is not None
+        n = max(k, candidates if rerank else k) + (exclude is not None)
         # One k-NN scan per shard gives every row nearer than the n-th distance overall (a shard
         # holding n of them would lower it). Rows at exactly that distance compete by key, so only a
         # shard that may have more of them than it returned is scanned again for all of them.
@@ -188,20 +206,27 @@ class Index:
                 rows = shard.within(code, last)
             found += [(d, i, row) for d, row in rows if last is None or d <= last]
         found.sort()  # shards in partition order, rows in image_id order: (distance, key) order
-        hits = []
+        hits, places = [], []
         for d, i, row in found:
             shard = self.shards[i]
             key = self.key(shard, row)
             if key != exclude:
                 hits.append({"key": key, "hamming": int(d), "label": self.label(shard, row)})
+                places.append((shard, row))
             if len(hits) == n - (exclude is not None):
                 break
-        if embedding is not None:
+        vectors = [self.vector(shard, row) for shard, row in places] if vector is not None else []
+        if vector is not None and all(v is not None for v in vectors):
+            by, query, vectors = "vectors", vector, dict(zip((h["key"] for h in hits), vectors))
+        elif embedding is not None:
+            by, query = "embeddings", embedding() if callable(embedding) else embedding
             vectors = self.embeddings([h["key"] for h in hits])
-            query = np.asarray(embedding, np.float32)
-            for h in hits:
-                h["cosine"] = round(float(vectors[h["key"]] @ query), 4)
-            hits.sort(key=lambda h: (-h["cosine"], h["hamming"], h["key"]))
+        else:
+            return hits[:k]
+        query = np.asarray(query, np.float32)
+        for h in hits:
+            h["cosine"], h["reranked_by"] = round(float(vectors[h["key"]] @ query), 4), by
+        hits.sort(key=lambda h: (-h["cosine"], h["hamming"], h["key"]))
         return hits[:k]
 
 
@@ -301,8 +326,9 @@ def _packed(column, bits: int) -> np.ndarray:
     return np.concatenate(parts or [np.zeros(0, np.uint8)]).reshape(-1, width)
 
 
-def describe_file(data: bytes, name: str, warehouse: str, index: Index, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """A query picture's (code, embedding, crop row), computed as the pipeline would, with the index's code."""
+def describe_file(data: bytes, name: str, warehouse: str, index: Index, model_dir: str) -> dict:
+    """A query picture described as the pipeline would, with the index's code: {"code", "vector"
+    (the learned layer's, None for the projection), "embedding", "row" (the crop row)}."""
     from imgfeat import descriptor, pipeline, storage
     from imgfeat.engines import get_engine
     from imgfeat.layout import Warehouse
@@ -318,29 +344,39 @@ def describe_file(data: bytes, name: str, warehouse: str, index: Index, model_di
         return None if data is None else data.decode()
 
     coder = descriptor.load_coder(read_text, Warehouse(warehouse), index.bits, index.code)
-    return coder.codes(embedding[None])[0], embedding, row
+    vectors = coder.vectors(embedding[None])
+    # float16, as the shards keep them: the query's cosine with itself stays 1
+    vector = None if vectors is None else vectors[0].astype("<f2").astype(np.float32)
+    return {"code": coder.codes(embedding[None])[0], "vector": vector, "embedding": embedding, "row": row}
 
 
 def similar(warehouse: str, k: int, picture: bytes | None = None, name: str = "query", image_id: str | None = None,
-            bits: int | None = None, code: str | None = None, rerank: bool = False,
+            bits: int | None = None, code: str | None = None, rerank: bool | None = None,
             model_dir: str | None = None) -> tuple[Index, list[dict], str]:
     """The k published images most similar to a picture (described as the pipeline would) or to a
     published image (its own row left out): (index, hits, what was asked). The one path of
-    `python -m imgfeat.cli similar` and of the Airflow UI's search page."""
+    `python -m imgfeat.cli similar` and of the Airflow UI's search page. `rerank` None: the nearest
+    codes re-ranked by the learned layer's vectors where the index has them (read with the hits);
+    True: else by the float embeddings (read from the features table); False: by the code alone."""
     if (picture is None) == (image_id is None):
         raise SearchError("give a picture or an image_id")
     index = load_index(warehouse, bits, code)
     if picture is not None:
         from imgfeat import paths
 
-        query_code, embedding, _ = describe_file(picture, name, warehouse, index, model_dir or str(paths.model_dir()))
+        query = describe_file(picture, name, warehouse, index, model_dir or str(paths.model_dir()))
+        query_code, vector, embedding = query["code"], query["vector"], query["embedding"]
         exclude, asked = None, name
     else:
         shard, row = index.locate(image_id)
         exclude = asked = index.key(shard, row)
-        query_code = shard.codes[row]
-        embedding = index.embeddings([exclude])[exclude] if rerank else None
-    return index, index.search(query_code, k, embedding if rerank else None, exclude=exclude), asked
+        query_code, vector = shard.codes[row], index.vector(shard, row)
+        embedding = lambda: index.embeddings([exclude])[exclude]  # noqa: E731 (read only if needed)
+    if rerank is False:
+        vector = embedding = None
+    elif rerank is None:
+        embedding = None
+    return index, index.search(query_code, k, vector, embedding, exclude=exclude), asked
 
 
 def published_picture(warehouse: str, key: str) -> tuple[bytes, dict]:

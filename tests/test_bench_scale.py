@@ -21,6 +21,8 @@ def test_the_scale_bench_measures_two_sizes_and_checks_exactness(spark, tmp_path
     assert small["method"] == large["method"] == "scan"  # at radius 5, a store this small is cheaper scanned
     assert small["duplicate_images"] == large["duplicate_images"] == 100
     assert all(r["peak_rss_mb"]["add"]["jvm"] > 0 for r in report["results"])
+    # the default search re-ranks by the shards' vectors: over every partition but the one added
+    assert [r["reranked"]["rows"] for r in report["results"]] == [5_000, 15_000]
     assert json.loads((tmp_path / "report.json").read_text()) == report
 
 

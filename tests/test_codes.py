@@ -143,7 +143,8 @@ ROWS = {"2026-11-01": [("a.jpg", _code([]), "cup", 0)],
 
 
 def write_shards(root, code, rows, embeddings=None):
-    """Committed shards (and, for re-ranking, features with embeddings) as spark/index.py leaves them."""
+    """Committed shards (and, for re-ranking, features with embeddings) as spark/index.py leaves them:
+    rows (image_id, code, label, embedding's row[, packed vector])."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pathlib import Path
@@ -153,7 +154,7 @@ def write_shards(root, code, rows, embeddings=None):
         shard = Path(wh.index_shard(code, date))
         shard.mkdir(parents=True)
         # small row groups, as the Spark job writes them (SHARD_ROW_GROUP_BYTES): a hit reads one
-        pq.write_table(search.shard_table([r[:3] for r in rs]), shard / "part-00000.parquet", row_group_size=64)
+        pq.write_table(search.shard_table([r[:3] + r[4:] for r in rs]), shard / "part-00000.parquet", row_group_size=64)
         (shard / "_SUCCESS").touch()
         if embeddings is not None:
             features = Path(wh.table("features", date))
@@ -179,6 +180,59 @@ def test_search_returns_exact_hamming_neighbours_and_reranks_by_cosine(index):
     # the query's own row left out: the next one takes its place
     assert [h["key"] for h in index.search(np.frombuffer(_code([]), np.uint8), 2, exclude="dt=2026-11-01/a.jpg")] == [
         "dt=2026-11-02/b.jpg", "dt=2026-11-03/a.jpg"]
+
+
+def _vec(*xs):
+    return np.array(xs, "<f2").tobytes()
+
+
+VECTOR_ROWS = {"2026-11-01": [("a.jpg", _code([]), "cup", 0, _vec(1, 0))],
+               "2026-11-02": [("b.jpg", _code([0]), "cup", 1, _vec(0, 1)), ("c.jpg", _code([0, 1]), "cat", 2, _vec(0.6, 0.8))]}
+
+
+def test_search_reranks_the_nearest_codes_by_the_vectors_in_the_shards(tmp_path):
+    write_shards(tmp_path, "deepbit16-test", VECTOR_ROWS, np.eye(4, dtype=np.float32))
+    index = search.load_index(str(tmp_path))
+    query = np.frombuffer(_code([]), np.uint8)
+    assert [(h["key"], h["hamming"], "cosine" in h) for h in index.search(query, 3)] == [
+        ("dt=2026-11-01/a.jpg", 0, False), ("dt=2026-11-02/b.jpg", 1, False), ("dt=2026-11-02/c.jpg", 2, False)]
+    hits = index.search(query, 3, vector=np.array([0, 1], np.float32))
+    assert [(h["key"], h["cosine"], h["reranked_by"]) for h in hits] == [
+        ("dt=2026-11-02/b.jpg", 1.0, "vectors"), ("dt=2026-11-02/c.jpg", 0.7998, "vectors"), ("dt=2026-11-01/a.jpg", 0.0, "vectors")]
+    # only the `candidates` nearest codes are re-ranked: c.jpg (cosine 0.8) is not among 2
+    assert [h["key"] for h in index.search(query, 2, vector=np.array([0, 1], np.float32), candidates=2)] == [
+        "dt=2026-11-02/b.jpg", "dt=2026-11-01/a.jpg"]
+    # the vectors win over the float embeddings when every candidate has one
+    hits = index.search(query, 2, vector=np.array([0, 1], np.float32), embedding=np.eye(4)[2])
+    assert [(h["key"], h["reranked_by"]) for h in hits] == [("dt=2026-11-02/b.jpg", "vectors"), ("dt=2026-11-02/c.jpg", "vectors")]
+
+
+def test_search_reranks_by_the_embeddings_only_when_a_candidate_has_no_vector(tmp_path):
+    rows = {**VECTOR_ROWS, "2026-11-03": [("d.jpg", _code([2]), "cup", 3)]}  # a shard written before the vectors
+    write_shards(tmp_path, "deepbit16-test", rows, np.eye(4, dtype=np.float32))
+    index = search.load_index(str(tmp_path))
+    query = np.frombuffer(_code([]), np.uint8)
+    assert ["cosine" in h for h in index.search(query, 4, vector=np.array([0, 1], np.float32))] == [False] * 4
+    read = []
+    hits = index.search(query, 2, vector=np.array([0, 1], np.float32), embedding=lambda: read.append(1) or np.eye(4)[3])
+    assert [(h["key"], h["cosine"], h["reranked_by"]) for h in hits] == [
+        ("dt=2026-11-03/d.jpg", 1.0, "embeddings"), ("dt=2026-11-01/a.jpg", 0.0, "embeddings")] and read == [1]
+
+
+def test_similar_by_image_id_reranks_by_its_own_vector_unless_told_not_to(tmp_path):
+    write_shards(tmp_path, "deepbit16-test", VECTOR_ROWS, np.eye(4, dtype=np.float32))
+    _, hits, asked = search.similar(str(tmp_path), 2, image_id="b.jpg")
+    assert asked == "dt=2026-11-02/b.jpg"
+    assert [(h["key"], h["cosine"]) for h in hits] == [("dt=2026-11-02/c.jpg", 0.7998), ("dt=2026-11-01/a.jpg", 0.0)]
+    _, hits, _ = search.similar(str(tmp_path), 2, image_id="b.jpg", rerank=False)
+    assert [(h["key"], h["hamming"], "cosine" in h) for h in hits] == [("dt=2026-11-01/a.jpg", 1, False),
+                                                                      ("dt=2026-11-02/c.jpg", 1, False)]
+    # an index without vectors: by the code alone, unless asked (then by the features' embeddings)
+    write_shards(tmp_path / "old", "deepbit16-test", ROWS, np.eye(4, dtype=np.float32))
+    _, hits, _ = search.similar(str(tmp_path / "old"), 2, image_id="c.jpg")
+    assert ["cosine" in h for h in hits] == [False, False]
+    _, hits, _ = search.similar(str(tmp_path / "old"), 1, image_id="c.jpg", rerank=True)
+    assert [(h["cosine"], h["reranked_by"]) for h in hits] == [(0.0, "embeddings")]
 
 
 def test_each_partition_is_a_shard_read_back_in_image_id_order(index):
@@ -402,6 +456,12 @@ def test_goals_are_met_only_at_their_values():
     assert got["object tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.79, False)
     assert got["object held_out: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == (0.85, True)
     assert got["object tuning: learned 64-bit mAP@10 same-object >= 0.225"] == (0.225, True)
+    # the search's goal row is what `similar` returns by default: re-ranked by the layer's vectors
+    reranks = [{"split": "tuning", "bits": 64, "by": by, "candidates": 100, "map_same_object": m}
+               for by, m in (("vectors", 0.22), ("float", 0.3))]
+    searched = [(g["goal"], g["value"], g["met"]) for g in goals(rows, reranks) if "search" in g["goal"]]
+    assert searched == [("object tuning: search (64-bit code's 100 nearest re-ranked by its vectors) mAP@10 "
+                         "same-object >= 0.225", 0.22, False)]
     # a recall goal says what bounds it: the float descriptor's recall at that rate, the weakest edit
     rows[1]["recall@0.1%"]["per_edit"] = {"cropped": 0.4, "flipped": 0.9}
     bound = {g["goal"]: (g["ceiling"], g["weakest_edit"]) for g in goals(rows) if "ceiling" in g}

@@ -147,8 +147,8 @@ def test_a_similarity_keeps_the_pairs_whose_vectors_agree(spark, method):
 
 def _publish(spark, wh, date, rows, code_name, commit_id, picture_code=None):
     """A published features partition as publish leaves it (the columns the index reads); rows
-    (image_id, code[, picture's code[, picture's embedding]]); without `picture_code`, as published
-    before pictures had one."""
+    (image_id, code[, picture's code[, picture's embedding[, crop's embedding]]]); without
+    `picture_code`, as published before pictures had one."""
     import json
     from pathlib import Path
 
@@ -157,8 +157,9 @@ def _publish(spark, wh, date, rows, code_name, commit_id, picture_code=None):
     cols = schemas.columns(schemas.FEATURES)
     named = f";picture_code={picture_code}" if picture_code else ""
     data = [tuple({"image_id": r[0], "label": "cup", "code": bytearray(r[1]), "code_bits": len(r[1]) * 8,
-                   "picture_code": bytearray(r[2]) if len(r) > 2 else None,
-                   "picture_embedding": [float(x) for x in r[3]] if len(r) > 3 else None,
+                   "picture_code": bytearray(r[2]) if len(r) > 2 and r[2] is not None else None,
+                   "picture_embedding": [float(x) for x in r[3]] if len(r) > 3 and r[3] is not None else None,
+                   "embedding": [float(x) for x in r[4]] if len(r) > 4 else None,
                    "model": f"m;engine=openvino;min_score=0.3{named};code={code_name}"}.get(k) for k in cols)
             for r in rows]
     target = Path(wh.table("features", date))
@@ -236,6 +237,20 @@ def _table(path):
     return sorted(pq.read_table(str(path)).to_pylist(), key=lambda r: r["image_id"])
 
 
+def _identity_layer(root, layer: str, dim: int):
+    """A learned 16-bit layer `layer` (picture-deepbit16-.. or deepbit16-..) under `root`'s descriptors
+    whose vector of a descriptor is its first 16 dimensions, normalised; returns a function that
+    makes a `dim`-float descriptor of its first values."""
+    from imgfeat import descriptor
+
+    weights = np.zeros((dim, 16), np.float32)
+    weights[:16] = np.eye(16)
+    path = root / "descriptors" / layer.rsplit("-", 2)[0] / f"{layer}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(descriptor.model_json(layer, weights, np.zeros(16, np.float32)))
+    return lambda *xs: np.pad(np.array(xs, np.float32), (0, dim - len(xs)))
+
+
 def test_learned_picture_codes_are_verified_by_their_vectors(spark, tmp_path, monkeypatch):
     """The shard keeps each picture's vector from the layer that coded it; the duplicates job keeps
     a match within the radius only when the vectors agree (`index.DUPLICATE_SIMILARITY`)."""
@@ -250,12 +265,7 @@ def test_learned_picture_codes_are_verified_by_their_vectors(spark, tmp_path, mo
     monkeypatch.setitem(index.DUPLICATE_SIMILARITY, 16, 0.9)
     wh = Warehouse(str(tmp_path))
     layer = "picture-deepbit16-20261203T000000-test"
-    weights = np.zeros((descriptor.PICTURE_DIM, 16), np.float32)
-    weights[:16] = np.eye(16)  # a picture's vector: its first 16 dimensions, normalised
-    path = tmp_path / "descriptors" / "picture-deepbit16" / f"{layer}.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(descriptor.model_json(layer, weights, np.zeros(16, np.float32)))
-    emb = lambda *xs: np.pad(np.array(xs, np.float32), (0, descriptor.PICTURE_DIM - len(xs)))  # noqa: E731
+    emb = _identity_layer(tmp_path, layer, descriptor.PICTURE_DIM)
     code = "simhash16c-test"
     _publish(spark, wh, "2026-11-01", [("a.jpg", b"\x00\x00", b"\x00\x00", emb(1, 0))], code, "c1", picture_code=layer)
     _publish(spark, wh, "2026-11-02", [("b.jpg", b"\xff\xff", b"\x00\x01", emb(1, 0.1)),  # cosine 0.995
@@ -281,6 +291,35 @@ def test_learned_picture_codes_are_verified_by_their_vectors(spark, tmp_path, mo
     info = index.refresh(spark, wh, "2026-11-02", similarity=-1.0)
     assert (info["similarity"], info["radius"]) == (-1.0, index.default_radius(layer, 16, "picture")) == (-1.0, 3)
     assert [r["image_id"] for r in _table(tmp_path / "duplicates" / "dt=2026-11-02")] == ["b.jpg", "c.jpg"]
+
+
+def test_the_shard_keeps_the_crops_vectors_from_the_layer_that_coded_them(spark, tmp_path):
+    """What the search re-ranks by: each crop's vector (`Coder.vectors`, float16) beside its code;
+    null for a row without an embedding, and no vectors for the projection's codes."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from imgfeat import descriptor
+    from imgfeat.layout import Warehouse
+    from imgfeat.spark import index
+
+    wh = Warehouse(str(tmp_path))
+    layer = "deepbit16-20261204T000000-test"
+    emb = _identity_layer(tmp_path, layer, descriptor.EMBEDDING_DIM)
+    _publish(spark, wh, "2026-11-01", [("a.jpg", b"\x00\x01", None, None, emb(3, 4)),
+                                       ("b.jpg", b"\x00\x02", None, None, emb(0, 0, 2))], layer, "c1")
+    _publish(spark, wh, "2026-11-02", [("c.jpg", b"\x00\x01")], layer, "c2")  # no embedding
+    index.refresh(spark, wh, "2026-11-01", radius=0)
+    index.refresh(spark, wh, "2026-11-02", radius=0)
+    shard = tmp_path / "index" / layer / "shards"
+    meta = json.loads((shard / "dt=2026-11-01" / "_stage.json").read_text())
+    assert (meta["vectors"], meta["picture_vectors"]) == (True, False)
+    rows = {r["image_id"]: r for r in pq.read_table(str(shard / "dt=2026-11-01")).to_pylist()}
+    assert np.frombuffer(rows["a.jpg"]["vector"], "<f2").tolist() == pytest.approx([0.6, 0.8] + [0] * 14, abs=1e-3)
+    assert np.frombuffer(rows["b.jpg"]["vector"], "<f2").tolist() == [0, 0, 1] + [0] * 13
+    assert rows["a.jpg"]["picture_vector"] is None and rows["a.jpg"]["code"] == b"\x00\x01"
+    assert pq.read_table(str(shard / "dt=2026-11-02")).column("vector").to_pylist() == [None]
 
 
 def test_the_default_radius_widens_only_where_vectors_verify_the_matches():

@@ -137,7 +137,7 @@ def test_similar_refuses_bad_queries_with_a_clear_error(indexed, tmp_path, args,
     assert out.returncode == 2 and out.stderr.strip().startswith(message), out.stderr
 
 
-def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local_run, tmp_path_factory):
+def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local_run, tmp_path_factory, spark, photos):
     warehouse = _copy(local_run, tmp_path_factory, "trained")
     log = warehouse.parent / "train.log"
     rc = dags_test("train_descriptor", DATE, {"warehouse_root": str(warehouse), "code_bits": 8, "rounds": 2, "epochs": 2},
@@ -212,3 +212,26 @@ def test_train_descriptor_learns_a_layer_with_bigdl_that_the_next_run_uses(local
             assert len(code) == 1, code
             assert all((code[0] >> (7 - k) & 1) == (z[k] > 0) for k in range(8) if abs(z[k]) > 1e-4), (code, z)
         assert r["label"] == before[r["image_id"]]["label"]
+
+    # The index of the learned codes keeps each crop's vector from the layer (index.refresh, the
+    # index app's work), and `similar` re-ranks the nearest codes by them: a re-compressed copy of
+    # the coffee photo finds the published copies of the coffee photo first.
+    from imgfeat.layout import Warehouse
+    from imgfeat.spark.index import refresh
+
+    refresh(spark, Warehouse(str(warehouse)), DATE)
+    shard = warehouse / "index" / version / "shards" / f"dt={DATE}"
+    assert json.loads((shard / "_stage.json").read_text())["vectors"] is True
+    vectors = {r["image_id"]: np.frombuffer(r["vector"], "<f2") for r in _table(shard)}
+    for r in after:
+        z = np.asarray(r["embedding"]) @ w + c
+        np.testing.assert_allclose(vectors[r["image_id"]], z / np.linalg.norm(z), atol=2e-3)
+    query = warehouse.parent / "coffee-copy.jpg"
+    query.write_bytes(jpeg(photos["coffee"], quality=70))
+    out = _similar({"warehouse": warehouse}, "--image", str(query), "-k", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)["hits"]
+    coffee = {"shop/coffee.jpg", "sample/photos/img_0000.jpg"} | {
+        f"planted/{name}" for name, reason in badfiles.EXPECTED.items() if reason is None}
+    assert [h["reranked_by"] for h in hits] == ["vectors", "vectors"] and hits[0]["cosine"] > 0.95
+    assert {h["key"].split("/", 1)[1] for h in hits} <= coffee

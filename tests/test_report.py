@@ -73,3 +73,15 @@ def test_the_page_shows_duplicate_groups_as_rows_with_distances_or_says_they_are
     verified = re.sub(r"\s+", " ", report.render(*args, cores=2, groups=groups, radius=11, similarity=0.835))
     assert "within Hamming distance 11 of another picture's (and vectors of cosine 0.835 or more)," in verified
     assert 'id="duplicates-pending"' in report.render(*args, cores=2)
+
+
+def test_the_search_page_says_when_the_hits_were_reranked_and_shows_their_cosine():
+    page = dict(warehouses=["/w"], warehouse="/w", image_id="", k=2, asked="q.jpg", index="deepbit64-x, 9 images",
+                error=None, candidates=100)
+    plain = [{"key": "dt=2026-11-01/a.jpg", "hamming": 3, "label": "cup"}]
+    html = re.sub(r"\s+", " ", report.render_template("search.html", **page, hits=plain))
+    assert "by Hamming distance of their codes." in html and "cosine" not in html
+    reranked = [{**plain[0], "cosine": 0.81234, "reranked_by": "vectors"}]
+    html = re.sub(r"\s+", " ", report.render_template("search.html", **page, hits=reranked))
+    assert "by Hamming distance of their codes: the 100 nearest re-ranked by the cosine of their vectors." in html
+    assert 'hamming <span class="hamming">3</span> · cosine <span class="cosine">0.812</span>' in html

@@ -5,8 +5,9 @@ near-duplicates table, as Spark jobs (nothing proportional to the store reaches 
                                    [--duplicate-similarity S]
 
 The partition's shard, WAREHOUSE/index/<code>/shards/dt=<date>/ (`imgfeat.search`), is its
-image_id, code, label, picture_code and picture_vector (the learned picture layer's outputs before
-the sign, float16; null for the projection's codes) sorted by image_id, written by one executor and
+image_id, code, label, vector, picture_code and picture_vector (`vector` and `picture_vector`: the
+learned object and picture layers' outputs before the sign, float16, which re-rank the search and
+verify the duplicates; null for the projection's codes) sorted by image_id, written by one executor and
 committed like a checkpoint; it is rewritten only when the partition's features were (their commit
 id is recorded), and a shard of the same partition under another code is removed. The duplicates
 table, WAREHOUSE/duplicates/dt=<date>/, gives each image of the partition that has a near-duplicate
@@ -139,17 +140,19 @@ def write_shard(spark, wh: Warehouse, date: str) -> dict:
     codes, bits = codes_of(first["model"]), first["code_bits"]
     code = codes["object"]
     features_commit = read_meta(spark, own)["commit_id"]
-    coder = _picture_coder(spark, wh, codes["picture"], bits)
-    vectors = coder is not None
+    coders = {"vector": _learned_coder(spark, wh, code, bits, "object"),
+              "picture_vector": _learned_coder(spark, wh, codes["picture"], bits, "picture")}
+    has = {"vectors": coders["vector"] is not None, "picture_vectors": coders["picture_vector"] is not None}
     shard = wh.index_shard(code, date)
     current = is_committed(fs, shard) and read_meta(spark, shard)
     if not (current and current.get("features_commit") == features_commit
-            and current.get("picture_vectors", False) == vectors):
-        rows = (with_picture_vectors(features.select("image_id", "code", "label", "picture_code", "picture_embedding"), coder)
+            and all(current.get(k, False) == v for k, v in has.items())):
+        rows = (with_vectors(features.select("image_id", "code", "label", "embedding", "picture_code", "picture_embedding"),
+                             coders)
                 .repartition(1).sortWithinPartitions("image_id"))
         commit(spark, rows, shard, wh.staging_root("index", date), wh.new_staging("index", date),
                lambda written: {"rows": written.count(), "code": code, "picture_code": codes["picture"], "bits": bits,
-                                "picture_vectors": vectors, "partition_date": date, "features_commit": features_commit},
+                                **has, "partition_date": date, "features_commit": features_commit},
                options={"parquet.block.size": search.SHARD_ROW_GROUP_BYTES})
     for other in fs.list_names(wh.index_root()):  # the partition was re-published with another code
         if other != code and fs.exists(wh.index_shard(other, date)):
@@ -157,45 +160,58 @@ def write_shard(spark, wh: Warehouse, date: str) -> dict:
     return {**codes, "bits": bits}
 
 
-def _picture_coder(spark, wh: Warehouse, name: str | None, bits: int):
-    """The learned layer that coded the pictures (named in the `model` column), or None: the
-    projection's codes, or no picture code, have no vectors to verify a match with."""
+def _learned_coder(spark, wh: Warehouse, name: str | None, bits: int, described: str):
+    """The learned layer that coded the crops or pictures (named in the `model` column), or None:
+    the projection's codes, or no picture code, have no vectors to re-rank or verify with."""
     from imgfeat.spark import StageFailed
     from imgfeat.spark.runner import load_coder
 
     if not name or "deepbit" not in name:
         return None
     try:
-        return load_coder(spark, wh, bits, name, "picture")
-    except StageFailed:  # the layer was removed since: its matches go unverified
+        return load_coder(spark, wh, bits, name, described)
+    except StageFailed:  # the layer was removed since: no vectors (searches by the code, duplicates unverified)
         return None
 
 
-def with_picture_vectors(features, coder):
-    """`features` with `picture_vector` in place of `picture_embedding`: its `Coder.vectors`, packed
-    (`descriptor.pack_vectors`); null without a learned layer or a picture descriptor."""
+# A shard's vector columns, from the features' float descriptors.
+VECTOR_OF = {"vector": "embedding", "picture_vector": "picture_embedding"}
+
+
+def with_vectors(features, coders: dict):
+    """`features` with each of `coders`' columns ("vector", "picture_vector": a coder or None) in
+    place of its float descriptor (`VECTOR_OF`): the coder's `Coder.vectors`, packed
+    (`descriptor.pack_vectors`); null without a learned layer or a descriptor."""
     from pyspark.sql import functions as F
 
-    if coder is None:
-        return features.drop("picture_embedding").withColumn("picture_vector", F.lit(None).cast("binary"))
     from imgfeat import descriptor
+
+    learned = {column: coder for column, coder in coders.items() if coder is not None}
 
     def vectors(batches):
         import numpy as np
 
         for pdf in batches:
-            out = [None] * len(pdf)
-            have = [i for i, e in enumerate(pdf["picture_embedding"]) if e is not None and len(e)]
-            if have:
-                packed = descriptor.pack_vectors(coder.vectors(np.stack(pdf["picture_embedding"].iloc[have].to_list())))
-                for i, v in zip(have, packed):
-                    out[i] = v
-            yield pdf.drop(columns=["picture_embedding"]).assign(picture_vector=out)
+            for column, coder in learned.items():
+                source = pdf[VECTOR_OF[column]]
+                out = [None] * len(pdf)
+                have = [i for i, e in enumerate(source) if e is not None and len(e)]
+                if have:
+                    packed = descriptor.pack_vectors(coder.vectors(np.stack(source.iloc[have].to_list())))
+                    for i, v in zip(have, packed):
+                        out[i] = v
+                pdf = pdf.assign(**{column: out})
+            yield pdf.drop(columns=[VECTOR_OF[c] for c in learned])
 
-    kept = [c for c in features.columns if c != "picture_embedding"]
-    schema = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in features.schema.fields
-                       if f.name in kept) + ", picture_vector binary"
-    return features.mapInPandas(vectors, schema)
+    sources = [VECTOR_OF[c] for c in coders]
+    kept = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in features.schema.fields if f.name not in sources)
+    if learned:
+        features = features.drop(*[VECTOR_OF[c] for c in coders if c not in learned])
+        features = features.mapInPandas(vectors, kept + "".join(f", {c} binary" for c in learned))
+    else:
+        features = features.drop(*sources)
+    return features.select(*[c for c in features.columns], *[F.lit(None).cast("binary").alias(c) for c in coders
+                                                              if c not in learned])
 
 
 def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, radius: int | None = None,

@@ -144,10 +144,10 @@ def picture(warehouse: str, key: str, user: User) -> Response:
 
 
 def _page(**values) -> HTMLResponse:
-    from imgfeat import report
+    from imgfeat import report, search
 
     defaults = {"warehouses": allowed_warehouses(), "warehouse": None, "image_id": "", "k": 12, "hits": None,
-                "asked": None, "index": None, "error": None}
+                "asked": None, "index": None, "error": None, "candidates": search.RERANK_CANDIDATES}
     status = values.pop("status", 200)
     return HTMLResponse(report.render_template("search.html", **{**defaults, **values}), status_code=status)
 
