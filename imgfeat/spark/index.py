@@ -210,8 +210,7 @@ def with_vectors(features, coders: dict):
         features = features.mapInPandas(vectors, kept + "".join(f", {c} binary" for c in learned))
     else:
         features = features.drop(*sources)
-    return features.select(*[c for c in features.columns], *[F.lit(None).cast("binary").alias(c) for c in coders
-                                                              if c not in learned])
+    return features.select("*", *[F.lit(None).cast("binary").alias(c) for c in coders if c not in learned])
 
 
 def write_duplicates(spark, wh: Warehouse, date: str, codes: dict, bits: int, radius: int | None = None,
