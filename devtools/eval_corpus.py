@@ -10,6 +10,7 @@ training set, from the real photos of `sample_photos` (no registry ships a produ
 - held-out near-duplicate groups (`held_out`): the evaluation cut-outs that `build` leaves unused,
   composed with another seed, and the evaluation backgrounds as whole photos, each with the same
   edits. They were fixed before any result on them was seen, and no default is tuned on them.
+  `held_out_junk` names its ambiguous pairs of groups: a composite and its own background whole;
 - distractors (`distractors`): thousands of distinct pictures, for the false-match rate per pair a
   store of millions needs: each an evaluation cut-out on one of the non-overlapping tiles of the
   evaluation backgrounds; two of them are distinct pictures when they share neither.
@@ -79,16 +80,36 @@ def near_duplicate_group(group: str, img) -> list[tuple[str, bytes, str, str]]:
 def held_out(cache_dir: Path, skip: int = 18 + 40, seed: int = 1) -> list[tuple[str, bytes, str, str]]:
     """Near-duplicate groups no choice was tuned on: the evaluation cut-outs after the first `skip`
     (those `build` uses), composed on evaluation backgrounds, and those backgrounds whole."""
+    originals, _ = _held_out_originals(cache_dir, skip, seed)
+    return [item for i, img in enumerate(originals) for item in near_duplicate_group(f"held{i:03d}", img)]
+
+
+def held_out_junk(cache_dir: Path, skip: int = 18 + 40, seed: int = 1) -> list[tuple[str, str]]:
+    """The held-out split's ambiguous group pairs, (composite, background): a cut-out composed on a
+    view of a background photo, and that photo whole. By the labels they are different pictures, yet
+    the composite is the photo cropped with an object pasted on, so a scorer may ignore them (as the
+    Oxford and Paris buildings benchmarks ignore their "junk" images)."""
+    _, backgrounds_of = _held_out_originals(cache_dir, skip, seed)
+    return [(f"held{i:03d}", f"held{b:03d}") for i, b in backgrounds_of.items()]
+
+
+def _held_out_originals(cache_dir: Path, skip: int, seed: int) -> tuple[list, dict]:
+    """(the held-out groups' originals: composites, then backgrounds whole; {composite's index: its
+    background's index})."""
     _, backgrounds, cutouts = sample_photos.catalogue(sample_photos.fetch_sources(cache_dir))
     rng = random.Random(seed)
     eval_bgs = [b for b in backgrounds if _held_out(b[1])]
-    originals = [sample_photos.compose(sample_photos.load_cutout(path), rng.choice(eval_bgs)[0], rng)[0]
-                 for path, *_ in [c for c in cutouts if _held_out(c[1])][skip:]]
+    cuts = [c for c in cutouts if _held_out(c[1])][skip:]
+    originals, backgrounds_of = [], {}
+    for i, (path, *_) in enumerate(cuts):
+        bg = rng.choice(eval_bgs)
+        backgrounds_of[i] = len(cuts) + eval_bgs.index(bg)
+        originals.append(sample_photos.compose(sample_photos.load_cutout(path), bg[0], rng)[0])
     for path, _ in eval_bgs:
         img = sample_photos.load_rgb(path)
         img.thumbnail((MAX_SIDE, MAX_SIDE))
         originals.append(img)
-    return [item for i, img in enumerate(originals) for item in near_duplicate_group(f"held{i:03d}", img)]
+    return originals, backgrounds_of
 
 
 def distractors(cache_dir: Path, count: int = 5000, seed: int = 7) -> list[tuple[str, bytes, int, int]]:

@@ -351,6 +351,28 @@ def test_recall_at_false_match_rate_stays_below_the_first_allowed_false_match():
     assert (recall, radius) == (1.0, 6.0)
 
 
+def test_junk_pairs_count_neither_as_matches_nor_as_false_matches():
+    """The held-out split scored with its ambiguous pairs of groups ignored (`held_junk`)."""
+    from devtools.eval import junk_mask, score, score_verified
+
+    groups = np.array(["a", "a", "b", "b", "c"])
+    ignore = junk_mask(groups, [("c", "a")])
+    assert ignore.tolist() == [[False, False, False, False, True], [False, False, False, False, True],
+                               [False] * 5, [False] * 5, [True, True, False, False, False]]
+    d = np.full((5, 5), 10.0)
+    d[0, 1] = d[1, 0] = 2  # a pair
+    d[2, 3] = d[3, 2] = 6  # b pair
+    d[0, 4] = d[4, 0] = 4  # the nearest false match: a junk pair
+    split = {"ids": np.array([f"{g}/x.jpg" for g in groups]), "groups": groups, "kinds": np.array(["near_duplicate"] * 5)}
+    assert score(d, split)["recall@0.1%"]["recall"] == 0.5  # within 4 the junk pair would be a false match
+    junk = score(d, {**split, "ignore": ignore})
+    assert (junk["recall@0.1%"]["recall"], junk["recall@0.1%"]["radius"]) == (1.0, 6.0)
+    # left out of the rankings: item 4's only other group member is none, item 0 finds 1 first either way
+    sim = 1 - d / 10
+    assert score_verified(d, sim, split)["recall@0.1%"]["recall"] == 0.5
+    assert score_verified(d, sim, {**split, "ignore": ignore})["recall@0.1%"]["recall"] == 1.0
+
+
 def test_store_scale_verifies_the_codes_candidates_down_to_the_rate():
     """8-bit codes of an identity layer (a bit: a dimension's sign); the vectors' cosine verifies."""
     from devtools.eval import store_scale
@@ -470,6 +492,13 @@ def test_goals_are_met_only_at_their_values():
     # itq's recall@1% is higher: the learned layer is not ahead on the tuning split
     assert got["object tuning: learned 64-bit ahead of projection and itq on every recall and same-object mAP"] == (-0.01, False)
     assert got["object held_out: learned 64-bit ahead of projection and itq on every recall"] == (0.45, True)
+    # the held-out goals say their value with the split's junk pairs ignored, when measured
+    junk = [{**r, "split": "held_junk", "recall@0.1%": {"recall": 0.9}} for r in rows if r["split"] == "held_out"]
+    junk[0]["recall@0.1%"] = {"recall": 0.95}
+    got = {g["goal"]: g.get("junk_ignored") for g in goals(rows + junk)}
+    assert got["object held_out: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == 0.95
+    assert got["object held_out: learned 64-bit ahead of projection and itq on every recall"] == 0.05
+    assert got["object tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] is None
     # rows of another descriptor get their own goal rows
     picture = [{**r, "described": "picture"} for r in rows[:3]]
     got = {g["goal"]: g["value"] for g in goals(rows + picture)}

@@ -137,3 +137,15 @@ def test_distractors_are_distinct_pairs_of_cutout_and_background_tile(sources):
         with Image.open(io.BytesIO(jpeg)) as im:
             assert im.format == "JPEG" and im.size in sp.BACKGROUND_SIZES
     assert [j for _, j, *_ in eval_corpus.distractors(sources.parent, 40)] == [j for _, j, *_ in items]
+
+
+def test_the_held_out_junk_pairs_are_each_composite_and_its_own_background_whole(sources):
+    """make eval's ambiguous held-out pairs: a composite group (the evaluation cut-outs, first) and
+    the group of the background photo whole it was composed on (the backgrounds, after them)."""
+    from devtools import eval_corpus
+
+    pairs = eval_corpus.held_out_junk(sources.parent)
+    groups = {g for _, _, g, _ in eval_corpus.held_out(sources.parent)}
+    composites, backgrounds = [a for a, _ in pairs], {b for _, b in pairs}
+    assert composites == [f"held{i:03d}" for i in range(len(pairs))]  # one pair a composite
+    assert backgrounds <= groups - set(composites) and len(groups) - len(composites) == 10  # the 10 backgrounds
