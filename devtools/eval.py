@@ -5,7 +5,8 @@ queries all the others of its split. Two splits: `tuning` (the near-duplicate an
 every default was chosen on) and `held_out` (near-duplicate groups nothing was tuned on), and the
 held-out split scored again as `held_junk`: with its ambiguous pairs of groups (a composite and its
 own background photo whole, `eval_corpus.held_out_junk`) counted neither as matches nor as false
-matches, as the Oxford and Paris buildings benchmarks score with their "junk" images. For each
+matches, as the Oxford and Paris buildings benchmarks score with their "junk" images; and
+`held_new`, a second held-out split without such pairs (`eval_corpus.held_new`). For each
 code length K it compares
 - learned: the DeepBit layer, trained with BigDL on Spark from the disjoint training pictures
   (`imgfeat.spark.train_descriptor.fit`, the code the train_descriptor DAG runs);
@@ -59,6 +60,7 @@ GOAL_MAP_SAME_OBJECT = 1.5 * 0.150
 STORE_RATES = (1e-5, 1e-6)
 DISTRACTORS = 5000
 JUNK_SPLIT = "held_junk"  # the held-out split, its ambiguous pairs ignored
+NEW_SPLIT = "held_new"  # the second held-out split (`eval_corpus.held_new`)
 
 
 def rate_name(rate: float) -> str:
@@ -278,6 +280,7 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
     # the held-out split again, its composites and their own backgrounds whole ignored (`held_out_junk`)
     held = splits["held_out"]
     splits[JUNK_SPLIT] = {**held, "ignore": junk_mask(held["groups"], eval_corpus.held_out_junk(paths.cache_dir()))}
+    splits[NEW_SPLIT] = _split(eval_corpus.held_new(paths.cache_dir()), engine)
     train_rows = [r for r in pipeline.crops(training, engine) if r["crop"] is not None]
     if "picture" in described:
         items = eval_corpus.distractors(paths.cache_dir(), DISTRACTORS)
@@ -315,7 +318,7 @@ def run(bits_list: list[int], rounds: int, epochs: int, described: list[str]) ->
             if what == "picture":
                 coder = descriptor.Coder(bits, "learned", w, c)
                 stores.append(store_scale(coder, index.default_radius("picture-deepbit", bits, "picture", verified=True),
-                                          distractors, {n: s for n, s in splits.items() if n != JUNK_SPLIT}))
+                                          distractors, {n: splits[n] for n in ("tuning", "held_out")}))
             for name, split in splits.items():
                 for method, codes in coders.items():
                     rows.append({"described": what, "split": name, "method": method, "bits": bits,
@@ -382,10 +385,11 @@ def goals(rows: list[dict], reranks: list[dict] = ()) -> list[dict]:
     a recall goal also says what bounds it (`_limits`: ceiling, weakest_edit); the search's
     re-ranked same-object mAP beside the code's."""
     out = []
+    splits = [s for s in ("tuning", "held_out", NEW_SPLIT) if any(r["split"] == s for r in rows)]
     for what in dict.fromkeys(r.get("described", "object") for r in rows):
         # the code alone, and (pictures) the code verified by its vectors: the duplicates table's method
         for method in ("learned", "verified"):
-            for split in ("tuning", "held_out"):
+            for split in splits:
                 row = _row(rows, what, split, method, GOAL_BITS)
                 if method == "verified" and row is None:
                     continue
@@ -408,7 +412,7 @@ def goals(rows: list[dict], reranks: list[dict] = ()) -> list[dict]:
                                     f"by its vectors) mAP@10 same-object >= {GOAL_MAP_SAME_OBJECT:.3f}",
                             "value": r["map_same_object"], "met": r["map_same_object"] >= GOAL_MAP_SAME_OBJECT})
         for bits in sorted({r["bits"] for r in rows if r["method"] == "learned"}):
-            for split in ("tuning", "held_out"):
+            for split in splits:
                 metrics = [lambda r, k=f"recall@{rate_name(rate)}": r[k]["recall"] for rate in FALSE_MATCH_RATES]
                 if split == "tuning":
                     metrics.append(lambda r: r["map_same_object"])

@@ -11,6 +11,8 @@ training set, from the real photos of `sample_photos` (no registry ships a produ
   composed with another seed, and the evaluation backgrounds as whole photos, each with the same
   edits. They were fixed before any result on them was seen, and no default is tuned on them.
   `held_out_junk` names its ambiguous pairs of groups: a composite and its own background whole;
+- a second held-out split (`held_new`), without them: the same cut-outs on half of the evaluation
+  backgrounds, and the other half whole;
 - distractors (`distractors`): thousands of distinct pictures, for the false-match rate per pair a
   store of millions needs: each an evaluation cut-out on one of the non-overlapping tiles of the
   evaluation backgrounds; two of them are distinct pictures when they share neither.
@@ -93,19 +95,31 @@ def held_out_junk(cache_dir: Path, skip: int = 18 + 40, seed: int = 1) -> list[t
     return [(f"held{i:03d}", f"held{b:03d}") for i, b in backgrounds_of.items()]
 
 
-def _held_out_originals(cache_dir: Path, skip: int, seed: int) -> tuple[list, dict]:
-    """(the held-out groups' originals: composites, then backgrounds whole; {composite's index: its
-    background's index})."""
+def held_new(cache_dir: Path, skip: int = 18 + 40, seed: int = 2) -> list[tuple[str, bytes, str, str]]:
+    """A second held-out split, without the first one's ambiguity (defined 2026-12-04, before any
+    result on it was seen): the same evaluation cut-outs, composed with another seed on every other
+    evaluation background only, and the other backgrounds whole; no photo is used both ways."""
+    originals, _ = _held_out_originals(cache_dir, skip, seed, composed_on=slice(0, None, 2), whole=slice(1, None, 2))
+    return [item for i, img in enumerate(originals) for item in near_duplicate_group(f"new{i:03d}", img)]
+
+
+def _held_out_originals(cache_dir: Path, skip: int, seed: int, composed_on: slice = slice(None),
+                        whole: slice = slice(None)) -> tuple[list, dict]:
+    """(a held-out split's originals: the evaluation cut-outs after `skip`, each composed on one of
+    the evaluation backgrounds `composed_on` picks, then the backgrounds `whole` picks, whole;
+    {composite's index: the index of its background whole, if whole is one})."""
     _, backgrounds, cutouts = sample_photos.catalogue(sample_photos.fetch_sources(cache_dir))
     rng = random.Random(seed)
     eval_bgs = [b for b in backgrounds if _held_out(b[1])]
+    under, wholes = eval_bgs[composed_on], eval_bgs[whole]
     cuts = [c for c in cutouts if _held_out(c[1])][skip:]
     originals, backgrounds_of = [], {}
     for i, (path, *_) in enumerate(cuts):
-        bg = rng.choice(eval_bgs)
-        backgrounds_of[i] = len(cuts) + eval_bgs.index(bg)
+        bg = rng.choice(under)
+        if bg in wholes:
+            backgrounds_of[i] = len(cuts) + wholes.index(bg)
         originals.append(sample_photos.compose(sample_photos.load_cutout(path), bg[0], rng)[0])
-    for path, _ in eval_bgs:
+    for path, _ in wholes:
         img = sample_photos.load_rgb(path)
         img.thumbnail((MAX_SIDE, MAX_SIDE))
         originals.append(img)

@@ -499,6 +499,12 @@ def test_goals_are_met_only_at_their_values():
     assert got["object held_out: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == 0.95
     assert got["object held_out: learned 64-bit ahead of projection and itq on every recall"] == 0.05
     assert got["object tuning: learned 64-bit near-duplicate recall@0.1% >= 0.8"] is None
+    # the second held-out split gets its goal rows when measured
+    new = [{**r, "split": "held_new"} for r in rows if r["split"] == "held_out"]
+    got = {g["goal"]: g["value"] for g in goals(rows + new)}
+    assert got["object held_new: learned 64-bit near-duplicate recall@0.1% >= 0.8"] == 0.85
+    assert got["object held_new: learned 64-bit ahead of projection and itq on every recall"] == 0.45
+    assert not any("held_new" in g["goal"] for g in goals(rows))
     # rows of another descriptor get their own goal rows
     picture = [{**r, "described": "picture"} for r in rows[:3]]
     got = {g["goal"]: g["value"] for g in goals(rows + picture)}

@@ -149,3 +149,18 @@ def test_the_held_out_junk_pairs_are_each_composite_and_its_own_background_whole
     composites, backgrounds = [a for a, _ in pairs], {b for _, b in pairs}
     assert composites == [f"held{i:03d}" for i in range(len(pairs))]  # one pair a composite
     assert backgrounds <= groups - set(composites) and len(groups) - len(composites) == 10  # the 10 backgrounds
+
+
+def test_the_second_held_out_split_uses_no_background_both_ways(sources):
+    """`held_new`: the same 14 cut-outs, composed on every other evaluation background, and the
+    other 5 backgrounds whole: no composite's background is a group of its own."""
+    from devtools import eval_corpus
+
+    items = eval_corpus.held_new(sources.parent)
+    groups = sorted({g for _, _, g, _ in items})
+    assert groups == [f"new{i:03d}" for i in range(14 + 5)] and len(items) == 6 * len(groups)
+    _, backgrounds_of = eval_corpus._held_out_originals(sources.parent, 18 + 40, 2, slice(0, None, 2), slice(1, None, 2))
+    assert backgrounds_of == {}
+    # while in the first held-out split every composite's background is whole too
+    _, backgrounds_of = eval_corpus._held_out_originals(sources.parent, 18 + 40, 1)
+    assert len(backgrounds_of) == 14
