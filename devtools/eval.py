@@ -198,8 +198,9 @@ def score_verified(dist: np.ndarray, sim: np.ndarray, split: dict) -> dict:
 
 
 def reranked(dist: np.ndarray, float_dist: np.ndarray, candidates: int) -> np.ndarray:
-    """What search's `--rerank` ranks by: each query's `candidates` nearest by (code distance, item),
-    ordered by the float distance, ahead of all the rest."""
+    """What `similar` ranks by when it re-ranks: each query's `candidates` nearest by (code distance,
+    item), ordered by `float_dist` (of the layer's vectors by default, or of the float descriptors),
+    ahead of all the rest."""
     out = np.full(dist.shape, np.inf)
     for q in range(len(dist)):
         near = _ranked(dist[q], q)[:candidates]
